@@ -1,1 +1,52 @@
-fn main(){}
+//! The `ratecast` binary: parses options and calls the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ratecast::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// Live crypto exchange rates: one CoinGecko poller, deltas over WebSocket to every screen.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: poller, REST API, WebSocket stream, page, metrics.
+    Serve(Box<Config>),
+    /// Probe a URL and exit 0 when it answers 2xx (for images without curl).
+    Healthcheck(ratecast::healthcheck::HealthcheckArgs),
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(config) => {
+            init_tracing(config.log_format);
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            ratecast::run(listener, *config, ratecast::shutdown::signal()).await?;
+        }
+        Command::Healthcheck(args) => ratecast::healthcheck::run(args).await?,
+    }
+    Ok(())
+}

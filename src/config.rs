@@ -1,0 +1,167 @@
+//! `ratecast serve` options: every flag has a `RATECAST_…` environment twin. The parsed struct
+//! is the server's configuration; nothing is copied into a second struct.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use url::Url;
+
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Address to serve the page, the API and the WebSocket stream on.
+    #[arg(long, env = "RATECAST_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Serve /metrics on this separate address (and not on --listen), e.g. 0.0.0.0:9090.
+    #[arg(long, env = "RATECAST_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// CoinGecko API base URL (use https://pro-api.coingecko.com with a Pro key).
+    #[arg(long, env = "RATECAST_UPSTREAM_URL", default_value = "https://api.coingecko.com", value_parser = parse_http_url)]
+    pub upstream_url: Url,
+
+    /// CoinGecko API key: sent as x-cg-pro-api-key to the pro host, x-cg-demo-api-key otherwise.
+    /// Never logged.
+    #[arg(long, env = "RATECAST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+
+    /// Time between polls (CoinGecko caches this endpoint for about a minute; the free Demo
+    /// plan allows 30 calls per minute).
+    #[arg(long, env = "RATECAST_POLL_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    pub poll_interval: Duration,
+
+    /// Timeout of one upstream request (connect and read).
+    #[arg(long, env = "RATECAST_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub request_timeout: Duration,
+
+    /// Longest wait between retries while the upstream fails.
+    #[arg(long, env = "RATECAST_MAX_BACKOFF", default_value = "5m", value_parser = parse_positive_duration)]
+    pub max_backoff: Duration,
+
+    /// Flag data as stale when it is older than this (also when the upstream is down).
+    #[arg(long, env = "RATECAST_STALE_AFTER", default_value = "3m", value_parser = parse_positive_duration)]
+    pub stale_after: Duration,
+
+    /// Offline demo: no network; a recorded CoinGecko payload moved by a random walk each tick.
+    /// Everything served says "source": "demo".
+    #[arg(long, env = "RATECAST_DEMO")]
+    pub demo: bool,
+
+    /// Log format: text for people, json for log pipelines. Level via RUST_LOG (default info).
+    #[arg(long, env = "RATECAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// On SIGTERM/SIGINT: how long to wait for requests and WebSockets to finish before exiting.
+    #[arg(long, env = "RATECAST_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For is trusted for the client IP.
+    /// Empty (the default): the TCP peer is the client.
+    #[arg(long, env = "RATECAST_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<IpNet>,
+
+    /// API requests per second per client IP (0 disables the limit).
+    #[arg(long, env = "RATECAST_RATE_LIMIT_PER_SECOND", default_value_t = 10)]
+    pub rate_limit_per_second: u32,
+
+    /// API burst allowance per client IP.
+    #[arg(long, env = "RATECAST_RATE_LIMIT_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    #[command(flatten)]
+    pub ws: WsConfig,
+}
+
+/// WebSocket stream limits and timings.
+#[derive(Args, Debug, Clone)]
+pub struct WsConfig {
+    /// Most concurrent WebSocket connections in this process.
+    #[arg(long, env = "RATECAST_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Most concurrent WebSocket connections from one client IP.
+    #[arg(long, env = "RATECAST_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
+    pub max_connections_per_ip: usize,
+
+    /// New WebSocket connections per second per client IP (0 disables the limit).
+    #[arg(
+        long,
+        env = "RATECAST_CONNECTION_RATE_PER_SECOND",
+        default_value_t = 20
+    )]
+    pub connection_rate_per_second: u32,
+
+    /// Burst allowance of new WebSocket connections per client IP.
+    #[arg(long, env = "RATECAST_CONNECTION_RATE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connection_rate_burst: u32,
+
+    /// Origins allowed to open the stream (comma-separated, e.g. https://rates.example.com).
+    /// Empty: any origin. Requests without an Origin header (CLI tools) are always allowed.
+    #[arg(long, env = "RATECAST_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+
+    /// Heartbeat frame and ping interval.
+    #[arg(long, env = "RATECAST_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_positive_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Close a connection from which nothing (not even a pong) arrived for this long.
+    #[arg(long, env = "RATECAST_IDLE_TIMEOUT", default_value = "45s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// Close a connection whose socket does not take a frame within this time (slow consumer).
+    #[arg(long, env = "RATECAST_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret string whose `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Humane durations: `30s`, `250ms`, `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 250ms, 2m)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    match (url.scheme(), url.host_str()) {
+        ("http" | "https", Some(_)) => Ok(url),
+        _ => Err("must be an http:// or https:// URL with a host".into()),
+    }
+}

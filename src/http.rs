@@ -1,0 +1,265 @@
+//! REST routes, health, metrics, and the middleware every HTTP response goes through.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tower::ServiceBuilder;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::{GovernorError, GovernorLayer};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::client_ip::ClientIpResolver;
+use crate::error::ApiError;
+use crate::model;
+
+/// REST handlers answer from memory; anything slower than this is stuck.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The REST API, health and (unless served separately) metrics, with their middleware.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let api = Router::new()
+        .route("/api/v1/rates", get(rates))
+        .route("/api/v1/rates/{code}", get(rate))
+        .route("/api/v1/history/{code}", get(history));
+    let api = match rate_limit_layer(
+        state.config.rate_limit_per_second,
+        state.config.rate_limit_burst,
+        &state.client_ip,
+    ) {
+        Some(layer) => api.layer(layer),
+        None => api,
+    };
+    let router = Router::new()
+        .merge(api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    if state.config.metrics_listen.is_none() {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    }
+}
+
+/// Middleware shared by every router: request metrics, tracing, timeouts, panics → JSON 500,
+/// security headers. `/ws` is exempt from the timeout by being outside `router`'s timeout layer.
+pub fn with_middleware(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router
+        .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_FRAME_OPTIONS,
+                    HeaderValue::from_static("DENY"),
+                ))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal.into_response()
+                }))
+                .layer(TraceLayer::new_for_http()),
+        )
+}
+
+/// A timeout for plain request/response routes (never for the WebSocket upgrade).
+pub fn timeout_layer() -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT)
+}
+
+/// Per-client-IP rate limit with a JSON 429 and `Retry-After`; `None` when disabled (0/s).
+pub fn rate_limit_layer(
+    per_second: u32,
+    burst: u32,
+    client_ip: &ClientIpResolver,
+) -> Option<GovernorLayer<ClientIpResolver, governor::middleware::NoOpMiddleware, Body>> {
+    if per_second == 0 {
+        return None;
+    }
+    let config = GovernorConfigBuilder::default()
+        .key_extractor(client_ip.clone())
+        .period(Duration::from_secs(1) / per_second)
+        .burst_size(burst.max(1))
+        .finish()?;
+    Some(GovernorLayer::new(config).error_handler(governor_error))
+}
+
+fn governor_error(err: GovernorError) -> Response {
+    match err {
+        GovernorError::TooManyRequests { wait_time, .. } => ApiError::RateLimited {
+            retry_after: Duration::from_secs(wait_time),
+        }
+        .into_response(),
+        GovernorError::UnableToExtractKey => {
+            ApiError::BadRequest("cannot tell the client address".into()).into_response()
+        }
+        GovernorError::Other { .. } => ApiError::Internal.into_response(),
+    }
+}
+
+async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state.metrics.http_request(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn not_found(State(state): State<AppState>) -> ApiError {
+    state.metrics.http_request("unmatched".into(), 404, 0.0);
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": "method not allowed", "code": "method_not_allowed"})),
+    )
+        .into_response()
+}
+
+fn no_data() -> ApiError {
+    ApiError::Unavailable("no rates yet: the first poll has not succeeded".into())
+}
+
+fn json_response(body: impl Into<Body>, cache: &'static str) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, cache)
+        .body(body.into())
+        .unwrap_or_else(|_| ApiError::Internal.into_response())
+}
+
+async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let view = state.store.view().ok_or_else(no_data)?;
+    let etag = HeaderValue::from_str(&view.etag).map_err(|_| ApiError::Internal)?;
+    let cache = "no-cache";
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == view.etag || t.trim() == "*")
+        })
+    {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag),
+                (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+            ],
+        )
+            .into_response());
+    }
+    let mut response = json_response(view.rest_body.clone(), cache);
+    response.headers_mut().insert(header::ETAG, etag);
+    Ok(response)
+}
+
+fn known_code(code: &str) -> Result<&str, ApiError> {
+    if model::is_valid_code(code) {
+        Ok(code)
+    } else {
+        Err(ApiError::NotFound(format!("unknown currency {code:?}")))
+    }
+}
+
+async fn rate(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = state.store.view().ok_or_else(no_data)?;
+    let code = known_code(&code)?;
+    let rate = view
+        .rates
+        .get(code)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown currency {code:?}")))?;
+    let body = json!({
+        "seq": view.seq,
+        "updated_at": humantime::format_rfc3339_millis(view.updated_at).to_string(),
+        "source": view.source,
+        "stale": view.stale,
+        "code": code,
+        "rate": rate,
+    });
+    Ok(json_response(body.to_string(), "no-cache"))
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
+    let code = known_code(&code)?;
+    let points = state
+        .store
+        .history(code)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown currency {code:?}")))?;
+    Ok(json_response(
+        json!({ "code": code, "points": points }).to_string(),
+        "no-cache",
+    ))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let reason = if state.shutdown.is_cancelled() {
+        Some("shutting down")
+    } else if state.store.view().is_none() {
+        Some("no data yet")
+    } else {
+        None
+    };
+    match reason {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus text; the data age is computed at scrape time so it is never itself stale.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(view) = state.store.view() {
+        let age = std::time::SystemTime::now()
+            .duration_since(view.updated_at)
+            .unwrap_or_default();
+        state.metrics.data_age.set(age.as_secs_f64());
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

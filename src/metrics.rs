@@ -1,0 +1,217 @@
+//! Prometheus metrics. Each server owns its own recorder (nothing global), so several servers
+//! in one test process do not share counters. Handles for hot-path metrics are registered once.
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub upstream_latency: Histogram,
+    pub upstream_last_success: Gauge,
+    pub upstream_up: Gauge,
+    pub data_age: Gauge,
+    pub deltas_published: Counter,
+    pub seq: Gauge,
+    pub ws_connections: Gauge,
+    pub ws_accepted: Counter,
+    pub ws_frames_sent: Counter,
+    pub ws_bytes_sent: Counter,
+    pub ws_resyncs: Counter,
+    pub ws_slow_consumer_closes: Counter,
+    pub ws_delivery_delay: Histogram,
+}
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("ratecast_ws_delivery_delay_seconds".into()),
+                DELIVERY_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            })
+            .expect("bucket lists are non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            recorder.describe_counter(name.into(), unit, help.into());
+        };
+        for (name, unit, help) in DESCRIPTIONS {
+            describe(name, *unit, help);
+        }
+        let m = |name: &'static str| Key::from_name(name);
+        Self {
+            upstream_latency: recorder
+                .register_histogram(&m("ratecast_upstream_request_duration_seconds"), &METADATA),
+            upstream_last_success: recorder.register_gauge(
+                &m("ratecast_upstream_last_success_timestamp_seconds"),
+                &METADATA,
+            ),
+            upstream_up: recorder.register_gauge(&m("ratecast_upstream_up"), &METADATA),
+            data_age: recorder.register_gauge(&m("ratecast_data_age_seconds"), &METADATA),
+            deltas_published: recorder
+                .register_counter(&m("ratecast_deltas_published_total"), &METADATA),
+            seq: recorder.register_gauge(&m("ratecast_seq"), &METADATA),
+            ws_connections: recorder.register_gauge(&m("ratecast_ws_connections"), &METADATA),
+            ws_accepted: recorder
+                .register_counter(&m("ratecast_ws_connections_accepted_total"), &METADATA),
+            ws_frames_sent: recorder
+                .register_counter(&m("ratecast_ws_frames_sent_total"), &METADATA),
+            ws_bytes_sent: recorder.register_counter(&m("ratecast_ws_bytes_sent_total"), &METADATA),
+            ws_resyncs: recorder.register_counter(&m("ratecast_ws_resyncs_total"), &METADATA),
+            ws_slow_consumer_closes: recorder
+                .register_counter(&m("ratecast_ws_slow_consumer_closes_total"), &METADATA),
+            ws_delivery_delay: recorder
+                .register_histogram(&m("ratecast_ws_delivery_delay_seconds"), &METADATA),
+            recorder,
+            handle,
+        }
+    }
+
+    /// A counter with bounded labels: callers pass `&'static str` label values only.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|&(k, v)| Label::from_static_parts(k, v))
+            .collect();
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    pub fn upstream_request(&self, outcome: &'static str) {
+        self.counter("ratecast_upstream_requests_total", &[("outcome", outcome)])
+            .increment(1);
+    }
+
+    /// Counts one HTTP request by matched route (never the raw path) and status.
+    pub fn http_request(&self, route: String, status: u16, seconds: f64) {
+        let route = Label::new("route", route);
+        let key = Key::from_parts(
+            "ratecast_http_requests_total",
+            vec![route.clone(), Label::new("status", status.to_string())],
+        );
+        self.recorder.register_counter(&key, &METADATA).increment(1);
+        let key = Key::from_parts("ratecast_http_request_duration_seconds", vec![route]);
+        self.recorder
+            .register_histogram(&key, &METADATA)
+            .record(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram samples into buckets; called periodically so they do not pile up between scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
+    (
+        "ratecast_upstream_requests_total",
+        None,
+        "Upstream polls by outcome (ok or the failure kind).",
+    ),
+    (
+        "ratecast_upstream_request_duration_seconds",
+        Some(Unit::Seconds),
+        "Upstream poll latency.",
+    ),
+    (
+        "ratecast_upstream_last_success_timestamp_seconds",
+        Some(Unit::Seconds),
+        "Unix time of the last successful poll.",
+    ),
+    (
+        "ratecast_upstream_up",
+        None,
+        "1 when the last poll succeeded, else 0.",
+    ),
+    (
+        "ratecast_data_age_seconds",
+        Some(Unit::Seconds),
+        "Age of the served data (since its last change).",
+    ),
+    (
+        "ratecast_deltas_published_total",
+        None,
+        "Deltas published (new seq values).",
+    ),
+    ("ratecast_seq", None, "Current sequence number."),
+    (
+        "ratecast_http_requests_total",
+        None,
+        "HTTP requests by matched route and status.",
+    ),
+    (
+        "ratecast_http_request_duration_seconds",
+        Some(Unit::Seconds),
+        "HTTP request latency by matched route.",
+    ),
+    (
+        "ratecast_ws_connections",
+        None,
+        "Open WebSocket connections.",
+    ),
+    (
+        "ratecast_ws_connections_accepted_total",
+        None,
+        "WebSocket upgrades accepted.",
+    ),
+    (
+        "ratecast_ws_connections_refused_total",
+        None,
+        "WebSocket upgrades refused, by reason.",
+    ),
+    (
+        "ratecast_ws_frames_sent_total",
+        None,
+        "WebSocket frames sent.",
+    ),
+    (
+        "ratecast_ws_bytes_sent_total",
+        Some(Unit::Bytes),
+        "WebSocket payload bytes sent.",
+    ),
+    (
+        "ratecast_ws_resyncs_total",
+        None,
+        "Snapshots sent to subscribers that lagged behind the broadcast buffer.",
+    ),
+    (
+        "ratecast_ws_slow_consumer_closes_total",
+        None,
+        "Connections closed because the client did not read in time.",
+    ),
+    (
+        "ratecast_ws_resumes_total",
+        None,
+        "Resume requests by result (replayed or snapshot).",
+    ),
+    (
+        "ratecast_ws_delivery_delay_seconds",
+        Some(Unit::Seconds),
+        "Delay from publish to frame written (sampled).",
+    ),
+];
