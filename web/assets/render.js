@@ -1,0 +1,256 @@
+// Rendering: the team table and the wall tiles. Each code owns a few cells that are updated in place,
+// so a delta touches only the cells of the codes it changed.
+
+import { formatAge, formatAmount, formatPercent } from './format.js';
+import { createSparkline, drawSparkline } from './sparkline.js';
+
+const FLASH_MS = 1200;
+const TYPE_ORDER = ['crypto', 'fiat', 'commodity'];
+const TYPE_LABEL = { crypto: 'Crypto', fiat: 'Fiat', commodity: 'Commodities' };
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function typeRank(type) {
+  const rank = TYPE_ORDER.indexOf(type);
+  return rank === -1 ? TYPE_ORDER.length : rank;
+}
+
+/** Value, flash, and trend updates shared by table rows and tiles. */
+class Cells {
+  constructor(code, name, root) {
+    this.code = code;
+    this.name = name;
+    this.root = root;
+    this.amount = element('span', 'amount');
+    this.marker = element('span', 'marker');
+    this.change = element('span', 'window');
+    this.spark = createSparkline();
+    this.ratio = null;
+    this.windowChange = null;
+    this.timer = null;
+  }
+
+  setValue(ratio, unit) {
+    this.ratio = ratio;
+    const text = formatAmount(ratio, unit);
+    if (this.amount.textContent !== text) this.amount.textContent = text;
+  }
+
+  /** Colour, arrow and % for about a second; the stylesheet animates it unless motion is reduced. */
+  flash(before, after) {
+    if (before === null || before === after || !(before > 0)) return;
+    const up = after > before;
+    clearTimeout(this.timer);
+    this.root.classList.remove('flash', 'up', 'down');
+    void this.root.offsetWidth; // restart the CSS animation on back-to-back changes
+    this.root.classList.add('flash', up ? 'up' : 'down');
+    this.marker.textContent = `${up ? '▲' : '▼'} ${formatPercent(after / before - 1)}`;
+    this.timer = setTimeout(() => {
+      this.root.classList.remove('flash', 'up', 'down');
+      this.marker.textContent = '';
+    }, FLASH_MS);
+  }
+
+  setTrend(series, now) {
+    drawSparkline(this.spark, series, now);
+    const first = series[0]?.[1];
+    this.windowChange = first > 0 && this.ratio !== null ? this.ratio / first - 1 : null;
+    this.change.textContent = this.windowChange === null ? '–' : formatPercent(this.windowChange);
+    this.change.classList.toggle('up', this.windowChange > 0);
+    this.change.classList.toggle('down', this.windowChange < 0);
+  }
+}
+
+/** Team mode: one table, a tbody per type, rows sortable and filterable. */
+export class TableView {
+  constructor(table, baseLabel) {
+    this.table = table;
+    this.baseLabel = baseLabel;
+    this.groups = new Map();
+    this.cells = new Map();
+    this.sort = 'name';
+    this.query = '';
+  }
+
+  setBase(base) {
+    this.baseLabel.textContent = `1 ${base.toUpperCase()} =`;
+  }
+
+  setValue(cells, ratio, unit) {
+    cells.setValue(ratio, unit);
+  }
+
+  add(code, rate) {
+    const row = element('tr');
+    row.dataset.code = code;
+    const cells = new Cells(code, rate.name, row);
+    const head = element('th');
+    head.scope = 'row';
+    head.append(element('span', 'name', rate.name), ' ', element('abbr', 'code', code.toUpperCase()));
+    const value = element('td', 'value');
+    value.append(cells.amount, cells.marker);
+    const change = element('td', 'change');
+    change.append(cells.change);
+    const trend = element('td', 'trend');
+    trend.append(cells.spark);
+    row.append(head, element('td', 'unit', rate.unit), value, change, trend);
+    row.hidden = !this.#matches(cells);
+    this.#group(rate.type).append(row);
+    this.cells.set(code, cells);
+    return cells;
+  }
+
+  remove(code) {
+    const cells = this.cells.get(code);
+    if (!cells) return;
+    const group = cells.root.parentElement;
+    cells.root.remove();
+    this.cells.delete(code);
+    this.#refreshGroup(group);
+  }
+
+  setSort(sort) {
+    this.sort = sort;
+    for (const th of this.table.tHead.rows[0].cells) {
+      if (th.dataset.sort) th.setAttribute('aria-sort', th.dataset.sort === sort ? sortDirection(sort) : 'none');
+    }
+    this.reorder();
+  }
+
+  setQuery(query) {
+    this.query = query.trim().toLowerCase();
+    for (const cells of this.cells.values()) cells.root.hidden = !this.#matches(cells);
+    for (const group of this.groups.values()) this.#refreshGroup(group);
+  }
+
+  /** Moves rows only when the order actually changed. */
+  reorder() {
+    const key = {
+      name: (a, b) => a.name.localeCompare(b.name),
+      value: (a, b) => b.ratio - a.ratio,
+      change: (a, b) => (b.windowChange ?? -Infinity) - (a.windowChange ?? -Infinity),
+    }[this.sort];
+    for (const group of this.groups.values()) {
+      const rows = [...group.rows].slice(1);
+      const sorted = rows.map((row) => this.cells.get(row.dataset.code)).sort(key).map((c) => c.root);
+      if (sorted.some((row, i) => row !== rows[i])) group.append(...sorted);
+    }
+  }
+
+  #matches(cells) {
+    return !this.query || cells.code.includes(this.query) || cells.name.toLowerCase().includes(this.query);
+  }
+
+  #group(type) {
+    if (!this.groups.has(type)) {
+      const body = element('tbody');
+      body.dataset.type = type;
+      const heading = element('th', null, TYPE_LABEL[type] ?? type);
+      heading.scope = 'colgroup';
+      heading.colSpan = 5;
+      const row = element('tr', 'group');
+      row.append(heading);
+      body.append(row);
+      const next = [...this.groups.entries()]
+        .filter(([other]) => typeRank(other) > typeRank(type) || (typeRank(other) === typeRank(type) && other > type))
+        .map(([, node]) => node)[0];
+      this.table.insertBefore(body, next ?? null);
+      this.groups.set(type, body);
+    }
+    return this.groups.get(type);
+  }
+
+  #refreshGroup(group) {
+    group.hidden = ![...group.rows].slice(1).some((row) => !row.hidden);
+  }
+}
+
+function sortDirection(sort) {
+  return sort === 'name' ? 'ascending' : 'descending';
+}
+
+/** Wall mode: one large tile per chosen symbol, in the order given, laid out to fill the screen. */
+export class TileView {
+  constructor(container, symbols) {
+    this.container = container;
+    this.symbols = symbols;
+    this.cells = new Map();
+    this.base = null;
+    addEventListener('resize', () => this.#layout());
+  }
+
+  setBase(base, baseRate) {
+    this.base = base;
+    this.baseRate = baseRate;
+  }
+
+  add(code, rate) {
+    if (!this.symbols.includes(code)) return null;
+    const tile = element('article', 'tile');
+    tile.dataset.code = code;
+    const cells = new Cells(code, rate.name, tile);
+    cells.inverse = element('p', 'inverse');
+    const head = element('header');
+    head.append(element('h2', 'code', code.toUpperCase()), element('p', 'name', rate.name));
+    cells.per = element('p', 'per');
+    const value = element('p', 'value');
+    value.append(cells.amount, cells.marker);
+    const foot = element('footer');
+    foot.append(cells.inverse, cells.change);
+    tile.append(head, cells.per, value, cells.spark, foot);
+    this.cells.set(code, cells);
+    const order = (c) => this.symbols.indexOf(c);
+    const next = [...this.container.children].find((t) => order(t.dataset.code) > order(code));
+    this.container.insertBefore(tile, next ?? null);
+    this.#layout();
+    return cells;
+  }
+
+  remove(code) {
+    this.cells.get(code)?.root.remove();
+    this.cells.delete(code);
+    this.#layout();
+  }
+
+  /** Tiles also read the other way round: "1 EUR = $1.07" under "€0.93". */
+  setValue(cells, ratio, unit) {
+    cells.setValue(ratio, unit);
+    cells.per.textContent = `1 ${this.base.toUpperCase()} =`;
+    cells.amount.parentElement.style.setProperty('--chars', Math.max(cells.amount.textContent.length, 4));
+    const inverse = `1 ${cells.code.toUpperCase()} = ${formatAmount(1 / ratio, this.baseRate.unit)}`;
+    if (cells.inverse.textContent !== inverse) cells.inverse.textContent = inverse;
+  }
+
+  /** Tiles keep the order of ?symbols=. */
+  reorder() {}
+
+  /** Picks the column count that gives the largest tiles of roughly 16:10 on this screen. */
+  #layout() {
+    const count = this.container.children.length || 1;
+    const { clientWidth: width, clientHeight: height } = this.container;
+    let best = 1;
+    let bestSize = 0;
+    for (let cols = 1; cols <= count; cols++) {
+      const rows = Math.ceil(count / cols);
+      const size = Math.min(width / cols / 1.6, height / rows);
+      if (size > bestSize) [best, bestSize] = [cols, size];
+    }
+    this.container.style.setProperty('--cols', best);
+    this.container.style.setProperty('--rows', Math.ceil(count / best));
+  }
+}
+
+/** The status line: the state word is the only live region; the age beside it is not announced. */
+export function renderStatus(nodes, { state, detail, ageMs, demo }) {
+  const label = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', stale: 'Stale' }[state];
+  const text = detail ? `${label} — ${detail}` : label;
+  if (nodes.status.textContent !== text) nodes.status.textContent = text;
+  nodes.bar.dataset.state = state;
+  nodes.age.textContent = ageMs === null ? '' : `data ${formatAge(ageMs)}`;
+  nodes.demo.hidden = !demo;
+}
