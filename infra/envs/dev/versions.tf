@@ -1,0 +1,1 @@
+../_common/versions.tf

@@ -1,0 +1,39 @@
+# prod: on-demand base in every AZ, a NAT gateway per AZ, and a spot group the autoscaler only
+# uses once the base group is at its maximum.
+module "ratecast" {
+  source = "../../modules/environment"
+
+  environment        = "prod"
+  vpc_cidr           = "10.30.0.0/16"
+  az_count           = 3
+  single_nat_gateway = false
+
+  node_groups = {
+    # 4 vCPU / 16 GiB: room for tens of thousands of WebSocket connections per node.
+    base = {
+      capacity_type  = "ON_DEMAND"
+      instance_types = ["m7g.xlarge"]
+      min_size       = 3
+      desired_size   = 3
+      max_size       = 6
+      disk_size_gib  = 30
+    }
+    overflow = {
+      capacity_type  = "SPOT"
+      instance_types = ["m7g.xlarge", "m6g.xlarge", "m8g.xlarge"]
+      min_size       = 0
+      desired_size   = 0
+      max_size       = 9
+      disk_size_gib  = 30
+    }
+  }
+
+  enable_monitoring           = true
+  log_retention_days          = 90
+  secret_recovery_window_days = 30
+
+  circleci_org_id              = var.circleci_org_id
+  circleci_project_ids         = var.circleci_project_ids
+  admin_principal_arns         = var.admin_principal_arns
+  endpoint_public_access_cidrs = var.endpoint_public_access_cidrs
+}

@@ -1,0 +1,1 @@
+../envs/_common/variables-circleci.tf

@@ -1,0 +1,22 @@
+variable "state_bucket_name" {
+  description = "Globally unique name of the S3 bucket holding every root's Terraform state (e.g. ratecast-tfstate-<account-id>)."
+  type        = string
+}
+
+variable "repositories" {
+  description = "ECR repositories: the image and the OCI Helm chart."
+  type        = set(string)
+  default     = ["ratecast", "charts/ratecast"]
+}
+
+variable "pull_account_ids" {
+  description = "Other AWS accounts allowed to pull from the repositories (environments in separate accounts)."
+  type        = list(string)
+  default     = []
+}
+
+variable "state_noncurrent_days" {
+  description = "Days superseded state versions are kept (the undo window for a bad apply)."
+  type        = number
+  default     = 90
+}

@@ -1,0 +1,121 @@
+data "aws_partition" "current" {}
+
+locals {
+  access_policy_prefix = "arn:${data.aws_partition.current.partition}:eks::aws:cluster-access-policy"
+
+  # Access entries only: the aws-auth ConfigMap is not used (authentication_mode = "API").
+  access_entries = merge(
+    { for arn in var.admin_principal_arns : "admin-${basename(arn)}" => {
+      principal_arn = arn
+      policy_associations = {
+        admin = {
+          policy_arn   = "${local.access_policy_prefix}/AmazonEKSClusterAdminPolicy"
+          access_scope = { type = "cluster" }
+        }
+      }
+    } },
+    { for arn in var.viewer_principal_arns : "viewer-${basename(arn)}" => {
+      principal_arn = arn
+      policy_associations = {
+        view = {
+          policy_arn   = "${local.access_policy_prefix}/AmazonEKSAdminViewPolicy"
+          access_scope = { type = "cluster" }
+        }
+      }
+    } },
+    { for key, d in var.namespace_deployers : "deployer-${key}" => {
+      principal_arn     = d.principal_arn
+      kubernetes_groups = [d.kubernetes_group]
+      policy_associations = {
+        namespace-admin = {
+          policy_arn   = "${local.access_policy_prefix}/AmazonEKSAdminPolicy"
+          access_scope = { type = "namespace", namespaces = [d.namespace] }
+        }
+      }
+    } },
+  )
+
+  node_groups = { for name, g in var.node_groups : name => {
+    ami_type       = "AL2023_ARM_64_STANDARD"
+    capacity_type  = g.capacity_type
+    instance_types = g.instance_types
+    min_size       = g.min_size
+    max_size       = g.max_size
+    desired_size   = g.desired_size
+
+    labels = merge(g.labels, {
+      "ratecast.io/node-group" = name
+      "ratecast.io/capacity"   = lower(g.capacity_type)
+    })
+    taints = g.taints
+
+    block_device_mappings = {
+      xvda = {
+        device_name = "/dev/xvda"
+        ebs = {
+          volume_size           = g.disk_size_gib
+          volume_type           = "gp3"
+          encrypted             = true
+          delete_on_termination = true
+        }
+      }
+    }
+
+    # IMDSv2 only, one hop: pods get AWS credentials from EKS Pod Identity, never from the node role.
+    metadata_options = {
+      http_endpoint               = "enabled"
+      http_tokens                 = "required"
+      http_put_response_hop_limit = 1
+    }
+
+    # The cluster autoscaler discovers the groups by these tags.
+    tags = {
+      "k8s.io/cluster-autoscaler/enabled"     = "true"
+      "k8s.io/cluster-autoscaler/${var.name}" = "owned"
+    }
+  } }
+}
+
+module "eks" {
+  #checkov:skip=CKV_TF_1:Terraform Registry module, pinned to a major version (registry sources take no commit hash); the CircleCI plan shows any change before apply.
+  source  = "terraform-aws-modules/eks/aws"
+  version = "~> 21.0"
+
+  name               = var.name
+  kubernetes_version = var.kubernetes_version
+
+  vpc_id     = var.vpc_id
+  subnet_ids = var.subnet_ids
+
+  endpoint_private_access      = true
+  endpoint_public_access       = length(var.endpoint_public_access_cidrs) > 0
+  endpoint_public_access_cidrs = var.endpoint_public_access_cidrs
+
+  # Secrets are envelope-encrypted with a KMS key created (with rotation) by the module.
+  encryption_config = { resources = ["secrets"] }
+
+  enabled_log_types                      = var.log_types
+  cloudwatch_log_group_retention_in_days = var.log_retention_days
+
+  authentication_mode                      = "API"
+  enable_cluster_creator_admin_permissions = false
+  access_entries                           = local.access_entries
+
+  addons = {
+    # Networking and Pod Identity must be up before the nodes join, or they never become Ready /
+    # pods start without credentials.
+    vpc-cni = {
+      before_compute = true
+      # Prefix delegation: /28 per ENI slot, so small Graviton nodes are not capped at ~17 pods.
+      configuration_values = jsonencode({ env = { ENABLE_PREFIX_DELEGATION = "true" } })
+    }
+    eks-pod-identity-agent = { before_compute = true }
+    kube-proxy             = {}
+    coredns                = {}
+    metrics-server         = {}
+  }
+
+  eks_managed_node_groups = local.node_groups
+
+  tags = var.tags
+}

@@ -1,0 +1,105 @@
+variable "environment" {
+  description = "Environment name: dev, staging or prod. Names the cluster (ratecast-<environment>), the VPC and the secrets."
+  type        = string
+
+  validation {
+    condition     = contains(["dev", "staging", "prod"], var.environment)
+    error_message = "environment must be dev, staging or prod."
+  }
+}
+
+variable "vpc_cidr" {
+  description = "IPv4 /16 of the environment's VPC; distinct per environment so they can be peered later."
+  type        = string
+}
+
+variable "az_count" {
+  description = "Availability zones of the VPC and the node groups (2 or 3)."
+  type        = number
+}
+
+variable "single_nat_gateway" {
+  description = "One shared NAT gateway (true) or one per AZ (false)."
+  type        = bool
+}
+
+variable "kubernetes_version" {
+  description = "Kubernetes <major>.<minor> of the EKS cluster. Upgrade one minor at a time, dev first."
+  type        = string
+  default     = "1.35"
+}
+
+variable "node_groups" {
+  description = "Graviton managed node groups, typed and validated by the cluster module's node_groups. The cluster autoscaler fills ON_DEMAND groups first, SPOT groups after."
+  type        = any
+}
+
+variable "endpoint_public_access_cidrs" {
+  description = "CIDRs allowed on the public Kubernetes API endpoint (CircleCI IP ranges, VPN egress). Empty: private endpoint only."
+  type        = list(string)
+  default     = []
+}
+
+variable "admin_principal_arns" {
+  description = "IAM roles of people given cluster-admin (the CircleCI Terraform apply role is added automatically)."
+  type        = list(string)
+  default     = []
+}
+
+variable "circleci_org_id" {
+  description = "CircleCI organization ID (Organization Settings > Overview)."
+  type        = string
+}
+
+variable "circleci_project_ids" {
+  description = "CircleCI project IDs allowed to assume the environment's deploy role."
+  type        = list(string)
+}
+
+variable "ci_terraform_role_names" {
+  description = "Names of the CircleCI Terraform roles created by infra/global: apply gets cluster-admin, plan gets cluster-wide read."
+  type = object({
+    apply = string
+    plan  = string
+  })
+  default = {
+    apply = "ratecast-ci-terraform-apply"
+    plan  = "ratecast-ci-terraform-plan"
+  }
+}
+
+variable "chart_repository_name" {
+  description = "ECR repository of the OCI Helm chart (created by infra/global), pulled by the deploy role."
+  type        = string
+  default     = "charts/ratecast"
+}
+
+variable "app_namespace" {
+  description = "Namespace of the ratecast release."
+  type        = string
+  default     = "ratecast"
+}
+
+variable "enable_monitoring" {
+  description = "Install kube-prometheus-stack (namespace monitoring)."
+  type        = bool
+  default     = false
+}
+
+variable "log_retention_days" {
+  description = "Retention of the control-plane and VPC flow log groups, in days."
+  type        = number
+  default     = 30
+}
+
+variable "secret_recovery_window_days" {
+  description = "Recovery window of the API key secret after deletion, in days (0: immediate)."
+  type        = number
+  default     = 7
+}
+
+variable "tags" {
+  description = "Extra tags on every resource (Environment is added)."
+  type        = map(string)
+  default     = {}
+}
