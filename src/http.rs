@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -36,6 +37,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         state.config.rate_limit_per_second,
         state.config.rate_limit_burst,
         &state.client_ip,
+        None,
     ) {
         Some(layer) => api.layer(layer),
         None => api,
@@ -84,11 +86,13 @@ pub fn timeout_layer() -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT)
 }
 
-/// Per-client-IP rate limit with a JSON 429 and `Retry-After`; `None` when disabled (0/s).
+/// Per-client-IP rate limit with a JSON 429 and `Retry-After`, counting refusals in `refused`;
+/// `None` when disabled (0/s).
 pub fn rate_limit_layer(
     per_second: u32,
     burst: u32,
     client_ip: &ClientIpResolver,
+    refused: Option<metrics::Counter>,
 ) -> Option<GovernorLayer<ClientIpResolver, governor::middleware::NoOpMiddleware, Body>> {
     if per_second == 0 {
         return None;
@@ -98,7 +102,12 @@ pub fn rate_limit_layer(
         .period(Duration::from_secs(1) / per_second)
         .burst_size(burst.max(1))
         .finish()?;
-    Some(GovernorLayer::new(config).error_handler(governor_error))
+    Some(GovernorLayer::new(config).error_handler(move |err| {
+        if let Some(refused) = &refused {
+            refused.increment(1);
+        }
+        governor_error(err)
+    }))
 }
 
 fn governor_error(err: GovernorError) -> Response {
@@ -180,23 +189,24 @@ async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
     Ok(response)
 }
 
-fn known_code(code: &str) -> Result<&str, ApiError> {
-    if model::is_valid_code(code) {
+type CodePath = Result<Path<String>, PathRejection>;
+
+/// The `{code}` of a path: malformed encodings are a 400, codes outside the alphabet a 404.
+fn known_code(path: CodePath) -> Result<String, ApiError> {
+    let Path(code) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if model::is_valid_code(&code) {
         Ok(code)
     } else {
         Err(ApiError::NotFound(format!("unknown currency {code:?}")))
     }
 }
 
-async fn rate(
-    State(state): State<AppState>,
-    Path(code): Path<String>,
-) -> Result<Response, ApiError> {
+async fn rate(State(state): State<AppState>, path: CodePath) -> Result<Response, ApiError> {
+    let code = known_code(path)?;
     let view = state.store.view().ok_or_else(no_data)?;
-    let code = known_code(&code)?;
     let rate = view
         .rates
-        .get(code)
+        .get(&code)
         .ok_or_else(|| ApiError::NotFound(format!("unknown currency {code:?}")))?;
     let body = json!({
         "seq": view.seq,
@@ -209,14 +219,11 @@ async fn rate(
     Ok(json_response(body.to_string(), "no-cache"))
 }
 
-async fn history(
-    State(state): State<AppState>,
-    Path(code): Path<String>,
-) -> Result<Response, ApiError> {
-    let code = known_code(&code)?;
+async fn history(State(state): State<AppState>, path: CodePath) -> Result<Response, ApiError> {
+    let code = known_code(path)?;
     let points = state
         .store
-        .history(code)
+        .history(&code)
         .ok_or_else(|| ApiError::NotFound(format!("unknown currency {code:?}")))?;
     Ok(json_response(
         json!({ "code": code, "points": points }).to_string(),

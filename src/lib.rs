@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod healthcheck;
 pub mod http;
+pub mod loadtest;
 pub mod metrics;
 pub mod model;
 pub mod poller;
@@ -26,6 +27,8 @@ pub mod protocol;
 pub mod shutdown;
 pub mod store;
 pub mod upstream;
+pub mod watch;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +59,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Connection tasks that outlive their HTTP request (WebSockets), awaited on shutdown.
     pub tasks: TaskTracker,
+    pub connections: Arc<ws::Connections>,
 }
 
 impl AppState {
@@ -71,6 +75,7 @@ impl AppState {
             client_ip: ClientIpResolver::new(&config.trusted_proxy),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            connections: Arc::default(),
             config: Arc::new(config),
         }
     }
@@ -78,7 +83,9 @@ impl AppState {
 
 /// The whole HTTP surface (REST, health, metrics unless served separately).
 pub fn app(state: AppState) -> Router {
-    let routes = http::routes(&state).layer(http::timeout_layer());
+    let routes = http::routes(&state)
+        .layer(http::timeout_layer())
+        .merge(ws::routes(&state));
     http::with_middleware(routes, &state).with_state(state)
 }
 

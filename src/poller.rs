@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::upstream::RateSource;
 
 /// A `Retry-After` longer than this is treated as this: a typo upstream must not silence us for days.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -40,7 +40,7 @@ pub fn failure_delay(
 
 /// Polls until `shutdown` is cancelled. Upstream faults are recorded and retried, never fatal.
 pub async fn run(
-    mut upstream: Upstream,
+    mut upstream: impl RateSource,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     config: PollerConfig,

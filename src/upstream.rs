@@ -68,14 +68,19 @@ impl UpstreamError {
     }
 }
 
-/// A source of rates, polled by the single poller task.
+/// Anything the poller can poll: CoinGecko, the demo, or a scripted source in tests.
+pub trait RateSource: Send {
+    fn fetch(&mut self) -> impl std::future::Future<Output = Result<Rates, UpstreamError>> + Send;
+}
+
+/// The sources `ratecast serve` chooses between.
 pub enum Upstream {
     CoinGecko(CoinGecko),
     Demo(Demo),
 }
 
-impl Upstream {
-    pub async fn fetch(&mut self) -> Result<Rates, UpstreamError> {
+impl RateSource for Upstream {
+    async fn fetch(&mut self) -> Result<Rates, UpstreamError> {
         match self {
             Self::CoinGecko(client) => client.fetch().await,
             Self::Demo(demo) => Ok(demo.tick()),

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Rust: formatting, lints (warnings are errors), then every unit and integration test.
+source "$(dirname "$0")/../lib.sh"
+cd "$REPO_ROOT"
+
+command -v cargo >/dev/null || { echo "cargo is required (rustup: https://rustup.rs)" >&2; exit 1; }
+ensure_apt pkg-config procps
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+log "cargo test"
+cargo test --locked --all-targets

@@ -1,0 +1,157 @@
+//! The `ratecast` binary itself: config errors, help, and signal handling.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
+
+fn serve(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn bad_config_fails_fast_with_one_clear_error() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--poll-interval", "soon"], "--poll-interval"),
+        (&["--poll-interval", "0s"], "greater than zero"),
+        (&["--upstream-url", "not a url"], "--upstream-url"),
+        (
+            &["--upstream-url", "ftp://example.com"],
+            "http:// or https://",
+        ),
+        (&["--listen", "nowhere"], "--listen"),
+    ];
+    for (args, expect) in cases {
+        let started = Instant::now();
+        let out = serve(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error:") && stderr.contains(expect),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} did not fail fast"
+        );
+    }
+}
+
+#[test]
+fn env_twins_are_read() {
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env_clear()
+        .env("RATECAST_POLL_INTERVAL", "0ms")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("greater than zero"));
+}
+
+#[test]
+fn help_documents_every_flag_with_its_env_twin() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--upstream-url",
+        "--poll-interval",
+        "--api-key",
+        "--demo",
+        "--request-timeout",
+        "--log-format",
+        "--shutdown-grace",
+        "--trusted-proxy",
+        "--max-connections",
+        "--allowed-origin",
+        "--heartbeat-interval",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    assert!(help.contains("RATECAST_POLL_INTERVAL") && help.contains("RATECAST_API_KEY"));
+    let top = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&top.stdout).contains("serve"));
+}
+
+#[test]
+fn api_key_never_reaches_the_logs() {
+    // Unreachable upstream: the poller logs its failures; the key must not appear in them.
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-url",
+            "http://127.0.0.1:9",
+            "--poll-interval",
+            "50ms",
+        ])
+        .args([
+            "--max-backoff",
+            "50ms",
+            "--api-key",
+            "CG-topsecret",
+            "--log-format",
+            "json",
+        ])
+        .env_clear()
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    sigterm(child.id());
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("upstream poll failed"), "{logs}");
+    assert!(!logs.contains("CG-topsecret"));
+    assert!(
+        logs.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "json logs"
+    );
+}
+
+fn sigterm(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn sigterm_exits_zero_within_the_grace_period() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "50ms",
+            "--shutdown-grace",
+            "3s",
+        ])
+        .env_clear()
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    sigterm(child.id());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
