@@ -8,7 +8,8 @@
 //! - [`upstream`]: CoinGecko client and the offline demo source (I/O, knows nothing of the store).
 //! - [`store`]: current table, `seq`, delta ring, history; serialises each frame once and broadcasts it.
 //! - [`poller`]: the single task tying upstream to store, with backoff.
-//! - [`http`]: REST, health, metrics routes and shared middleware; [`ws`]: the live stream.
+//! - [`http`]: REST, health, metrics routes and shared middleware; [`ws`]: the live stream;
+//!   [`web`]: the embedded page.
 //! - [`client_ip`], [`error`], [`metrics`], [`shutdown`], [`config`]: cross-cutting pieces.
 //! - [`watch`], [`loadtest`], [`healthcheck`]: the CLI clients (they share only [`protocol`]).
 //!
@@ -28,6 +29,7 @@ pub mod shutdown;
 pub mod store;
 pub mod upstream;
 pub mod watch;
+pub mod web;
 pub mod ws;
 
 use std::future::Future;
@@ -85,6 +87,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let routes = http::routes(&state)
         .layer(http::timeout_layer())
+        .merge(web::router())
         .merge(ws::routes(&state));
     http::with_middleware(routes, &state).with_state(state)
 }
