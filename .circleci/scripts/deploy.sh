@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Deploys the chart version and image digest published by this pipeline to one environment:
+# verifies the image signature (signed = passed trivy), helm upgrade --install --atomic --wait
+# with that environment's values file, then the chart's helm test.
+# Usage: deploy.sh ENV   (dev | staging | prod)
+# Env: EKS_CLUSTER_NAME, AWS_REGION, ECR_REGISTRY, COSIGN_PUBLIC_KEY (PEM), optional
+#      INGRESS_CERTIFICATE_ARN; WORKSPACE holding image.env and chart.env.
+set -euo pipefail
+env=${1:?usage: deploy.sh ENV}
+: "${EKS_CLUSTER_NAME:?}" "${AWS_REGION:?}" "${ECR_REGISTRY:?}" "${COSIGN_PUBLIC_KEY:?}"
+workspace=${WORKSPACE:-/tmp/workspace}
+values="deploy/helm/ratecast/values-$env.yaml"
+namespace=ratecast
+# shellcheck disable=SC1091
+source "$workspace/image.env"
+# shellcheck disable=SC1091
+source "$workspace/chart.env"
+: "${IMAGE_DIGEST:?}" "${CHART_VERSION:?}"
+
+cosign verify --key env://COSIGN_PUBLIC_KEY "$ECR_REGISTRY/ratecast@$IMAGE_DIGEST" >/dev/null
+echo "signature ok: $ECR_REGISTRY/ratecast@$IMAGE_DIGEST"
+
+aws eks update-kubeconfig --name "$EKS_CLUSTER_NAME" --region "$AWS_REGION"
+aws ecr get-login-password | helm registry login --username AWS --password-stdin "$ECR_REGISTRY"
+
+args=(--set "image.repository=$ECR_REGISTRY/ratecast" --set "image.digest=$IMAGE_DIGEST")
+if [ -n "${INGRESS_CERTIFICATE_ARN:-}" ]; then
+  args+=(--set "ingress.alb.certificateArn=$INGRESS_CERTIFICATE_ARN")
+fi
+
+helm upgrade --install ratecast "oci://$ECR_REGISTRY/charts/ratecast" --version "$CHART_VERSION" \
+  --namespace "$namespace" --values "$values" "${args[@]}" \
+  --atomic --wait --timeout 10m --history-max 20
+helm test ratecast --namespace "$namespace" --logs --timeout 5m
+echo "deployed ratecast $CHART_VERSION ($IMAGE_DIGEST) to $env"
