@@ -19,6 +19,10 @@ enum Command {
     Serve(Box<Config>),
     /// Probe a URL and exit 0 when it answers 2xx (for images without curl).
     Healthcheck(ratecast::healthcheck::HealthcheckArgs),
+    /// Watch the live rates: a terminal table, or NDJSON with --json.
+    Watch(ratecast::watch::WatchArgs),
+    /// Open many subscribers against a stream; measure connects, gaps and delivery latency.
+    Loadtest(ratecast::loadtest::LoadtestArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -47,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
             ratecast::run(listener, *config, ratecast::shutdown::signal()).await?;
         }
         Command::Healthcheck(args) => ratecast::healthcheck::run(args).await?,
+        Command::Watch(args) => ratecast::watch::run(args).await?,
+        Command::Loadtest(args) => ratecast::loadtest::run(args).await?,
     }
     Ok(())
 }

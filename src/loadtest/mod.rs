@@ -347,7 +347,7 @@ fn source_addrs(target: IpAddr, clients: usize, wanted: u8) -> Vec<IpAddr> {
 
 /// Every subscriber is a file descriptor: lift the soft limit to the hard one (raising the hard
 /// limit needs CAP_SYS_RESOURCE) and return what we got.
-fn raise_nofile_limit() -> u64 {
+pub fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

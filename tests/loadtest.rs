@@ -1,0 +1,190 @@
+//! `ratecast loadtest` (the binary): against the real server in demo mode, against a minimal
+//! other implementation of the protocol, and with bad targets.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::TestServer;
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio::process::Command;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
+
+/// Runs the load test to completion; returns (exit code, stdout, stderr).
+async fn loadtest(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(BIN)
+            .arg("loadtest")
+            .args(args)
+            .env_clear()
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("loadtest finished within 60 s")
+    .expect("loadtest runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+fn summary(stdout: &str) -> Value {
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "--json prints exactly one line: {stdout}");
+    serde_json::from_str(lines[0]).expect("the summary is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hundreds_of_subscribers_get_every_seq_with_ordered_percentiles() {
+    let config = common::config(
+        "http://127.0.0.1:9",
+        &["--demo", "--max-connections-per-ip", "10000"],
+    );
+    let server = TestServer::start(config).await;
+    server.wait_ready().await;
+    let url = server.ws_url("");
+    let (code, stdout, stderr) = loadtest(&[
+        "--url",
+        &url,
+        "--clients",
+        "300",
+        "--ramp",
+        "1000/s",
+        "--duration",
+        "3s",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let s = summary(&stdout);
+    assert_eq!(s["connected"], 300, "{s}");
+    assert_eq!(s["connect_failures"], serde_json::json!({}), "{s}");
+    assert_eq!(s["disconnects"], serde_json::json!({}), "{s}");
+    assert_eq!(s["snapshots"], 300, "{s}");
+    for zero in [
+        "seq_gap_events",
+        "missing_seqs",
+        "out_of_order",
+        "resyncs",
+        "unparsable_frames",
+    ] {
+        assert_eq!(s[zero], 0, "{zero}: {s}");
+    }
+    // The demo ticks every 50 ms: each subscriber sees dozens of deltas in 3 s.
+    assert!(s["deltas"].as_u64().unwrap() >= 300 * 20, "{s}");
+    for key in ["latency", "connect_time"] {
+        let p = &s[key];
+        let [p50, p90, p99, max] =
+            ["p50_ms", "p90_ms", "p99_ms", "max_ms"].map(|k| p[k].as_f64().unwrap());
+        assert!(
+            p["count"].as_u64().unwrap() > 0 && 0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max,
+            "{key}: {p}"
+        );
+    }
+    assert!(s["generator_cpu_secs"].as_f64().unwrap() > 0.0);
+    assert!(
+        stderr.contains("open "),
+        "progress line on stderr: {stderr}"
+    );
+
+    // Without --json: the table.
+    let (code, table, _) = loadtest(&["--url", &url, "--clients", "5", "--duration", "1s"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        table.contains("delivery latency") && table.contains("5 connected of 5"),
+        "{table}"
+    );
+}
+
+/// A minimal other server: a snapshot, a delta, a frame type we do not know, a delta that skips
+/// a seq, a late (out of order) one and a heartbeat, then quiet.
+async fn other_implementation() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let ts = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis();
+                let frames = [
+                    format!(
+                        r#"{{"type":"snapshot","seq":10,"ts":{ts},"rates":{{}},"vendor":{{"x":[1,2]}}}}"#
+                    ),
+                    format!(r#"{{"type":"delta","seq":11,"ts":{ts},"changed":{{}},"removed":[]}}"#),
+                    format!(r#"{{"type":"news","ts":{ts},"text":"hello"}}"#),
+                    format!(r#"{{"type":"delta","seq":14,"ts":{ts},"changed":{{}},"removed":[]}}"#),
+                    format!(r#"{{"type":"delta","seq":12,"ts":{ts},"changed":{{}},"removed":[]}}"#),
+                    format!(r#"{{"type":"heartbeat","seq":14,"ts":{ts}}}"#),
+                    "not json".to_owned(),
+                ];
+                for f in frames {
+                    ws.send(Message::text(f)).await.unwrap();
+                }
+                futures_util::StreamExt::for_each(ws, |_| async {}).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_protocol_server_is_measured_and_gaps_are_counted() {
+    let addr = other_implementation().await;
+    let url = format!("ws://{addr}/ws");
+    let (code, stdout, stderr) = loadtest(&[
+        "--url",
+        &url,
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let s = summary(&stdout);
+    let expect = [
+        ("connected", 2),
+        ("frames", 14),
+        ("snapshots", 2),
+        ("deltas", 6),
+        ("heartbeats", 2),
+        ("other_frames", 2),
+        ("unparsable_frames", 2),
+        ("seq_gap_events", 2),
+        ("missing_seqs", 4),
+        ("out_of_order", 2),
+    ];
+    for (key, n) in expect {
+        assert_eq!(s[key], n, "{key}: {s}");
+    }
+}
+
+#[tokio::test]
+async fn bad_targets_give_one_clear_line() {
+    let cases = [
+        ("nonsense", "invalid --url"),
+        ("http://127.0.0.1:9/ws", "must be ws or wss"),
+        (
+            "ws://127.0.0.1:9/ws",
+            "no subscriber could connect to ws://127.0.0.1:9/ws: refused ×3",
+        ),
+    ];
+    for (url, expect) in cases {
+        let (code, stdout, stderr) =
+            loadtest(&["--url", url, "--clients", "3", "--duration", "1s", "--json"]).await;
+        assert_eq!(code, Some(1), "{url}: {stderr}");
+        assert!(stdout.is_empty(), "{url}: {stdout}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("Error: ") && last.contains(expect),
+            "{url}: {stderr}"
+        );
+    }
+}

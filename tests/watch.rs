@@ -1,0 +1,185 @@
+//! `ratecast watch --json` (the binary) against a real server in demo mode.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
+
+fn demo() -> ratecast::config::Config {
+    common::config(
+        "http://127.0.0.1:9",
+        &["--demo", "--max-connections-per-ip", "10000"],
+    )
+}
+
+fn watch(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("watch")
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs to completion within 20 s; returns (exit code, stdout lines as JSON, stderr).
+async fn run(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let out = tokio::time::timeout(Duration::from_secs(20), watch(args).output())
+        .await
+        .expect("watch finished within 20 s")
+        .expect("watch runs");
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not one JSON object per line: {e}: {l}"))
+        })
+        .collect();
+    (
+        out.status.code(),
+        frames,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Deltas must continue the snapshot's seq one by one.
+fn assert_contiguous(frames: &[Value]) {
+    let mut seq = frames[0]["seq"].as_u64().expect("snapshot seq");
+    for f in frames.iter().skip(1).filter(|f| f["type"] == "delta") {
+        seq += 1;
+        assert_eq!(f["seq"].as_u64(), Some(seq), "{f}");
+        assert!(
+            f["changed"].as_object().is_some_and(|c| !c.is_empty()),
+            "{f}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_prints_the_snapshot_then_contiguous_deltas_and_stops_at_max_frames() {
+    let server = TestServer::start(demo()).await;
+    server.wait_ready().await;
+    let url = server.ws_url("");
+    let (code, frames, stderr) = run(&["--url", &url, "--json", "--max-frames", "6"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(frames.len(), 6);
+    assert_eq!(frames[0]["type"], "snapshot");
+    assert_eq!(frames[0]["source"], "demo");
+    assert!(frames[0]["rates"]["usd"]["value"].as_f64().unwrap() > 0.0);
+    assert!(
+        frames[1..]
+            .iter()
+            .all(|f| f["type"] == "delta" || f["type"] == "heartbeat")
+    );
+    assert_contiguous(&frames);
+
+    // The helm test's probe: one frame, the snapshot, exit 0.
+    let (code, frames, _) = run(&["--url", &url, "--json", "--max-frames", "1"]).await;
+    assert_eq!((code, frames.len()), (Some(0), 1));
+    assert_eq!(frames[0]["type"], "snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn symbols_filter_the_stream() {
+    let server = TestServer::start(demo()).await;
+    server.wait_ready().await;
+    let url = server.ws_url("");
+    let (code, frames, stderr) = run(&[
+        "--url",
+        &url,
+        "--json",
+        "--max-frames",
+        "1",
+        "--symbols",
+        "usd,eth",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let codes: Vec<&String> = frames[0]["rates"].as_object().unwrap().keys().collect();
+    assert_eq!(codes, ["eth", "usd"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnects_after_a_server_restart_and_carries_on() {
+    let mut config = demo();
+    let first = TestServer::start(config.clone()).await;
+    first.wait_ready().await;
+    config.listen = first.addr;
+
+    let mut child = watch(&["--url", &first.ws_url(""), "--json", "--max-frames", "30"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut frames = Vec::new();
+    while frames.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        frames.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    first.stop().await;
+    let second = TestServer::start(config).await;
+    second.wait_ready().await;
+
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        frames.push(serde_json::from_str(&line).unwrap());
+    }
+    let status = child.wait().await.unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(frames.len(), 30);
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+    // The new process has other seqs, so the resume falls back to a fresh snapshot.
+    let restart = frames
+        .iter()
+        .rposition(|f| f["type"] == "snapshot")
+        .unwrap();
+    assert!(restart >= 3, "no second snapshot after the restart");
+    assert_contiguous(&frames[..restart]);
+    assert_contiguous(&frames[restart..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_urls_and_refused_connections_give_one_clear_line() {
+    let server = TestServer::start(demo()).await;
+    server.wait_ready().await;
+    let not_ws = server.url("/nope").replace("http://", "ws://");
+    let cases = [
+        ("not a url", "invalid --url"),
+        ("http://127.0.0.1:9/ws", "expected ws://"),
+        ("ws://127.0.0.1:9/ws", "refused"),
+        (not_ws.as_str(), "HTTP 404"),
+    ];
+    for (url, expect) in cases {
+        let (code, frames, stderr) = run(&["--url", url, "--json"]).await;
+        assert_eq!(code, Some(1), "{url}: {stderr}");
+        assert!(frames.is_empty());
+        assert_eq!(stderr.lines().count(), 1, "{url}: {stderr}");
+        assert!(
+            stderr.starts_with("Error: ") && stderr.contains(expect),
+            "{url}: {stderr}"
+        );
+    }
+    // Without --json the table needs a terminal; a pipe is not one.
+    let (code, _, stderr) = run(&["--url", &server.ws_url("")]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--json"), "{stderr}");
+}
