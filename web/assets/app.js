@@ -6,7 +6,8 @@ import { RateState } from './state.js';
 import { TableView, TileView, renderStatus } from './render.js';
 
 const DEFAULT_WALL_SYMBOLS = ['usd', 'eur', 'gbp', 'jpy', 'eth', 'xau'];
-const HISTORY_CONCURRENCY = 4;
+// 8 requests/s: under the server's default per-IP API rate (10/s), so a page load never hits 429.
+const HISTORY_SPACING_MS = 125;
 
 const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.search);
@@ -30,6 +31,7 @@ const connection = new Connection({
   onFrame,
   onState(next) {
     linkState = next;
+    if (next === 'live') loadHistories();
     updateStatus();
   },
 });
@@ -46,9 +48,12 @@ function onFrame(frame) {
       else if (changes) show(changes);
       break;
     }
-    case 'heartbeat':
-      if (symbols.length === 0 && state.seq !== null && frame.seq > state.seq) connection.resync();
+    case 'heartbeat': {
+      // Behind on the full feed, or a seq that went backwards (a restarted server): resync.
+      const behind = symbols.length === 0 && frame.seq > state.seq;
+      if (state.seq !== null && (behind || frame.seq < state.seq)) connection.resync();
       break;
+    }
     case 'status':
       state.applyStatus(frame);
       break;
@@ -90,40 +95,44 @@ function redrawAll() {
 
 const historyRequested = new Set();
 const historyQueue = [];
-let historyRunning = 0;
+let historyTimer = null;
 
-/** Fetches /api/v1/history for each shown code once, a few at a time. */
+/** Fetches /api/v1/history once per shown code, paced under the server's per-IP API rate limit. */
 function loadHistories() {
   for (const code of [...view.cells.keys(), base]) {
-    if (!historyRequested.has(code)) {
+    if (state.rates.has(code) && !historyRequested.has(code)) {
       historyRequested.add(code);
       historyQueue.push(code);
     }
   }
-  while (historyRunning < HISTORY_CONCURRENCY && historyQueue.length) {
-    historyRunning += 1;
-    fetchHistory(historyQueue.shift()).finally(() => {
-      historyRunning -= 1;
-      loadHistories();
-    });
-  }
+  if (historyTimer === null) nextHistory();
 }
 
+/** Paused while the link is down: a server that is just starting has no history yet. */
+function nextHistory() {
+  const code = linkState === 'live' ? historyQueue.shift() : undefined;
+  historyTimer = code === undefined ? null : setTimeout(nextHistory, HISTORY_SPACING_MS);
+  if (code !== undefined) fetchHistory(code);
+}
+
+/** On failure the code is forgotten, so the next change set asks again. */
 async function fetchHistory(code) {
+  let points;
   try {
     const response = await fetch(`/api/v1/history/${encodeURIComponent(code)}`);
     if (response.status === 429) {
       const wait = Number(response.headers.get('Retry-After')) || 1;
-      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
-      historyRequested.delete(code);
+      setTimeout(() => historyRequested.delete(code), wait * 1000);
       return;
     }
-    if (!response.ok || !state.rates.has(code)) return;
-    state.setHistory(code, (await response.json()).points);
+    if (!response.ok) throw new Error(`history ${code}: ${response.status}`);
+    points = (await response.json()).points;
   } catch {
-    historyRequested.delete(code); // offline: retried on the next change set
+    historyRequested.delete(code);
     return;
   }
+  if (!state.rates.has(code)) return;
+  state.setHistory(code, points);
   if (code === base) redrawAll();
   else view.cells.get(code)?.setTrend(state.ratioSeries(code, base), Date.now());
 }

@@ -1,0 +1,137 @@
+// Test fixtures: a fake CoinGecko, the real ratecast binary, and Debian's Chromium via playwright-core.
+
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const BINARY = process.env.RATECAST_BIN ?? resolve(REPO, 'target/debug/ratecast');
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+
+export function fixtureRates() {
+  const path = resolve(REPO, 'tests/fixtures/coingecko-exchange-rates-2022.json');
+  return JSON.parse(readFileSync(path, 'utf8')).rates;
+}
+
+/**
+ * CoinGecko's GET /api/v3/exchange_rates on 127.0.0.1:0, answering from `rates`, which the test
+ * edits to drive deltas. `failing = true` answers 503, as an upstream outage.
+ */
+export async function startFakeUpstream(rates) {
+  const upstream = { rates, failing: false };
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || new URL(req.url, 'http://x').pathname !== '/api/v3/exchange_rates') {
+      res.writeHead(404).end();
+    } else if (upstream.failing) {
+      res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"down"}');
+    } else {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ rates: upstream.rates }));
+    }
+  });
+  await new Promise((done) => server.listen(0, '127.0.0.1', done));
+  upstream.url = `http://127.0.0.1:${server.address().port}`;
+  upstream.close = () => new Promise((done) => server.close(done));
+  return upstream;
+}
+
+/** A free loopback port, so the server can be restarted on the same one. */
+export async function freePort() {
+  const probe = net.createServer();
+  await new Promise((done) => probe.listen(0, '127.0.0.1', done));
+  const { port } = probe.address();
+  await new Promise((done) => probe.close(done));
+  return port;
+}
+
+/** Starts `ratecast serve` and resolves once /readyz says it holds data. */
+export async function startRatecast({ port, upstreamUrl, demo = false }) {
+  const args = [
+    'serve',
+    '--listen', `127.0.0.1:${port}`,
+    '--poll-interval', '200ms',
+    '--heartbeat-interval', '1s',
+    '--stale-after', '5s',
+    '--shutdown-grace', '2s',
+  ];
+  if (!demo) args.push('--upstream-url', upstreamUrl);
+  const child = spawn(BINARY, args, {
+    env: { ...process.env, RATECAST_DEMO: String(demo), RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const exited = new Promise((done) => child.once('exit', done));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`ratecast exited with ${child.exitCode}`);
+    try {
+      if ((await fetch(`${url}/readyz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('ratecast not ready within 20 s');
+    await new Promise((done) => setTimeout(done, 100));
+  }
+  return {
+    url,
+    /** Sends a signal without waiting: SIGSTOP freezes the server with its sockets open. */
+    signal(name) {
+      child.kill(name);
+    },
+    /** Kills the process (SIGKILL by default: no goodbye frames) and waits until it is gone. */
+    async kill(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+export async function launchChromium() {
+  // playwright-core gives every launch a fresh temporary --user-data-dir of its own.
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+}
+
+/**
+ * Opens a page in a fresh context that records console errors, uncaught exceptions and CSP
+ * violations into `problems` (each {at, text}), so a test can assert that there were none.
+ */
+export async function openPage(browser, url, problems, options = {}) {
+  const context = await browser.newContext({ locale: 'en-US', ...options });
+  const page = await context.newPage();
+  page.on('console', (message) => {
+    if (message.type() === 'error') {
+      problems.push({ at: Date.now(), text: `${message.text()} (${message.location().url})` });
+    }
+  });
+  page.on('pageerror', (error) => problems.push({ at: Date.now(), text: `uncaught: ${error.message}` }));
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (event) => {
+      console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`);
+    });
+  });
+  await page.goto(url);
+  return page;
+}
+
+/** Text of a row's value cell in team mode. */
+export function valueOf(page, code) {
+  return page.locator(`tr[data-code="${code}"] td.value .amount`).textContent();
+}
+
+/** Parses "€0.9147", "1,234.5 ETH", "2.668E-9 BTC" back into a number. */
+export function parseAmount(text) {
+  return Number(text.replace(/,/g, '').match(/-?\d+(\.\d+)?(E-?\d+)?/i)[0]);
+}

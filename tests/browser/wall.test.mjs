@@ -1,0 +1,300 @@
+// The wall display in a real headless Chromium, against the real `ratecast serve` and a fake
+// CoinGecko whose values the tests change to drive deltas. Tests run in order and share one server.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import {
+  REPO, fixtureRates, freePort, launchChromium, openPage, parseAmount, startFakeUpstream,
+  startRatecast, valueOf,
+} from './support.mjs';
+
+const SCREENSHOTS = resolve(REPO, 'docs/screenshots');
+const FIXTURE = fixtureRates();
+const CODES = Object.keys(FIXTURE);
+// Chromium itself logs each refused WebSocket handshake while the server is down; the page cannot
+// suppress these, so they are allowed inside the restart window and nowhere else.
+const RESTART_NOISE = /WebSocket connection to .* failed|net::ERR_CONNECTION_REFUSED/;
+
+const problems = [];
+let restartWindow = null;
+let upstream;
+let port;
+let server;
+let browser;
+let page; // team mode, shared by the tests that follow each other
+
+/** Sets a unit's value upstream to `factor` × its fixture value. */
+function move(code, factor) {
+  upstream.rates[code].value = FIXTURE[code].value * factor;
+  return upstream.rates[code].value;
+}
+
+/** Waits until the server's REST view holds `value` for `code` (one poll is 200 ms). */
+async function serverHas(code, value) {
+  for (let i = 0; i < 100; i++) {
+    const body = await (await fetch(`${server.url}/api/v1/rates/${code}`)).json();
+    if (body.rate?.value === value) return;
+    await new Promise((done) => setTimeout(done, 100));
+  }
+  throw new Error(`server never saw ${code} = ${value}`);
+}
+
+/** A few rounds of small moves on several units, so the screenshots have history to show. */
+async function wander(rounds) {
+  const codes = ['eth', 'ltc', 'xrp', 'eur', 'gbp', 'jpy', 'aud', 'cad', 'chf', 'xau'];
+  for (let round = 1; round <= rounds; round++) {
+    for (const [i, code] of codes.entries()) move(code, 1 + 0.004 * Math.sin(round * 1.7 + i));
+    await serverHas('xau', upstream.rates.xau.value);
+  }
+}
+
+/** A counter from the server's /metrics, 0 when it has not been incremented yet. */
+async function metric(name) {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+async function waitForStatus(target, pattern, timeout = 15_000) {
+  await target.waitForFunction(
+    (source) => new RegExp(source).test(document.querySelector('#status').textContent),
+    pattern.source,
+    { timeout },
+  );
+}
+
+async function waitForRows(target, count = CODES.length) {
+  await target.waitForFunction((n) => document.querySelectorAll('tr[data-code]').length === n, count);
+}
+
+before(async () => {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  upstream = await startFakeUpstream(structuredClone(FIXTURE));
+  port = await freePort();
+  server = await startRatecast({ port, upstreamUrl: upstream.url });
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.kill();
+  await upstream?.close();
+});
+
+test('the page is served with a strict CSP and revalidated by ETag', async () => {
+  const response = await fetch(`${server.url}/`);
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get('content-type'), /^text\/html/);
+  const csp = response.headers.get('content-security-policy');
+  assert.ok(csp, 'Content-Security-Policy header');
+  for (const directive of ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'"]) {
+    assert.ok(csp.includes(directive), `${directive} in ${csp}`);
+  }
+  assert.doesNotMatch(csp, /unsafe/);
+  const etag = response.headers.get('etag');
+  assert.ok(etag);
+  assert.equal(response.headers.get('cache-control'), 'no-cache');
+  const again = await fetch(`${server.url}/`, { headers: { 'if-none-match': etag } });
+  assert.equal(again.status, 304);
+  const script = await fetch(`${server.url}/assets/app.js`);
+  assert.match(script.headers.get('content-type'), /^text\/javascript/);
+});
+
+test('every currency renders, grouped by type, formatted with its unit', async () => {
+  // A change before the page opens reaches it only through /api/v1/history.
+  await serverHas('gbp', move('gbp', 1.02));
+  page = await openPage(browser, `${server.url}/`, problems, { viewport: { width: 1280, height: 800 } });
+  await waitForRows(page);
+  await waitForStatus(page, /^Live$/);
+  for (const code of CODES) {
+    const row = page.locator(`tbody[data-type="${FIXTURE[code].type}"] tr[data-code="${code}"]`);
+    assert.equal(await row.locator('.name').textContent(), FIXTURE[code].name, code);
+  }
+  const groups = await page.$$eval('#rates tbody', (bodies) => bodies.map((b) => b.dataset.type));
+  assert.deepEqual(groups, ['crypto', 'fiat', 'commodity']);
+  assert.equal(await valueOf(page, 'usd'), '$24,711.87');
+  assert.equal(await valueOf(page, 'sats'), '100,000,000\u202fsats');
+  assert.equal(await valueOf(page, 'vnd'), '₫587,119,904');
+  assert.equal(await valueOf(page, 'xau'), '13.41\u202fXAU');
+  assert.equal(await valueOf(page, 'btc'), '1\u202fBTC');
+  assert.equal(await page.locator('#base-label').textContent(), '1 BTC =');
+  assert.ok(await page.locator('#demo').isHidden(), 'no DEMO badge for CoinGecko data');
+  // Accessibility: one live region (the status), a captioned table with row headers.
+  assert.deepEqual(await page.$$eval('[aria-live]', (nodes) => nodes.map((n) => n.id)), ['status']);
+  assert.equal(await page.locator('#rates caption').count(), 1);
+  assert.equal(await page.locator('tr[data-code] > th[scope="row"]').count(), CODES.length);
+  // The history loads: the window change of gbp comes from the point before the page opened.
+  await page.waitForFunction(() => document.querySelector('tr[data-code="gbp"] .window').textContent === '+2.00%');
+});
+
+test('a changed value updates and flashes in its direction; unchanged values stay still', async () => {
+  const sparkBefore = await page.getAttribute('tr[data-code="usd"] polyline', 'points');
+  move('usd', 1.01);
+  move('eur', 0.99);
+  const flashing = await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('tr.flash')];
+    return rows.length >= 2 && rows.map((r) => `${r.dataset.code}:${r.classList.contains('up') ? 'up' : 'down'}`).sort();
+  });
+  assert.deepEqual(await flashing.jsonValue(), ['eur:down', 'usd:up']);
+  assert.equal(await valueOf(page, 'usd'), '$24,958.99');
+  assert.equal(await valueOf(page, 'eur'), '€22,829.06');
+  assert.equal(await page.locator('tr[data-code="usd"] .marker').textContent(), '▲ +1.00%');
+  assert.equal(await page.locator('tr[data-code="eur"] .marker').textContent(), '▼ -1.00%');
+  assert.equal(await page.locator('tr[data-code="gbp"] .marker').textContent(), '');
+  const animated = await page.$eval('tr[data-code="usd"] .amount', (node) => node.getAnimations().length);
+  assert.ok(animated > 0, 'the flash is animated');
+  // The sparkline and window change are extended from the delta.
+  assert.notEqual(await page.getAttribute('tr[data-code="usd"] polyline', 'points'), sparkBefore);
+  assert.equal(await page.locator('tr[data-code="usd"] .window').textContent(), '+1.00%');
+  // About a second later the flash is over and nothing else flashed meanwhile.
+  await page.waitForFunction(() => document.querySelectorAll('tr.flash').length === 0, null, { timeout: 3000 });
+});
+
+test('with prefers-reduced-motion a change shows the marker without animation', async () => {
+  const still = await openPage(browser, `${server.url}/`, problems, { reducedMotion: 'reduce' });
+  await waitForRows(still);
+  move('jpy', 1.005);
+  await still.waitForSelector('tr[data-code="jpy"].flash.up');
+  assert.equal(await still.locator('tr[data-code="jpy"] .marker').textContent(), '▲ +0.50%');
+  assert.equal(await still.$eval('tr[data-code="jpy"] .amount', (node) => node.getAnimations().length), 0);
+  await still.context().close();
+});
+
+test('the base switch recomputes every value and is kept in the URL', async () => {
+  await page.selectOption('#base', 'usd');
+  await page.waitForFunction(() => document.querySelector('#base-label').textContent === '1 USD =');
+  const usd = upstream.rates.usd.value;
+  assert.equal(await valueOf(page, 'usd'), '$1');
+  const eur = parseAmount(await valueOf(page, 'eur'));
+  assert.ok(Math.abs(eur / (upstream.rates.eur.value / usd) - 1) < 1e-3, `EUR per USD: ${eur}`);
+  const btc = parseAmount(await valueOf(page, 'btc'));
+  assert.ok(Math.abs(btc / (1 / usd) - 1) < 1e-3, `BTC per USD: ${btc}`);
+  assert.equal(new URL(page.url()).searchParams.get('base'), 'usd');
+  await page.reload();
+  await waitForRows(page);
+  assert.equal(await page.inputValue('#base'), 'usd');
+  assert.equal(await valueOf(page, 'usd'), '$1');
+});
+
+test('team mode filters and sorts', async () => {
+  await page.fill('#filter', 'pound');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-code]:not([hidden])').length === 1);
+  assert.ok(await page.locator('tr[data-code="gbp"]').isVisible());
+  assert.ok(await page.locator('tbody[data-type="crypto"]').isHidden(), 'empty groups hide');
+  await page.fill('#filter', '');
+  await page.selectOption('#sort', 'value');
+  const values = await page.$$eval('tbody[data-type="fiat"] tr[data-code] .amount', (cells) => cells.map((c) => c.textContent));
+  const numbers = values.map(parseAmount);
+  assert.deepEqual(numbers, [...numbers].sort((a, b) => b - a), 'fiat sorted by value, highest first');
+  assert.equal(new URL(page.url()).searchParams.get('sort'), 'value');
+  await page.selectOption('#sort', 'name');
+});
+
+test('wall mode renders large tiles for exactly the chosen symbols, without scrollbars', async () => {
+  await wander(6);
+  const wall = await openPage(browser, `${server.url}/?wall=1&symbols=usd,eur,gbp,eth&base=usd`, problems, {
+    viewport: { width: 1920, height: 1080 },
+  });
+  await wall.waitForFunction(() => document.querySelectorAll('.tile .amount:not(:empty)').length === 4);
+  await waitForStatus(wall, /^Live$/);
+  assert.deepEqual(await wall.$$eval('.tile', (tiles) => tiles.map((t) => t.dataset.code)), ['usd', 'eur', 'gbp', 'eth']);
+  assert.ok(await wall.locator('#rates').isHidden());
+  const eur = parseAmount(await wall.locator('.tile[data-code="eur"] .amount').textContent());
+  assert.ok(Math.abs(eur / (upstream.rates.eur.value / upstream.rates.usd.value) - 1) < 1e-3, `tile EUR ${eur}`);
+  for (const [width, height, minFont] of [[1920, 1080, 80], [3840, 2160, 160]]) {
+    await wall.setViewportSize({ width, height });
+    const fit = await wall.evaluate(() => ({
+      scroll: [document.documentElement.scrollWidth, document.documentElement.scrollHeight],
+      tiles: [...document.querySelectorAll('.tile')].map((t) => t.getBoundingClientRect().bottom),
+      font: Math.min(...[...document.querySelectorAll('.tile .value')].map((v) => parseFloat(getComputedStyle(v).fontSize))),
+    }));
+    assert.deepEqual(fit.scroll, [width, height], `no scrollbars at ${width}x${height}`);
+    assert.ok(fit.tiles.every((bottom) => bottom <= height), 'tiles inside the screen');
+    assert.ok(fit.font >= minFont, `values readable across a room at ${width}x${height}: ${fit.font}px`);
+  }
+  await wall.setViewportSize({ width: 1920, height: 1080 });
+  move('eth', 1.012);
+  await wall.waitForSelector('.tile[data-code="eth"].flash');
+  await wall.screenshot({ path: resolve(SCREENSHOTS, 'wall-1920x1080.png') });
+  await wall.context().close();
+});
+
+test('team mode and phone width screenshots, no sideways scrolling on a phone', async () => {
+  await page.selectOption('#base', 'btc');
+  await page.locator('#filter').blur();
+  await wander(4);
+  move('usd', 1.004);
+  await page.waitForSelector('tr[data-code="usd"].flash');
+  await page.screenshot({ path: resolve(SCREENSHOTS, 'team-1280x800.png') });
+  const phone = await openPage(browser, `${server.url}/?base=usd`, problems, {
+    viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2,
+  });
+  await waitForRows(phone);
+  assert.equal(await phone.evaluate(() => document.documentElement.scrollWidth), 390);
+  await phone.screenshot({ path: resolve(SCREENSHOTS, 'phone-390x844.png') });
+  await phone.context().close();
+});
+
+test('an upstream outage shows stale with the age of the data, then live again', async () => {
+  upstream.failing = true;
+  await waitForStatus(page, /^Stale/, 20_000);
+  assert.match(await page.locator('#age').textContent(), /^data .* ago$/);
+  upstream.failing = false;
+  await waitForStatus(page, /^Live$/, 20_000);
+  assert.equal(await page.locator('#age').textContent(), '');
+});
+
+test('a frozen server: stale (no heartbeat), then the page reconnects and resumes with ?since=', async () => {
+  const resumed = await metric('ratecast_ws_resumes_total{result="replayed"}');
+  server.signal('SIGSTOP');
+  try {
+    await waitForStatus(page, /^Stale — no heartbeat$/);
+    assert.match(await page.locator('#age').textContent(), /^data .* ago$/);
+    move('chf', 1.015); // polled only once the server runs again
+    await waitForStatus(page, /^Reconnecting/);
+  } finally {
+    server.signal('SIGCONT');
+  }
+  await waitForStatus(page, /^Live$/);
+  await page.waitForSelector('tr[data-code="chf"].flash.up');
+  assert.equal(await metric('ratecast_ws_resumes_total{result="replayed"}'), resumed + 1);
+});
+
+test('server killed and restarted on the same port: reconnecting, then live and caught up', async () => {
+  restartWindow = { from: Date.now() };
+  await server.kill();
+  await waitForStatus(page, /^Reconnecting/);
+  const gbp = move('gbp', 1.03); // changes while the server is away
+  await new Promise((done) => setTimeout(done, 1000));
+  server = await startRatecast({ port, upstreamUrl: upstream.url });
+  await waitForStatus(page, /^Live$/, 40_000);
+  restartWindow.to = Date.now();
+  await page.waitForFunction(
+    (expected) => document.querySelector('tr[data-code="gbp"] .amount').textContent === expected,
+    `£${gbp.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`,
+  );
+  await waitForRows(page);
+  // And the stream flows again after the resync.
+  move('usd', 0.98);
+  await page.waitForSelector('tr[data-code="usd"].flash.down');
+});
+
+test('DEMO DATA is shown when the source is the demo', async () => {
+  const demo = await startRatecast({ port: await freePort(), demo: true });
+  try {
+    const demoPage = await openPage(browser, `${demo.url}/?wall=1&symbols=usd,eth`, problems);
+    await demoPage.waitForFunction(() => !document.querySelector('#demo').hidden);
+    assert.equal(await demoPage.locator('#demo').textContent(), 'DEMO DATA');
+    await demoPage.context().close();
+  } finally {
+    await demo.kill();
+  }
+});
+
+test('no console errors, uncaught exceptions or CSP violations', () => {
+  const inRestart = (p) => restartWindow && p.at >= restartWindow.from && p.at <= restartWindow.to;
+  const unexpected = problems.filter((p) => !(inRestart(p) && RESTART_NOISE.test(p.text)));
+  assert.deepEqual(unexpected.map((p) => p.text), []);
+});
