@@ -5,7 +5,7 @@ locals {
 
   # Access entries only: the aws-auth ConfigMap is not used (authentication_mode = "API").
   access_entries = merge(
-    { for arn in var.admin_principal_arns : "admin-${basename(arn)}" => {
+    { for arn in distinct(var.admin_principal_arns) : "admin-${basename(arn)}" => {
       principal_arn = arn
       policy_associations = {
         admin = {
@@ -14,7 +14,7 @@ locals {
         }
       }
     } },
-    { for arn in var.viewer_principal_arns : "viewer-${basename(arn)}" => {
+    { for arn in distinct(var.viewer_principal_arns) : "viewer-${basename(arn)}" => {
       principal_arn = arn
       policy_associations = {
         view = {

@@ -1,6 +1,7 @@
 output "cluster_name" {
-  description = "Name of the EKS cluster."
+  description = "Name of the EKS cluster, known once nodes, add-ons and access entries exist too (what Helm releases need)."
   value       = module.eks.cluster_name
+  depends_on  = [module.eks]
 }
 
 output "cluster_arn" {
