@@ -112,6 +112,15 @@ pub struct WsConfig {
     #[arg(long, env = "RATECAST_IDLE_TIMEOUT", default_value = "45s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
 
+    /// Events buffered per subscriber; one that falls further behind is resynced with a snapshot.
+    #[arg(long, env = "RATECAST_BROADCAST_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub broadcast_buffer: u32,
+
+    /// Kernel send buffer per connection in bytes (0: the OS default, auto-tuned). Bounds the
+    /// memory a stalled client can pin and how soon it counts as slow.
+    #[arg(long, env = "RATECAST_SOCKET_SEND_BUFFER", default_value_t = 0)]
+    pub socket_send_buffer: u32,
+
     /// Close a connection whose socket does not take a frame within this time (slow consumer).
     #[arg(long, env = "RATECAST_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub write_timeout: Duration,

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -72,7 +73,10 @@ impl AppState {
             Source::CoinGecko
         };
         Self {
-            store: Arc::new(Store::new(StoreConfig::new(source, config.stale_after))),
+            store: Arc::new(Store::new(StoreConfig {
+                broadcast_capacity: config.ws.broadcast_buffer as usize,
+                ..StoreConfig::new(source, config.stale_after)
+            })),
             metrics: Arc::new(Metrics::new()),
             client_ip: ClientIpResolver::new(&config.trusted_proxy),
             shutdown: CancellationToken::new(),
@@ -153,8 +157,16 @@ pub async fn run(
     ));
     tokio::spawn(ticker(state.clone()));
 
+    let send_buffer = config.ws.socket_send_buffer as usize;
     let serve = |listener: TcpListener, router: Router| {
         let token = token.clone();
+        // No Nagle delay on small frames; optionally a bounded kernel send buffer.
+        let listener = listener.tap_io(move |tcp| {
+            let _ = tcp.set_nodelay(true);
+            if send_buffer > 0 {
+                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
+            }
+        });
         tokio::spawn(
             axum::serve(
                 listener,

@@ -97,7 +97,7 @@ pub struct ErrorFrame {
 
 /// Client → server commands, tagged by `op`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "op", rename_all = "lowercase")]
 pub enum ClientCommand {
     Ping,
     /// Replace the connection's filter; empty or null means the full feed.

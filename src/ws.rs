@@ -518,3 +518,38 @@ fn filtered_delta(delta: &DeltaEvent, filter: &BTreeSet<String>) -> Option<Bytes
 fn now_ms() -> u64 {
     model::unix_ms(SystemTime::now())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn slots_are_capped_and_released_on_every_path_panics_included() {
+        let connections = Arc::new(Connections::default());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let a = connections.try_acquire(ip, 3, 2).unwrap();
+        let _b = connections.try_acquire(ip, 3, 2).unwrap();
+        assert_eq!(
+            connections.try_acquire(ip, 3, 2).err(),
+            Some("per_ip_limit")
+        );
+        let c = connections.try_acquire(other, 3, 2).unwrap();
+        assert_eq!(
+            connections.try_acquire(other, 3, 2).err(),
+            Some("server_full")
+        );
+        drop(a);
+        assert_eq!(connections.open(), 2);
+        let panicking = tokio::spawn(async move {
+            let _slot = c;
+            panic!("connection task panics");
+        });
+        assert!(panicking.await.is_err());
+        assert_eq!(connections.open(), 1);
+        assert!(
+            !connections.per_ip.contains_key(&other),
+            "empty per-IP entries are removed"
+        );
+    }
+}

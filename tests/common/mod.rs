@@ -26,10 +26,23 @@ pub fn fixture() -> Value {
     serde_json::from_str(FIXTURE).expect("fixture parses")
 }
 
+/// A valid payload with `units` made-up units (bigger frames than the real ~60).
+pub fn payload_with_units(units: usize) -> Value {
+    let rates: serde_json::Map<String, Value> = (0..units)
+        .map(|i| {
+            let rate = serde_json::json!({"name": format!("Unit number {i}"), "unit": "U", "value": 1.0 + i as f64, "type": "fiat"});
+            (format!("u{i}"), rate)
+        })
+        .collect();
+    serde_json::json!({ "rates": rates })
+}
+
 /// What the fake answers next.
 #[derive(Clone)]
 pub enum Reply {
     Json(Value),
+    /// This payload with every value moved a little on each request: a delta per poll.
+    Changing(Value),
     Raw {
         status: u16,
         body: Vec<u8>,
@@ -86,7 +99,18 @@ impl FakeUpstream {
                         s.last_headers = headers;
                         s.reply.clone().expect("reply set")
                     };
+                    let requests = state.lock().unwrap().requests;
                     match reply {
+                        Reply::Changing(mut v) => {
+                            for rate in v["rates"].as_object_mut().unwrap().values_mut() {
+                                let value = rate["value"].as_f64().unwrap();
+                                rate["value"] = (value * (1.0 + requests as f64 * 1e-6)).into();
+                            }
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Body::from(v.to_string()))
+                                .unwrap()
+                        }
                         Reply::Json(v) => Response::builder()
                             .header("content-type", "application/json")
                             .body(Body::from(v.to_string()))

@@ -1,0 +1,619 @@
+//! The live stream, black-box: a real server on port 0, a fake CoinGecko, tokio-tungstenite clients.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+use common::{
+    FakeUpstream, Reply, TestServer, Ws, close_code, fixture, next_json, next_of, send_text,
+    wait_until,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+async fn connect(server: &TestServer, query: &str) -> Ws {
+    common::ws_connect(&server.ws_url(query))
+        .await
+        .expect("connects")
+}
+
+/// A client whose kernel receive buffer is tiny, so that not reading stalls the server's writes.
+async fn connect_small_buffer(server: &TestServer, query: &str) -> Ws {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(server.ws_url(query), MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    ws
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn snapshot_then_contiguous_deltas_holding_exactly_the_changes() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let mut ws = connect(&server, "").await;
+    let snapshot = next_json(&mut ws).await?;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["source"], "coingecko");
+    assert_eq!(snapshot["stale"], false);
+    assert_eq!(snapshot["rates"].as_object().unwrap().len(), 61);
+    assert_eq!(snapshot["rates"]["vnd"]["unit"], "₫");
+    let seq = snapshot["seq"].as_u64().unwrap();
+
+    let before = fixture()["rates"]["usd"]["value"].as_f64().unwrap();
+    upstream.set_value("usd", 50_000.0);
+    upstream.set_value("eur", 45_000.0);
+    let delta = next_of(&mut ws, "delta").await?;
+    assert_eq!(delta["seq"], seq + 1);
+    let changed = delta["changed"].as_object().unwrap();
+    assert_eq!(
+        changed.keys().collect::<HashSet<_>>(),
+        HashSet::from([&"usd".to_string(), &"eur".to_string()])
+    );
+    assert_eq!(changed["usd"]["value"], 50_000.0);
+    assert_eq!(changed["usd"]["prev"], before);
+    assert_eq!(changed["usd"]["name"], "US Dollar");
+    assert_eq!(delta["removed"], serde_json::json!([]));
+    let ts = delta["ts"].as_u64().unwrap();
+    assert!(
+        ts <= now_ms() && ts + 10_000 > now_ms(),
+        "ts is the publish time in ms"
+    );
+
+    let mut gone = fixture();
+    gone["rates"].as_object_mut().unwrap().remove("gbp");
+    gone["rates"]["usd"]["value"] = 50_000.0.into();
+    gone["rates"]["eur"]["value"] = 45_000.0.into();
+    upstream.set(Reply::Json(gone));
+    let delta = next_of(&mut ws, "delta").await?;
+    assert_eq!(delta["seq"], seq + 2);
+    assert_eq!(delta["removed"], serde_json::json!(["gbp"]));
+    assert!(delta["changed"].as_object().unwrap().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn resume_replays_missed_deltas_or_falls_back_to_a_snapshot() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let seq = server.seq().await;
+    upstream.set_value("usd", 1.0);
+    wait_until(|| async { server.seq().await == seq + 1 }).await;
+    upstream.set_value("usd", 2.0);
+    wait_until(|| async { server.seq().await == seq + 2 }).await;
+
+    let mut ws = connect(&server, &format!("?since={seq}")).await;
+    let first = next_json(&mut ws).await?;
+    assert_eq!(
+        (first["type"].as_str(), first["seq"].as_u64()),
+        (Some("delta"), Some(seq + 1))
+    );
+    assert_eq!(first["changed"]["usd"]["value"], 1.0);
+    let second = next_json(&mut ws).await?;
+    assert_eq!(
+        (second["type"].as_str(), second["seq"].as_u64()),
+        (Some("delta"), Some(seq + 2))
+    );
+    // Then live, still contiguous.
+    upstream.set_value("usd", 3.0);
+    assert_eq!(next_of(&mut ws, "delta").await?["seq"], seq + 3);
+
+    // Up to date: nothing to replay, nothing lost.
+    let mut current = connect(&server, &format!("?since={}", seq + 3)).await;
+    upstream.set_value("usd", 4.0);
+    assert_eq!(next_of(&mut current, "delta").await?["seq"], seq + 4);
+
+    // Too old (not in the ring) or from another process: a fresh snapshot.
+    for since in [0, seq + 1000] {
+        let mut ws = connect(&server, &format!("?since={since}")).await;
+        let frame = next_json(&mut ws).await?;
+        assert_eq!(frame["type"], "snapshot", "since={since}");
+        assert_eq!(frame["seq"], seq + 4);
+    }
+    assert_eq!(
+        server
+            .metric("ratecast_ws_resumes_total{result=\"replayed\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        server
+            .metric("ratecast_ws_resumes_total{result=\"snapshot\"}")
+            .await,
+        2.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn symbol_filter_and_subscribe_command() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let mut ws = connect(&server, "?symbols=usd,EUR").await;
+    let snapshot = next_json(&mut ws).await?;
+    let codes: Vec<_> = snapshot["rates"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(codes, ["eur", "usd"]);
+    let seq = snapshot["seq"].as_u64().unwrap();
+
+    upstream.set_value("gbp", 1.0); // not ours: skipped, seq moves on
+    wait_until(|| async { server.seq().await == seq + 1 }).await;
+    upstream.set_value("usd", 2.0);
+    let delta = next_of(&mut ws, "delta").await?;
+    assert_eq!(
+        delta["seq"],
+        seq + 2,
+        "filtered streams keep the global seq"
+    );
+    assert_eq!(
+        delta["changed"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["usd"]
+    );
+
+    send_text(&mut ws, r#"{"op":"subscribe","symbols":["eth"]}"#).await?;
+    let snapshot = next_of(&mut ws, "snapshot").await?;
+    assert_eq!(
+        snapshot["rates"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["eth"]
+    );
+    send_text(&mut ws, r#"{"op":"subscribe","symbols":["no good"]}"#).await?;
+    assert!(
+        next_of(&mut ws, "error").await?["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid symbol")
+    );
+    send_text(&mut ws, r#"{"op":"subscribe","symbols":null}"#).await?;
+    assert_eq!(
+        next_of(&mut ws, "snapshot").await?["rates"]
+            .as_object()
+            .unwrap()
+            .len(),
+        61
+    );
+
+    let refused = reqwest::get(server.url("/ws?symbols=%3Cscript%3E")).await?;
+    assert_eq!(refused.status(), 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn commands_garbage_oversized_and_binary_frames() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let mut ws = connect(&server, "").await;
+    next_of(&mut ws, "snapshot").await?;
+
+    send_text(&mut ws, r#"{"op":"ping"}"#).await?;
+    assert!(next_of(&mut ws, "pong").await?["ts"].as_u64().is_some());
+    for garbage in [
+        "hello",
+        "{}",
+        r#"{"op":"dance"}"#,
+        r#"{"op":"subscribe","symbols":"usd"}"#,
+        "[1,2]",
+    ] {
+        send_text(&mut ws, garbage).await?;
+        let error = next_of(&mut ws, "error").await?;
+        assert!(
+            error["error"].as_str().unwrap().contains("bad command"),
+            "{garbage}: {error}"
+        );
+    }
+    send_text(&mut ws, r#"{"op":"ping"}"#).await?;
+    next_of(&mut ws, "pong").await?; // still up
+
+    send_text(
+        &mut ws,
+        &format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(5000)),
+    )
+    .await?;
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+
+    let mut ws = connect(&server, "").await;
+    ws.send(Message::binary(vec![1, 2, 3])).await?;
+    assert_eq!(close_code(&mut ws).await, Some(1003));
+    Ok(())
+}
+
+async fn refused(url: &str, origin: Option<&str>) -> (u16, Value) {
+    let mut request = url.into_client_request().unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            (
+                response.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            )
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn connection_caps_refuse_before_upgrade_and_release_slots() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &["--max-connections-per-ip", "2"]).await;
+    let a = connect(&server, "").await;
+    let _b = connect(&server, "").await;
+    let (status, body) = refused(&server.ws_url(""), None).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["code"], "too_many_connections");
+    assert!(body["error"].as_str().unwrap().contains("127.0.0.1"));
+    drop(a);
+    wait_until(|| async { common::ws_connect(&server.ws_url("")).await.is_ok() }).await;
+    assert!(
+        server
+            .metric("ratecast_ws_connections_refused_total{reason=\"per_ip_limit\"}")
+            .await
+            >= 1.0
+    );
+
+    let full = TestServer::start_ready(&upstream, &["--max-connections", "1"]).await;
+    let _only = connect(&full, "").await;
+    let (status, body) = refused(&full.ws_url(""), None).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "unavailable");
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_rate_limit_per_ip() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let extra = [
+        "--connection-rate-per-second",
+        "1",
+        "--connection-rate-burst",
+        "3",
+    ];
+    let server = TestServer::start_ready(&upstream, &extra).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(connect(&server, "").await);
+    }
+    let (status, body) = refused(&server.ws_url(""), None).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["code"], "rate_limited");
+    assert_eq!(
+        server
+            .metric("ratecast_ws_connections_refused_total{reason=\"rate_limited\"}")
+            .await,
+        1.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn origin_allow_list() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(
+        &upstream,
+        &["--allowed-origin", "https://rates.example.com"],
+    )
+    .await;
+    let (status, body) = refused(&server.ws_url(""), Some("https://evil.example.net")).await;
+    assert_eq!(status, 403);
+    assert_eq!(body["code"], "forbidden");
+    let mut ok = server.ws_url("").into_client_request()?;
+    ok.headers_mut()
+        .insert("origin", "https://rates.example.com".parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ok).await?;
+    assert_eq!(next_json(&mut ws).await?["type"], "snapshot");
+    // CLI clients send no Origin and are allowed.
+    assert_eq!(
+        next_json(&mut connect(&server, "").await).await?["type"],
+        "snapshot"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn heartbeats_carry_the_seq_and_status_frames_follow_the_upstream() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &["--heartbeat-interval", "100ms"]).await;
+    let mut ws = connect(&server, "").await;
+    let seq = next_json(&mut ws).await?["seq"].as_u64().unwrap();
+    let heartbeat = loop {
+        let frame = next_json(&mut ws).await?;
+        if frame["type"] == "heartbeat" {
+            break frame;
+        }
+    };
+    assert_eq!(heartbeat["seq"], seq);
+
+    upstream.set(Reply::status(503));
+    let status = loop {
+        let frame = next_json(&mut ws).await?;
+        if frame["type"] == "status" && frame["upstream"]["status"] == "down" {
+            break frame;
+        }
+    };
+    assert_eq!(status["stale"], true);
+    assert_eq!(status["upstream"]["last_error"], "http_5xx");
+    upstream.set(Reply::Json(fixture()));
+    loop {
+        let frame = next_json(&mut ws).await?;
+        if frame["type"] == "status" && frame["upstream"]["status"] == "ok" {
+            assert_eq!(frame["stale"], false);
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn unresponsive_peers_are_dropped_live_ones_kept() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let extra = ["--heartbeat-interval", "100ms", "--idle-timeout", "400ms"];
+    let server = TestServer::start_ready(&upstream, &extra).await;
+    let mut silent = connect(&server, "").await; // never reads, so never answers pings
+    let mut live = connect(&server, "").await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        next_json(&mut live).await?; // reading answers pings automatically
+    }
+    wait_until(|| async { server.metric("ratecast_ws_connections").await == 1.0 }).await;
+    // The silent one finds its stream ended once it reads (no close handshake: it was unresponsive).
+    let mut frames = 0;
+    while let Some(Ok(_)) = silent.next().await {
+        frames += 1;
+    }
+    assert!(frames >= 1);
+    send_text(&mut live, r#"{"op":"ping"}"#).await?;
+    next_of(&mut live, "pong").await?;
+    Ok(())
+}
+
+/// Pulls `seq` and `ts` from the head of a frame without parsing the whole body.
+fn head(text: &str) -> (String, u64, u64) {
+    let v: Value = serde_json::from_str(text).unwrap();
+    (
+        v["type"].as_str().unwrap_or_default().to_owned(),
+        v["seq"].as_u64().unwrap_or(0),
+        v["ts"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn lagging_subscriber_is_resynced_with_a_snapshot() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Changing(common::payload_with_units(300))).await;
+    let extra = [
+        "--poll-interval",
+        "20ms",
+        "--broadcast-buffer",
+        "4",
+        "--socket-send-buffer",
+        "16384",
+        "--write-timeout",
+        "30s",
+    ];
+    let server = TestServer::start_ready(&upstream, &extra).await;
+    let mut ws = connect_small_buffer(&server, "").await;
+    let (kind, mut last, _) = head(next_json(&mut ws).await?.to_string().as_str());
+    assert_eq!(kind, "snapshot");
+    // Stop reading while far more than 4 deltas are published.
+    let seq_then = server.seq().await;
+    wait_until(|| async { server.seq().await > seq_then + 40 }).await;
+    let mut resynced = false;
+    for _ in 0..200 {
+        let frame = next_json(&mut ws).await?;
+        match frame["type"].as_str() {
+            Some("snapshot") => {
+                resynced = true;
+                last = frame["seq"].as_u64().unwrap();
+            }
+            Some("delta") => {
+                let seq = frame["seq"].as_u64().unwrap();
+                assert_eq!(
+                    seq,
+                    last + 1,
+                    "deltas contiguous between snapshots, never a silent skip"
+                );
+                last = seq;
+                if resynced {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(resynced, "a lagging subscriber gets a fresh snapshot");
+    assert!(server.metric("ratecast_ws_resyncs_total").await >= 1.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_while_100_others_keep_receiving() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Changing(common::payload_with_units(100))).await;
+    let extra = [
+        "--poll-interval",
+        "50ms",
+        "--socket-send-buffer",
+        "16384",
+        "--write-timeout",
+        "3s",
+    ];
+    let server = TestServer::start_ready(&upstream, &extra).await;
+    let slow = connect_small_buffer(&server, "").await;
+    let mut readers = Vec::new();
+    for _ in 0..100 {
+        let mut ws = connect(&server, "").await;
+        readers.push(tokio::spawn(async move {
+            let (mut deltas, mut max_delay, mut last) = (0u32, 0u64, None::<u64>);
+            let until = tokio::time::Instant::now() + Duration::from_secs(5);
+            while tokio::time::Instant::now() < until {
+                let Some(Ok(Message::Text(text))) = ws.next().await else {
+                    break;
+                };
+                let (kind, seq, ts) = head(text.as_str());
+                match kind.as_str() {
+                    "snapshot" => last = Some(seq),
+                    "delta" => {
+                        assert_eq!(Some(seq), last.map(|l| l + 1), "contiguous");
+                        last = Some(seq);
+                        deltas += 1;
+                        max_delay = max_delay.max(now_ms().saturating_sub(ts));
+                    }
+                    _ => {}
+                }
+            }
+            (deltas, max_delay)
+        }));
+    }
+    let mut worst = 0;
+    for reader in readers {
+        let (deltas, max_delay) = reader.await?;
+        assert!(deltas >= 20, "every reader kept receiving: {deltas} deltas");
+        worst = worst.max(max_delay);
+    }
+    // Had the stalled client held the others up, they would have waited out its 3 s write timeout.
+    assert!(worst < 1_500, "worst delivery delay {worst} ms");
+    assert!(
+        server
+            .metric("ratecast_ws_slow_consumer_closes_total")
+            .await
+            >= 1.0
+    );
+    drop(slow);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plain_websocket_client_reads_json_text_frames() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let mut tcp = TcpStream::connect(server.addr).await?;
+    let handshake = "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(handshake.as_bytes()).await?;
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 1024];
+        let n = tcp.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "closed during handshake");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let response = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    assert!(response.starts_with("http/1.1 101"), "{response}");
+    assert!(response.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="));
+    assert!(
+        !response.contains("sec-websocket-protocol"),
+        "no subprotocol needed"
+    );
+    let mut frame = buf[end..].to_vec();
+    while frame.len() < 4 {
+        let mut chunk = [0u8; 1024];
+        let n = tcp.read(&mut chunk).await?;
+        frame.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(frame[0], 0x81, "a final, unmasked text frame");
+    let (len, start) = match frame[1] {
+        126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+        127 => panic!("snapshot unexpectedly huge"),
+        n => (n as usize, 2),
+    };
+    while frame.len() < start + len {
+        let mut chunk = [0u8; 4096];
+        let n = tcp.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "closed mid-frame");
+        frame.extend_from_slice(&chunk[..n]);
+    }
+    let snapshot: Value = serde_json::from_slice(&frame[start..start + len])?;
+    assert_eq!(snapshot["type"], "snapshot");
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_sends_going_away_to_every_client() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let mut server = TestServer::start_ready(&upstream, &[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let mut ws = connect(&server, "").await;
+        next_json(&mut ws).await?;
+        clients.push(ws);
+    }
+    let stopped = server.begin_stop();
+    for ws in &mut clients {
+        assert_eq!(close_code(ws).await, Some(1001));
+    }
+    stopped.await?;
+    Ok(())
+}
+
+#[test]
+fn sigterm_closes_every_websocket_with_1001_and_exits_zero() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ratecast"))
+        .args([
+            "serve",
+            "--demo",
+            "--poll-interval",
+            "100ms",
+            "--shutdown-grace",
+            "5s",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let codes = runtime.block_on(async {
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        wait_until(|| async { common::ws_connect(&url).await.is_ok() }).await;
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            let mut ws = common::ws_connect(&url).await?;
+            next_of(&mut ws, "snapshot").await?;
+            clients.push(ws);
+        }
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(killed.success());
+        let mut codes = Vec::new();
+        for ws in &mut clients {
+            codes.push(close_code(ws).await);
+        }
+        Ok::<_, anyhow::Error>(codes)
+    })?;
+    assert!(codes.iter().all(|c| *c == Some(1001)), "{codes:?}");
+    assert_eq!(child.wait()?.code(), Some(0));
+    Ok(())
+}
