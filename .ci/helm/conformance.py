@@ -47,6 +47,7 @@ def render(image):
     repository, tag = image.rsplit(":", 1)
     out = run(os.environ["HELM4"], "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
               "-f", str(CHART / "values-prod.yaml"), "--set", "config.demo=true",
+              "--set", "ingress.alb.certificateArn=arn:aws:acm:eu-west-1:123456789012:certificate/conformance",
               "--set", f"image.repository={repository}", "--set", f"image.tag={tag}").stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     deployment = next(d for d in docs if d["kind"] == "Deployment")

@@ -17,14 +17,16 @@ VALUES = Path(__file__).resolve().parent / "values"
 RELEASE = NAMESPACE = FULLNAME = "ratecast"
 KUBE_VERSION = "1.35.0"
 
-# Named value sets: the chart defaults, each environment file, and the everything-enabled sets.
+# Named value sets (values files, --set overrides): the chart defaults, each environment file with
+# the certificate the deploy pipeline passes, and the everything-enabled sets.
+PIPELINE_SETS = ("ingress.alb.certificateArn=arn:aws:acm:eu-west-1:123456789012:certificate/ci",)
 VALUE_SETS = {
-    "default": [],
-    "dev": [CHART / "values-dev.yaml"],
-    "staging": [CHART / "values-staging.yaml"],
-    "prod": [CHART / "values-prod.yaml"],
-    "all": [VALUES / "all.yaml"],
-    "all-nginx": [VALUES / "all-nginx.yaml"],
+    "default": ([], ()),
+    "dev": ([CHART / "values-dev.yaml"], PIPELINE_SETS),
+    "staging": ([CHART / "values-staging.yaml"], PIPELINE_SETS),
+    "prod": ([CHART / "values-prod.yaml"], PIPELINE_SETS),
+    "all": ([VALUES / "all.yaml"], ()),
+    "all-nginx": ([VALUES / "all-nginx.yaml"], ()),
 }
 
 
@@ -40,18 +42,24 @@ def helm(binary, *args, check=True):
     return subprocess.run([binary, *args], capture_output=True, text=True, check=check)
 
 
-def template_args(files=(), sets=()):
-    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
+def value_args(value_set, sets=()):
+    files, pipeline_sets = VALUE_SETS[value_set]
+    args = []
     for f in files:
         args += ["-f", str(f)]
-    for s in sets:
+    for s in (*pipeline_sets, *sets):
         args += ["--set", s]
     return args
 
 
+def template_args(value_set, sets=()):
+    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
+            *value_args(value_set, sets)]
+
+
 @cache
 def render_text(value_set, helm_name="HELM4", sets=()):
-    return helm(helm_binaries()[helm_name], *template_args(VALUE_SETS[value_set], sets)).stdout
+    return helm(helm_binaries()[helm_name], *template_args(value_set, sets)).stdout
 
 
 def render(value_set, sets=()):
@@ -61,7 +69,7 @@ def render(value_set, sets=()):
 
 def render_error(*sets, value_set="default"):
     """stderr of a render expected to fail."""
-    out = helm(helm_binaries()["HELM4"], *template_args(VALUE_SETS[value_set], sets), check=False)
+    out = helm(helm_binaries()["HELM4"], *template_args(value_set, sets), check=False)
     assert out.returncode != 0, f"rendering with {sets} should fail"
     return out.stderr
 

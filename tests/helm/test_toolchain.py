@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHART, REPO, VALUE_SETS, helm, helm_binaries, render_error, render_text
+from conftest import CHART, REPO, VALUE_SETS, helm, helm_binaries, render_error, render_text, value_args
 
 # Current EKS and the chart's kubeVersion floor.
 KUBE_VERSIONS = ["1.35.0", "1.30.0"]
@@ -18,10 +18,7 @@ CRD_VALIDATOR = REPO / ".ci/helm/crd/validate-crds.mjs"
 @pytest.mark.parametrize("helm_name", ["HELM3", "HELM4"])
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_lint_strict(helm_name, value_set):
-    args = ["lint", "--strict", str(CHART)]
-    for f in VALUE_SETS[value_set]:
-        args += ["-f", str(f)]
-    out = helm(helm_binaries()[helm_name], *args, check=False)
+    out = helm(helm_binaries()[helm_name], "lint", "--strict", str(CHART), *value_args(value_set), check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[WARNING]" not in out.stdout and "[ERROR]" not in out.stdout
 
@@ -114,6 +111,14 @@ def test_schema_rejects_bad_values(bad, message):
 ])
 def test_inconsistent_values_fail_with_a_reason(sets, message):
     assert message in render_error(*sets)
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_environment_files_need_the_pipeline_certificate(env):
+    """No placeholder ARN in the files: a deploy without the certificate fails instead of serving no TLS."""
+    args = ["template", "ratecast", str(CHART), "-f", str(CHART / f"values-{env}.yaml")]
+    out = helm(helm_binaries()["HELM4"], *args, check=False)
+    assert out.returncode != 0 and "certificateArn is required" in out.stderr
 
 
 def test_readme_values_table_is_current():
