@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use dashmap::DashMap;
+use metrics::Gauge;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, timeout};
@@ -59,6 +60,17 @@ pub struct ConnectionSlot {
     connections: Arc<Connections>,
     ip: IpAddr,
     pub id: u64,
+    /// The open-connections gauge, kept in step with the slot.
+    gauge: Option<Gauge>,
+}
+
+impl ConnectionSlot {
+    /// Counts this slot in `gauge` for as long as it lives.
+    pub fn counted_in(mut self, gauge: Gauge) -> Self {
+        gauge.increment(1.0);
+        self.gauge = Some(gauge);
+        self
+    }
 }
 
 impl Connections {
@@ -84,6 +96,7 @@ impl Connections {
             connections: self.clone(),
             ip,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            gauge: None,
         })
     }
 
@@ -99,6 +112,9 @@ impl Drop for ConnectionSlot {
             *count == 0
         });
         self.connections.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(gauge) = &self.gauge {
+            gauge.decrement(1.0);
+        }
     }
 }
 
@@ -201,7 +217,7 @@ async fn upgrade(
         config.max_connections,
         config.max_connections_per_ip,
     ) {
-        Ok(slot) => slot,
+        Ok(slot) => slot.counted_in(state.metrics.ws_connections.clone()),
         Err("per_ip_limit") => {
             return refuse(
                 "per_ip_limit",
@@ -264,7 +280,6 @@ struct Connection {
 impl Connection {
     async fn run(mut self, since: Option<u64>) {
         let metrics = self.state.metrics.clone();
-        metrics.ws_connections.increment(1.0);
         debug!("connected");
         let end = match self.serve(since).await {
             Ok(()) => End::Gone,
@@ -280,7 +295,6 @@ impl Connection {
             }
             End::Unresponsive => debug!("peer unresponsive; dropping"),
         }
-        metrics.ws_connections.decrement(1.0);
         debug!("disconnected");
     }
 
