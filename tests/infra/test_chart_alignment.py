@@ -1,5 +1,7 @@
 """The Helm chart's per-env values (deploy/helm/ratecast) and the Terraform of the same env must
 agree: VPC CIDR as trusted proxy, secret names, and the cluster add-ons the chart relies on."""
+import re
+
 import pytest
 import yaml
 
@@ -66,3 +68,11 @@ def test_pods_fit_the_zones(env):
     if v.get("topologySpread", {}).get("zoneWhenUnsatisfiable") == "DoNotSchedule":
         groups = env_module(env)["node_groups"].values()
         assert min(g["min_size"] for g in groups if g["capacity_type"] == "ON_DEMAND") >= env_module(env)["az_count"]
+
+
+def test_network_policies_are_enforced_and_let_prometheus_in():
+    v = values("prod")
+    assert v["networkPolicy"]["enabled"]
+    cluster = (INFRA / "modules" / "cluster" / "main.tf").read_text()
+    assert re.search(r'enableNetworkPolicy\s*=\s*"true"', cluster), "VPC CNI must enforce the chart's NetworkPolicy"
+    assert v["networkPolicy"]["monitoringNamespace"] == "monitoring"

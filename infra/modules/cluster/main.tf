@@ -106,8 +106,12 @@ module "eks" {
     # pods start without credentials.
     vpc-cni = {
       before_compute = true
-      # Prefix delegation: /28 per ENI slot, so small Graviton nodes are not capped at ~17 pods.
-      configuration_values = jsonencode({ env = { ENABLE_PREFIX_DELEGATION = "true" } })
+      # Network policy agent: the chart's NetworkPolicy is enforced, not just stored. Prefix
+      # delegation: a /28 per ENI slot, so small Graviton nodes are not capped at ~17 pods.
+      configuration_values = jsonencode({
+        enableNetworkPolicy = "true"
+        env                 = { ENABLE_PREFIX_DELEGATION = "true" }
+      })
     }
     eks-pod-identity-agent = { before_compute = true }
     kube-proxy             = {}
