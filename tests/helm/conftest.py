@@ -52,8 +52,8 @@ def value_args(value_set, sets=()):
     return args
 
 
-def template_args(value_set, sets=()):
-    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
+def template_args(value_set, sets=(), chart=CHART):
+    return ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
             *value_args(value_set, sets)]
 
 

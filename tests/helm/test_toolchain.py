@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHART, REPO, VALUE_SETS, helm, helm_binaries, render_error, render_text, value_args
+from conftest import CHART, REPO, VALUE_SETS, helm, helm_binaries, render_error, render_text, template_args, value_args
 
 # Current EKS and the chart's kubeVersion floor.
 KUBE_VERSIONS = ["1.35.0", "1.30.0"]
@@ -125,3 +125,11 @@ def test_readme_values_table_is_current():
     out = subprocess.run([sys.executable, str(REPO / ".ci/helm/values_table.py"), "--check"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_packaged_chart_renders_like_the_source(tmp_path):
+    """CI publishes `helm package` output: .helmignore must keep everything the templates read."""
+    helm4 = helm_binaries()["HELM4"]
+    helm(helm4, "package", str(CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("ratecast-*.tgz")
+    assert helm(helm4, *template_args("all", chart=package)).stdout == render_text("all")
