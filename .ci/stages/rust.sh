@@ -11,4 +11,4 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 log "cargo test"
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast
