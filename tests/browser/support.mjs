@@ -135,3 +135,34 @@ export function valueOf(page, code) {
 export function parseAmount(text) {
   return Number(text.replace(/,/g, '').match(/-?\d+(\.\d+)?(E-?\d+)?/i)[0]);
 }
+
+/**
+ * WCAG contrast of the first visible, non-empty element of each selector against its effective
+ * background; returns those under `minimum` (AA: 4.5) as "selector: ratio".
+ */
+export function lowContrast(page, selectors, minimum = 4.5) {
+  return page.evaluate(([list, min]) => {
+    const rgba = (css) => css.match(/[\d.]+/g).map(Number);
+    const channel = (v) => (v / 255 <= 0.03928 ? v / 255 / 12.92 : ((v / 255 + 0.055) / 1.055) ** 2.4);
+    const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+    const background = (node) => {
+      for (let n = node; n; n = n.parentElement) {
+        const [r, g, b, a = 1] = rgba(getComputedStyle(n).backgroundColor);
+        if (a === 1) return [r, g, b];
+      }
+      return [255, 255, 255];
+    };
+    const failures = [];
+    for (const selector of list) {
+      const node = [...document.querySelectorAll(selector)].find((n) => n.checkVisibility() && n.textContent.trim());
+      if (!node) {
+        failures.push(`${selector}: nothing visible to check`);
+        continue;
+      }
+      const [fg, bg] = [luminance(rgba(getComputedStyle(node).color)), luminance(background(node))];
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      if (ratio < min) failures.push(`${selector}: ${ratio.toFixed(2)}`);
+    }
+    return failures;
+  }, [selectors, minimum]);
+}

@@ -6,8 +6,8 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  REPO, fixtureRates, freePort, launchChromium, openPage, parseAmount, startFakeUpstream,
-  startRatecast, valueOf,
+  REPO, fixtureRates, freePort, launchChromium, lowContrast, openPage, parseAmount,
+  startFakeUpstream, startRatecast, valueOf,
 } from './support.mjs';
 
 const SCREENSHOTS = resolve(REPO, 'docs/screenshots');
@@ -127,6 +127,9 @@ test('every currency renders, grouped by type, formatted with its unit', async (
   assert.equal(await page.locator('tr[data-code] > th[scope="row"]').count(), CODES.length);
   // The history loads: the window change of gbp comes from the point before the page opened.
   await page.waitForFunction(() => document.querySelector('tr[data-code="gbp"] .window').textContent === '+2.00%');
+  const texts = ['h1', '#status', 'caption', 'label', 'select', 'thead th', 'tr.group th', 'tbody th .name',
+    'tbody th .code', 'td.unit', 'td.value .amount', '.window.up'];
+  assert.deepEqual(await lowContrast(page, texts), [], 'WCAG AA contrast');
 });
 
 test('a changed value updates and flashes in its direction; unchanged values stay still', async () => {
@@ -215,6 +218,8 @@ test('wall mode renders large tiles for exactly the chosen symbols, without scro
     assert.ok(fit.font >= minFont, `values readable across a room at ${width}x${height}: ${fit.font}px`);
   }
   await wall.setViewportSize({ width: 1920, height: 1080 });
+  const tileTexts = ['.tile .code', '.tile .name', '.tile .per', '.tile .amount', '.tile .inverse', '.tile .window'];
+  assert.deepEqual(await lowContrast(wall, tileTexts), [], 'WCAG AA contrast');
   move('eth', 1.012);
   await wall.waitForSelector('.tile[data-code="eth"].flash');
   await wall.screenshot({ path: resolve(SCREENSHOTS, 'wall-1920x1080.png') });
