@@ -3,11 +3,12 @@
 # verifies the image signature (signed = passed trivy), helm upgrade --install --atomic --wait
 # with that environment's values file, then the chart's helm test.
 # Usage: deploy.sh ENV   (dev | staging | prod)
-# Env: EKS_CLUSTER_NAME, AWS_REGION, ECR_REGISTRY, COSIGN_PUBLIC_KEY (PEM), optional
-#      INGRESS_CERTIFICATE_ARN; WORKSPACE holding image.env and chart.env.
+# Env: EKS_CLUSTER_NAME, AWS_REGION, ECR_REGISTRY, COSIGN_PUBLIC_KEY (PEM),
+#      INGRESS_CERTIFICATE_ARN (the chart refuses an ALB ingress without one); WORKSPACE holding
+#      image.env and chart.env.
 set -euo pipefail
 env=${1:?usage: deploy.sh ENV}
-: "${EKS_CLUSTER_NAME:?}" "${AWS_REGION:?}" "${ECR_REGISTRY:?}" "${COSIGN_PUBLIC_KEY:?}"
+: "${EKS_CLUSTER_NAME:?}" "${AWS_REGION:?}" "${ECR_REGISTRY:?}" "${COSIGN_PUBLIC_KEY:?}" "${INGRESS_CERTIFICATE_ARN:?}"
 workspace=${WORKSPACE:-/tmp/workspace}
 values="deploy/helm/ratecast/values-$env.yaml"
 namespace=ratecast
@@ -23,10 +24,8 @@ echo "signature ok: $ECR_REGISTRY/ratecast@$IMAGE_DIGEST"
 aws eks update-kubeconfig --name "$EKS_CLUSTER_NAME" --region "$AWS_REGION"
 aws ecr get-login-password | helm registry login --username AWS --password-stdin "$ECR_REGISTRY"
 
-args=(--set "image.repository=$ECR_REGISTRY/ratecast" --set "image.digest=$IMAGE_DIGEST")
-if [ -n "${INGRESS_CERTIFICATE_ARN:-}" ]; then
-  args+=(--set "ingress.alb.certificateArn=$INGRESS_CERTIFICATE_ARN")
-fi
+args=(--set "image.repository=$ECR_REGISTRY/ratecast" --set "image.digest=$IMAGE_DIGEST"
+  --set "ingress.alb.certificateArn=$INGRESS_CERTIFICATE_ARN")
 
 helm upgrade --install ratecast "oci://$ECR_REGISTRY/charts/ratecast" --version "$CHART_VERSION" \
   --namespace "$namespace" --values "$values" "${args[@]}" \

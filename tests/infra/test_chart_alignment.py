@@ -76,3 +76,14 @@ def test_network_policies_are_enforced_and_let_prometheus_in():
     cluster = (INFRA / "modules" / "cluster" / "main.tf").read_text()
     assert re.search(r'enableNetworkPolicy\s*=\s*"true"', cluster), "VPC CNI must enforce the chart's NetworkPolicy"
     assert v["networkPolicy"]["monitoringNamespace"] == "monitoring"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_ingress_host_follows_the_certificates_naming(env):
+    certificate = (INFRA / "modules" / "environment" / "certificate.tf").read_text()
+    assert '"ratecast.${coalesce(var.dns_zone_name, "-")}"' in certificate
+    assert '"ratecast.${var.environment}.${coalesce(var.dns_zone_name, "-")}"' in certificate
+    expected = r"ratecast\.[a-z0-9.-]+" if env == "prod" else rf"ratecast\.{env}\.[a-z0-9.-]+"
+    (host,) = values(env)["ingress"]["hosts"]
+    assert re.fullmatch(expected, host), host
+    assert values(env)["ingress"]["alb"]["certificateArn"] == "", "the pipeline passes the certificate ARN"

@@ -33,3 +33,8 @@ output "existing_secret_name" {
   description = "Kubernetes Secret the chart's existingSecret names."
   value       = module.ratecast.existing_secret_name
 }
+
+output "certificate_arn" {
+  description = "ACM certificate for the ALB: INGRESS_CERTIFICATE_ARN of the deploy context (null without dns_zone_name)."
+  value       = module.ratecast.certificate_arn
+}

@@ -11,3 +11,9 @@ variable "endpoint_public_access_cidrs" {
   type        = list(string)
   default     = []
 }
+
+variable "dns_zone_name" {
+  description = "Public Route 53 zone for the app's certificate (ratecast.<env>.<zone>; ratecast.<zone> in prod). null: no certificate."
+  type        = string
+  default     = null
+}

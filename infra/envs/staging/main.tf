@@ -27,4 +27,5 @@ module "ratecast" {
   circleci_project_ids         = var.circleci_project_ids
   admin_principal_arns         = var.admin_principal_arns
   endpoint_public_access_cidrs = var.endpoint_public_access_cidrs
+  dns_zone_name                = var.dns_zone_name
 }

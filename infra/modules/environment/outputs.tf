@@ -52,3 +52,13 @@ output "existing_secret_name" {
   description = "Kubernetes Secret holding the key: the chart's existingSecret."
   value       = module.platform.existing_secret_name
 }
+
+output "app_hostname" {
+  description = "Host name of the app (the chart's ingress host); meaningful when dns_zone_name is set."
+  value       = local.create_certificate ? local.app_hostname : null
+}
+
+output "certificate_arn" {
+  description = "Validated ACM certificate of app_hostname: INGRESS_CERTIFICATE_ARN of the env's deploy context. null without dns_zone_name."
+  value       = local.create_certificate ? aws_acm_certificate_validation.app[0].certificate_arn : null
+}

@@ -80,6 +80,12 @@ variable "app_namespace" {
   default     = "ratecast"
 }
 
+variable "dns_zone_name" {
+  description = "Public Route 53 zone (e.g. example.com) for the app's ACM certificate: ratecast.<env>.<zone>, ratecast.<zone> in prod. null: no certificate here, bring your own ARN to the deploy context."
+  type        = string
+  default     = null
+}
+
 variable "enable_monitoring" {
   description = "Install kube-prometheus-stack (namespace monitoring)."
   type        = bool
