@@ -1,94 +1,94 @@
 locals {
-  controllers = merge(
-    {
-      aws-load-balancer-controller = {
-        namespace       = "kube-system"
-        repository      = "https://aws.github.io/eks-charts"
-        chart           = "aws-load-balancer-controller"
-        version         = var.chart_versions.aws_load_balancer_controller
-        service_account = "aws-load-balancer-controller"
-        values = {
-          clusterName  = var.cluster_name
-          region       = data.aws_region.current.region
-          vpcId        = var.vpc_id
-          replicaCount = 2
-          # Only Ingress/TargetGroupBinding objects are reconciled: plain LoadBalancer Services
-          # keep their default behaviour and do not depend on this webhook being up.
-          enableServiceMutatorWebhook = false
-          serviceAccount              = { name = "aws-load-balancer-controller" }
+  # Every entry has the same shape (values as a YAML string), so the map is well-typed whatever
+  # is filtered out below.
+  all_controllers = {
+    aws-load-balancer-controller = {
+      namespace       = "kube-system"
+      repository      = "https://aws.github.io/eks-charts"
+      chart           = "aws-load-balancer-controller"
+      version         = var.chart_versions.aws_load_balancer_controller
+      service_account = "aws-load-balancer-controller"
+      values = yamlencode({
+        clusterName  = var.cluster_name
+        region       = data.aws_region.current.region
+        vpcId        = var.vpc_id
+        replicaCount = 2
+        # Only Ingress/TargetGroupBinding objects are reconciled: plain LoadBalancer Services
+        # keep their default behaviour and do not depend on this webhook being up.
+        enableServiceMutatorWebhook = false
+        serviceAccount              = { name = "aws-load-balancer-controller" }
+      })
+    }
+    external-secrets = {
+      namespace       = "external-secrets"
+      repository      = "https://charts.external-secrets.io"
+      chart           = "external-secrets"
+      version         = var.chart_versions.external_secrets
+      service_account = "external-secrets"
+      values = yamlencode({
+        installCRDs    = true
+        serviceAccount = { name = "external-secrets" }
+      })
+    }
+    cluster-autoscaler = {
+      namespace       = "kube-system"
+      repository      = "https://kubernetes.github.io/autoscaler"
+      chart           = "cluster-autoscaler"
+      version         = var.chart_versions.cluster_autoscaler
+      service_account = "cluster-autoscaler"
+      values = yamlencode({
+        autoDiscovery      = { clusterName = var.cluster_name }
+        awsRegion          = data.aws_region.current.region
+        rbac               = { serviceAccount = { name = "cluster-autoscaler" } }
+        expanderPriorities = var.autoscaler_priorities
+        extraArgs = {
+          expander                      = length(var.autoscaler_priorities) > 0 ? "priority" : "least-waste"
+          balance-similar-node-groups   = true
+          skip-nodes-with-local-storage = false
         }
-      }
-      external-secrets = {
-        namespace       = "external-secrets"
-        repository      = "https://charts.external-secrets.io"
-        chart           = "external-secrets"
-        version         = var.chart_versions.external_secrets
-        service_account = "external-secrets"
-        values = {
-          installCRDs    = true
-          serviceAccount = { name = "external-secrets" }
-        }
-      }
-      cluster-autoscaler = {
-        namespace       = "kube-system"
-        repository      = "https://kubernetes.github.io/autoscaler"
-        chart           = "cluster-autoscaler"
-        version         = var.chart_versions.cluster_autoscaler
-        service_account = "cluster-autoscaler"
-        values = {
-          autoDiscovery      = { clusterName = var.cluster_name }
-          awsRegion          = data.aws_region.current.region
-          rbac               = { serviceAccount = { name = "cluster-autoscaler" } }
-          expanderPriorities = var.autoscaler_priorities
-          extraArgs = {
-            expander                      = length(var.autoscaler_priorities) > 0 ? "priority" : "least-waste"
-            balance-similar-node-groups   = true
-            skip-nodes-with-local-storage = false
+      })
+    }
+    kube-prometheus-stack = {
+      namespace       = "monitoring"
+      repository      = "https://prometheus-community.github.io/helm-charts"
+      chart           = "kube-prometheus-stack"
+      version         = var.chart_versions.kube_prometheus_stack
+      service_account = null
+      values = yamlencode({
+        prometheus = {
+          prometheusSpec = {
+            retention = var.prometheus_retention
+            # Pick up the ServiceMonitor of any release, not only those labelled for this one.
+            serviceMonitorSelectorNilUsesHelmValues = false
+            podMonitorSelectorNilUsesHelmValues     = false
+            ruleSelectorNilUsesHelmValues           = false
           }
         }
-      }
-    },
-    var.enable_monitoring ? {
-      kube-prometheus-stack = {
-        namespace       = "monitoring"
-        repository      = "https://prometheus-community.github.io/helm-charts"
-        chart           = "kube-prometheus-stack"
-        version         = var.chart_versions.kube_prometheus_stack
-        service_account = null
-        values = {
-          prometheus = {
-            prometheusSpec = {
-              retention = var.prometheus_retention
-              # Pick up the ServiceMonitor of any release, not only those labelled for this one.
-              serviceMonitorSelectorNilUsesHelmValues = false
-              podMonitorSelectorNilUsesHelmValues     = false
-              ruleSelectorNilUsesHelmValues           = false
-            }
-          }
+      })
+    }
+    # Serves the chart's HPA metric: WebSocket connections per pod, from the ratecast_ws_connections gauge.
+    prometheus-adapter = {
+      namespace       = "monitoring"
+      repository      = "https://prometheus-community.github.io/helm-charts"
+      chart           = "prometheus-adapter"
+      version         = var.chart_versions.prometheus_adapter
+      service_account = null
+      values = yamlencode({
+        prometheus = { url = "http://kube-prometheus-stack-prometheus.monitoring.svc", port = 9090 }
+        rules = {
+          default = false
+          custom = [{
+            seriesQuery  = "ratecast_ws_connections{namespace!=\"\",pod!=\"\"}"
+            resources    = { overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } } }
+            name         = { as = "ratecast_ws_connections" }
+            metricsQuery = "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"
+          }]
         }
-      }
-      # Serves the chart's HPA metric: WebSocket connections per pod, from the ratecast_ws_connections gauge.
-      prometheus-adapter = {
-        namespace       = "monitoring"
-        repository      = "https://prometheus-community.github.io/helm-charts"
-        chart           = "prometheus-adapter"
-        version         = var.chart_versions.prometheus_adapter
-        service_account = null
-        values = {
-          prometheus = { url = "http://kube-prometheus-stack-prometheus.monitoring.svc", port = 9090 }
-          rules = {
-            default = false
-            custom = [{
-              seriesQuery  = "ratecast_ws_connections{namespace!=\"\",pod!=\"\"}"
-              resources    = { overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } } }
-              name         = { as = "ratecast_ws_connections" }
-              metricsQuery = "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"
-            }]
-          }
-        }
-      }
-    } : {},
-  )
+      })
+    }
+  }
+  monitoring  = ["kube-prometheus-stack", "prometheus-adapter"]
+  controllers = { for name, c in local.all_controllers : name => c if var.enable_monitoring || !contains(local.monitoring, name) }
 }
 
 # AWS permissions through EKS Pod Identity: one role per controller, bound to its service account.
@@ -130,7 +130,7 @@ resource "helm_release" "controller" {
   repository       = each.value.repository
   chart            = each.value.chart
   version          = each.value.version
-  values           = [yamlencode(each.value.values)]
+  values           = [each.value.values]
 
   atomic  = true
   wait    = true
