@@ -17,7 +17,7 @@ TEST_STAGES = re.search(r"ALL_STAGES=\(([^)]*)\)", (REPO / ".ci" / "test.sh").re
 
 # Placeholders the config and scripts use, and the values they take.
 EXPANSIONS = {
-    "<< parameters.environment >>": ENVS,
+    "<< parameters.target >>": ENVS,
     "$env": ENVS,
     "<< parameters.stage >>": TEST_STAGES,
     "$stage": TEST_STAGES,
@@ -143,7 +143,7 @@ def test_release_flow_dev_on_main_staging_on_tags_prod_after_approval():
     assert hold["type"] == "approval" and hold["requires"] == ["deploy-staging"]
     assert prod["requires"] == ["hold-prod"]
     for env, spec in (("dev", dev), ("staging", staging), ("prod", prod)):
-        assert spec["environment"] == env and f"ratecast-deploy-{env}" in spec["context"]
+        assert spec["target"] == env and f"ratecast-deploy-{env}" in spec["context"]
 
 
 def test_deploy_script_upgrades_atomically_and_runs_helm_test():
