@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from hcl import ENVS, INFRA, env_module, parse
+from hcl import ENVS, INFRA, blocks, env_module, parse
 
 SHARED = ("versions.tf", "provider-aws.tf", "provider-helm.tf", "variables.tf", "variables-circleci.tf", "outputs.tf")
 # Graviton families carry a "g" after the generation digit (t4g, m7g, c7gn...).
@@ -126,3 +126,9 @@ def test_retention_grows_towards_prod():
     retention = [env_module(e)["log_retention_days"] for e in ENVS]
     assert retention == sorted(retention) and retention[0] < retention[-1]
     assert env_module("prod")["secret_recovery_window_days"] >= 7
+
+
+def test_readme_documents_every_input_of_the_environment_module():
+    readme = (INFRA / "README.md").read_text()
+    for name in blocks(INFRA / "modules" / "environment", "variable"):
+        assert f"| `{name}` |" in readme, f"infra/README.md does not document input {name}"

@@ -87,7 +87,7 @@ variable "dns_zone_name" {
 }
 
 variable "enable_monitoring" {
-  description = "Install kube-prometheus-stack (namespace monitoring)."
+  description = "Install kube-prometheus-stack and prometheus-adapter (namespace monitoring): needed when the chart renders a ServiceMonitor, PrometheusRule, dashboard or the connections-based HPA."
   type        = bool
   default     = false
 }
