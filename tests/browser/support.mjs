@@ -47,7 +47,7 @@ export async function freePort() {
   return port;
 }
 
-/** Starts `ratecast serve` and resolves once /readyz says it holds data. */
+/** Starts `ratecast serve` and resolves once /readyz says it holds data (its log level: RUST_LOG). */
 export async function startRatecast({ port, upstreamUrl, demo = false }) {
   const args = [
     'serve',
@@ -59,7 +59,7 @@ export async function startRatecast({ port, upstreamUrl, demo = false }) {
   ];
   if (!demo) args.push('--upstream-url', upstreamUrl);
   const child = spawn(BINARY, args, {
-    env: { ...process.env, RATECAST_DEMO: String(demo), RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    env: { ...process.env, RATECAST_DEMO: String(demo), RUST_LOG: process.env.RUST_LOG ?? 'ratecast=error' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const exited = new Promise((done) => child.once('exit', done));

@@ -15,9 +15,10 @@ function element(tag, className, text) {
   return node;
 }
 
-function typeRank(type) {
-  const rank = TYPE_ORDER.indexOf(type);
-  return rank === -1 ? TYPE_ORDER.length : rank;
+/** Known types in TYPE_ORDER, then any other type CoinGecko adds, alphabetically. */
+function compareTypes(a, b) {
+  const rank = (type) => (TYPE_ORDER.includes(type) ? TYPE_ORDER.indexOf(type) : TYPE_ORDER.length);
+  return rank(a) - rank(b) || a.localeCompare(b);
 }
 
 /** Value, flash, and trend updates shared by table rows and tiles. */
@@ -156,9 +157,7 @@ export class TableView {
       const row = element('tr', 'group');
       row.append(heading);
       body.append(row);
-      const next = [...this.groups.entries()]
-        .filter(([other]) => typeRank(other) > typeRank(type) || (typeRank(other) === typeRank(type) && other > type))
-        .map(([, node]) => node)[0];
+      const next = [...this.table.tBodies].find((other) => compareTypes(other.dataset.type, type) > 0);
       this.table.insertBefore(body, next ?? null);
       this.groups.set(type, body);
     }
