@@ -142,7 +142,9 @@ function updateStatus() {
   let detail = linkState === 'silent' ? 'no heartbeat' : null;
   if (shown === 'live' && state.stale) {
     shown = 'stale';
-    detail = `upstream ${state.upstream?.status ?? 'down'}`;
+    // The server flags stale data when the upstream is down or the data outlived its threshold.
+    const upstream = state.upstream?.status;
+    detail = upstream && upstream !== 'ok' ? `upstream ${upstream}` : 'no fresh data';
   }
   const ageMs = shown === 'live' || state.dataTs === null ? null : Date.now() - state.dataTs;
   renderStatus(statusNodes, { state: shown, detail, ageMs, demo: state.source === 'demo' });
