@@ -251,6 +251,22 @@ test('an upstream outage shows stale with the age of the data, then live again',
   assert.equal(await page.locator('#age').textContent(), '');
 });
 
+test('units that appear or vanish upstream are added to or removed from the table', async () => {
+  const history = page.waitForResponse((r) => r.url().endsWith('/api/v1/history/zzz'));
+  upstream.rates.zzz = { name: 'Test Index', unit: 'ZZZ', value: 42, type: 'index' };
+  await page.waitForSelector('tbody[data-type="index"] tr[data-code="zzz"]');
+  assert.equal((await history).status(), 200, 'a new unit gets its history');
+  delete upstream.rates.vef;
+  await page.waitForSelector('tr[data-code="vef"]', { state: 'detached' });
+  const groups = await page.$$eval('#rates tbody', (bodies) => bodies.map((b) => b.dataset.type));
+  assert.deepEqual(groups, ['crypto', 'fiat', 'commodity', 'index'], 'a new type goes after the known ones');
+  delete upstream.rates.zzz;
+  upstream.rates.vef = structuredClone(FIXTURE.vef);
+  await page.waitForSelector('tr[data-code="vef"]');
+  await page.waitForSelector('tr[data-code="zzz"]', { state: 'detached' });
+  assert.ok(await page.locator('tbody[data-type="index"]').isHidden(), 'an empty group hides');
+});
+
 test('a frozen server: stale (no heartbeat), then the page reconnects and resumes with ?since=', async () => {
   const resumed = await metric('ratecast_ws_resumes_total{result="replayed"}');
   server.signal('SIGSTOP');

@@ -112,7 +112,8 @@ function loadHistories() {
 function nextHistory() {
   const code = linkState === 'live' ? historyQueue.shift() : undefined;
   historyTimer = code === undefined ? null : setTimeout(nextHistory, HISTORY_SPACING_MS);
-  if (code !== undefined) fetchHistory(code);
+  // A code removed while it waited would only earn a 404.
+  if (code !== undefined && state.rates.has(code)) fetchHistory(code);
 }
 
 /** On failure the code is forgotten, so the next change set asks again. */
