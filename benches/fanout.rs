@@ -19,12 +19,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ratecast::loadtest::{Loadtest, LoadtestArgs, Summary, process_cpu, raise_nofile_limit};
+use ratecast::loadtest::{Loadtest, LoadtestArgs, Summary, cpu_time, raise_nofile_limit};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_ratecast");
 /// Time for the last connections' snapshots to drain before measuring.
 const SETTLE: Duration = Duration::from_secs(3);
 const FLOOR_WRITES: u32 = 200_000;
+const FLOOR_SOCKETS: usize = 1000;
 
 struct Run {
     subscribers: usize,
@@ -159,11 +160,18 @@ async fn measure(
     let mut test = Loadtest::start(&loadtest_args(server.port, subscribers)).await?;
     test.ramped().await;
     tokio::time::sleep(SETTLE).await;
-    let (before, frames_before, gen_before) =
-        (server.usage()?, test.progress().frames, process_cpu());
+    let (before, frames_before, gen_before) = (
+        server.usage()?,
+        test.progress().frames,
+        cpu_time(libc::RUSAGE_SELF),
+    );
     test.begin_steady();
     tokio::time::sleep(steady).await;
-    let (after, frames_after, gen_after) = (server.usage()?, test.progress().frames, process_cpu());
+    let (after, frames_after, gen_after) = (
+        server.usage()?,
+        test.progress().frames,
+        cpu_time(libc::RUSAGE_SELF),
+    );
     let summary = test.finish().await?;
     drop(server);
     let frames = (frames_after - frames_before).max(1) as f64;
@@ -179,32 +187,43 @@ async fn measure(
     })
 }
 
-/// CPU time of one `write()` of `size` bytes to a loopback TCP socket (a reader thread drains
-/// the other end), measured on the writing thread only.
+/// CPU time of one `write()` of `size` bytes to a loopback TCP socket, measured on the writing
+/// thread only, the way a fan-out writes: one frame to each of many idle connections per round,
+/// every send queue empty (a reader drains each round before the next), so no write is merged
+/// into a previous one by TCP autocorking or a full send buffer.
 fn write_floor(size: usize) -> Result<Duration> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    let mut writer = TcpStream::connect(listener.local_addr()?)?;
-    writer.set_nodelay(true)?;
-    let (mut reader, _) = listener.accept()?;
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..FLOOR_SOCKETS {
+        let writer = TcpStream::connect(listener.local_addr()?)?;
+        writer.set_nodelay(true)?;
+        writers.push(writer);
+        readers.push(listener.accept()?.0);
+    }
+    let (round_tx, round_rx) = std::sync::mpsc::channel::<()>();
+    let (drained_tx, drained_rx) = std::sync::mpsc::channel::<()>();
     let drain = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 16];
-        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+        let mut buf = vec![0u8; size];
+        while round_rx.recv().is_ok() {
+            for reader in &mut readers {
+                reader.read_exact(&mut buf).expect("drain reads a frame");
+            }
+            drained_tx.send(()).expect("writer waits");
+        }
     });
     let frame = vec![b'x'; size];
-    let thread_cpu = || {
-        // SAFETY: an all-zero rusage is valid and getrusage only writes into it.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: RUSAGE_THREAD with a valid out pointer.
-        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        tv(u.ru_utime) + tv(u.ru_stime)
-    };
-    let start = thread_cpu();
-    for _ in 0..FLOOR_WRITES {
-        writer.write_all(&frame)?;
+    let mut spent = Duration::ZERO;
+    for _ in 0..FLOOR_WRITES / FLOOR_SOCKETS as u32 {
+        let start = cpu_time(libc::RUSAGE_THREAD);
+        for writer in &mut writers {
+            writer.write_all(&frame)?;
+        }
+        spent += cpu_time(libc::RUSAGE_THREAD) - start;
+        round_tx.send(())?;
+        drained_rx.recv()?;
     }
-    let spent = thread_cpu() - start;
-    drop(writer);
+    drop(round_tx);
     drain
         .join()
         .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;

@@ -1,10 +1,11 @@
 //! `ratecast loadtest`: opens many WebSocket subscribers against any server speaking
 //! docs/protocol.md and measures connect time, failures, frames, `seq` gaps and delivery latency
-//! (`now - ts` of every delta).
+//! (arrival time of every delta minus its `ts`).
 //!
 //! Subscribers run on dedicated single-threaded runtimes (`--threads`), many per thread: a frame
-//! then costs the generator one `read()` and a local task wakeup, no cross-thread hand-off, so
-//! the generator stays cheaper than the server it measures on a shared box.
+//! then costs the generator one `recvmsg()` and a local task wakeup, no cross-thread hand-off,
+//! so the generator stays cheaper than the server it measures on a shared box. Plain `ws://`
+//! only: TLS would measure the TLS stack, not the fan-out.
 
 mod client;
 mod stats;
@@ -30,7 +31,7 @@ const CLIENTS_PER_SOURCE_ADDR: usize = 10_000;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadtestArgs {
-    /// WebSocket URL to load (ws:// or wss://); any server speaking docs/protocol.md.
+    /// WebSocket URL to load (ws://); any server speaking docs/protocol.md.
     #[arg(
         long,
         env = "RATECAST_LOADTEST_URL",
@@ -123,8 +124,11 @@ pub struct Summary {
     pub missing_seqs: u64,
     pub out_of_order: u64,
     pub resyncs: u64,
-    /// `now - ts` of every delta received in the steady window.
+    /// Delivery latency of every delta in the steady window: the kernel's receive time of the
+    /// frame minus its `ts` (the generator's own delays are not in it)...
     pub latency: Percentiles,
+    /// ...and the time the generator read it minus `ts` (includes the generator's queueing).
+    pub read_latency: Percentiles,
     /// CPU the generator process itself used (user + system), to show it was not the bottleneck.
     pub generator_cpu_secs: f64,
     pub nofile_limit: u64,
@@ -151,8 +155,11 @@ impl Loadtest {
     pub async fn start(args: &LoadtestArgs) -> anyhow::Result<Self> {
         let url =
             url::Url::parse(&args.url).map_err(|e| anyhow!("invalid --url {:?}: {e}", args.url))?;
-        if !matches!(url.scheme(), "ws" | "wss") {
-            bail!("invalid --url {:?}: the scheme must be ws or wss", args.url);
+        if url.scheme() != "ws" {
+            bail!(
+                "invalid --url {:?}: the scheme must be ws (plain WebSocket)",
+                args.url
+            );
         }
         let host = url
             .host_str()
@@ -173,7 +180,11 @@ impl Loadtest {
         let source_addrs = sources.len();
         let nofile_limit = raise_nofile_limit();
         let target = Arc::new(Target {
-            url: request_url.to_string(),
+            host: match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            },
+            path: request_url[url::Position::BeforePath..url::Position::AfterQuery].to_owned(),
             addr,
             sources,
             full_feed: args.symbols.is_none(),
@@ -205,7 +216,7 @@ impl Loadtest {
             source_addrs,
             nofile_limit,
             started,
-            cpu_at_start: process_cpu(),
+            cpu_at_start: cpu_time(libc::RUSAGE_SELF),
             ramp_done: std::sync::OnceLock::new(),
             steady_from: None,
         })
@@ -288,7 +299,8 @@ impl Loadtest {
             out_of_order: c.out_of_order.load(Relaxed),
             resyncs: c.resyncs.load(Relaxed),
             latency: self.shared.latency_summary(),
-            generator_cpu_secs: process_cpu()
+            read_latency: self.shared.read_latency_summary(),
+            generator_cpu_secs: cpu_time(libc::RUSAGE_SELF)
                 .saturating_sub(self.cpu_at_start)
                 .as_secs_f64(),
             nofile_limit: self.nofile_limit,
@@ -370,12 +382,13 @@ pub fn raise_nofile_limit() -> u64 {
     lim.rlim_cur
 }
 
-/// User + system CPU time of this process so far.
-pub fn process_cpu() -> Duration {
+/// User + system CPU time so far of this process (`libc::RUSAGE_SELF`) or of the calling
+/// thread (`libc::RUSAGE_THREAD`).
+pub fn cpu_time(who: libc::c_int) -> Duration {
     // SAFETY: an all-zero rusage is valid and getrusage only writes into it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid out pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+    // SAFETY: a valid `who` and out pointer.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
         return Duration::ZERO;
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
@@ -391,7 +404,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         );
     }
     let reporter = Reporter::new(args.clients);
-    let mut tick = tokio::time::interval(reporter.every);
+    let mut tick = reporter.ticks();
     loop {
         tokio::select! {
             _ = test.ramped() => break,
@@ -411,10 +424,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
+    reporter.line("ramped", test.progress(), test.started);
     test.begin_steady();
     let end = tokio::time::Instant::now() + args.duration;
-    let mut tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + reporter.every, reporter.every);
+    let mut tick = reporter.ticks();
     let interrupted = crate::shutdown::signal();
     tokio::pin!(interrupted);
     loop {
@@ -453,6 +466,11 @@ impl Reporter {
             every: Duration::from_secs(if tty { 1 } else { 5 }),
             last_frames: std::cell::Cell::new((Instant::now(), 0)),
         }
+    }
+
+    /// First line after one period, not at once: nothing has happened at t=0.
+    fn ticks(&self) -> tokio::time::Interval {
+        tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every)
     }
 
     fn line(&self, phase: &str, p: Progress, started: Instant) {
@@ -537,6 +555,7 @@ fn table(s: &Summary) -> String {
             ),
         ),
         ("delivery latency", pct(&s.latency)),
+        ("read by generator", pct(&s.read_latency)),
         ("generator CPU", format!("{:.2} s", s.generator_cpu_secs)),
     ];
     rows.iter().map(|(k, v)| format!("{k:<18} {v}\n")).collect()

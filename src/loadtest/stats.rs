@@ -49,6 +49,7 @@ pub(crate) struct Shared {
     disconnects: Mutex<BTreeMap<String, u64>>,
     /// One histogram per generator thread, so the per-frame lock is never contended.
     latency: Vec<Mutex<Histogram<u64>>>,
+    read_latency: Vec<Mutex<Histogram<u64>>>,
     connect: Vec<Mutex<Histogram<u64>>>,
 }
 
@@ -74,6 +75,7 @@ impl Shared {
             failures: Mutex::default(),
             disconnects: Mutex::default(),
             latency: shards(),
+            read_latency: shards(),
             connect: shards(),
         }
     }
@@ -101,11 +103,16 @@ impl Shared {
         self.c.open.fetch_sub(1, Relaxed);
     }
 
-    pub fn latency(&self, shard: usize, micros: u64) {
+    /// Publish → arrival at this host (kernel receive time), and publish → read by the generator.
+    pub fn latency(&self, shard: usize, arrived_us: u64, read_us: u64) {
         self.latency[shard]
             .lock()
             .expect("stats lock")
-            .saturating_record(micros.max(1));
+            .saturating_record(arrived_us.max(1));
+        self.read_latency[shard]
+            .lock()
+            .expect("stats lock")
+            .saturating_record(read_us.max(1));
     }
 
     pub fn failures(&self) -> BTreeMap<String, u64> {
@@ -118,6 +125,10 @@ impl Shared {
 
     pub fn latency_summary(&self) -> Percentiles {
         Percentiles::of(&merged(&self.latency))
+    }
+
+    pub fn read_latency_summary(&self) -> Percentiles {
+        Percentiles::of(&merged(&self.read_latency))
     }
 
     pub fn connect_summary(&self) -> Percentiles {
