@@ -37,19 +37,27 @@ ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
     CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc
 
 # Dependencies only: this layer is rebuilt when Cargo.toml or Cargo.lock change, not on source edits.
+# Stub lib and main; the bench/test/example targets, whose files are not here, are cut from the
+# manifest (they do not change what the dependencies build).
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
+ && touch src/lib.rs \
+ && awk '/^\[/ { skip = /^\[\[(bench|test|example)\]\]/ } !skip' Cargo.toml > /tmp/Cargo.toml \
+ && mv /tmp/Cargo.toml Cargo.toml \
  && cargo build --release --locked --target "$(cat /rust-target)" \
- && rm -rf src
+ && rm -rf src Cargo.toml
 
 # The web page and the demo-mode seed payload are compiled into the binary.
 COPY web ./web
 COPY tests/fixtures/coingecko-exchange-rates-2022.json ./tests/fixtures/
+# The real manifest declares the benches: cargo wants their files even when it only builds the binary.
+COPY Cargo.toml ./
+COPY benches ./benches
 COPY src ./src
-# touch: the copied sources may be older than the stub the dependency layer compiled.
+# touch: the copied sources may be older than the stubs the dependency layer compiled.
 # The runtime base has glibc only: fail here, not at start-up, if the binary needs anything else.
-RUN touch src/main.rs \
+RUN find src -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --target "$(cat /rust-target)" \
  && bin="target/$(cat /rust-target)/release/ratecast" \
  && extra=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' \

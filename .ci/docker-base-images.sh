@@ -72,8 +72,9 @@ debootstrap_rootfs() {
 build_local_runtime() {
   local root=$1 image=$2 rt list packages
   packages=$(runtime_packages "$image")
-  rt=$(mktemp -d "$RATECAST_CACHE/runtime-rootfs.XXXX")
-  list="$rt.files"
+  rt="$root.runtime"
+  list="$root.runtime-files"
+  mkdir "$rt"
   # Package paths are pre-merged-usr (/lib/...); the rootfs keeps them under /usr with symlinks.
   # shellcheck disable=SC2086 # a word list
   chroot "$root" dpkg-query -L $packages | sed -E 's#^/(bin|sbin|lib|lib64)/#/usr/\1/#' |
@@ -95,7 +96,6 @@ build_local_runtime() {
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
     - "$image" >/dev/null
-  rm -rf "$rt" "$list"
   echo "base image $image: built locally ($(docker image inspect -f '{{.Size}}' "$image") bytes)"
 }
 
@@ -133,8 +133,25 @@ build_local_builder() {
   echo "base image $image: built locally ($(docker image inspect -f '{{.Size}}' "$image") bytes)"
 }
 
-# ensure_base_images [DOCKERFILE]
+# remove_tree ROOT: delete ROOT and its siblings ROOT.*, after unmounting what a failed debootstrap
+# left mounted inside (its /proc); --one-file-system in case an unmount did not take.
+remove_tree() {
+  awk -v r="$1/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+    as_root umount -l "$m"
+  done
+  as_root rm -rf --one-file-system "$1" "$1".*
+}
+
+# ensure_base_images [DOCKERFILE]. Serialised by a lock: other stages or helpers building the image
+# at the same time wait, then find the images present.
 ensure_base_images() {
+  (
+    flock -w 1800 9 || { echo "waited 30 min for $RATECAST_CACHE/docker-base-images.lock" >&2; exit 1; }
+    ensure_base_images_locked "$@"
+  ) 9>"$RATECAST_CACHE/docker-base-images.lock"
+}
+
+ensure_base_images_locked() {
   local dockerfile=${1:-$REPO_ROOT/Dockerfile} rust_image runtime_image need_rust=0 need_runtime=0 root
   rust_image=$(dockerfile_arg RUST_IMAGE "$dockerfile")
   runtime_image=$(dockerfile_arg RUNTIME_IMAGE "$dockerfile")
@@ -143,14 +160,14 @@ ensure_base_images() {
   have_or_pull "$rust_image" || need_rust=1
   have_or_pull "$runtime_image" || need_runtime=1
   [ $need_rust -eq 0 ] && [ $need_runtime -eq 0 ] && return 0
-  root="$RATECAST_CACHE/bookworm-rootfs"
-  rm -rf "$root" && mkdir -p "$root"
+  root=$(mktemp -d "$RATECAST_CACHE/bookworm-rootfs.XXXX")
+  # shellcheck disable=SC2064 # expand now: the local is gone when the subshell exits
+  trap "remove_tree '$root'" EXIT
   local start=$SECONDS
   debootstrap_rootfs "$root"
   # Runtime first: the builder step replaces the CA bundle with this machine's.
   [ $need_runtime -eq 1 ] && build_local_runtime "$root" "$runtime_image"
   [ $need_rust -eq 1 ] && build_local_builder "$root" "$rust_image"
-  rm -rf "$root" "$root.log"
   echo "local base images built in $((SECONDS - start))s"
 }
 

