@@ -17,6 +17,7 @@ Usage: conformance.py IMAGE   (HELM4 names the helm binary; needs docker and web
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,8 +34,8 @@ RELEASE = NAMESPACE = "ratecast"
 KUBE_PROBE_AGENT = "kube-probe/1.35"
 
 
-def run(*args, check=True):
-    return subprocess.run(args, capture_output=True, text=True, check=check)
+def run(*args, check=True, timeout=None):
+    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def check(condition, message):
@@ -118,6 +119,8 @@ def probe_until_success(ip, ports, name, probe):
 
 
 def main():
+    # A TERM (a CI timeout) still runs the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     image = sys.argv[1]
     pod, test_pod, service = render(image)
     c = next(x for x in pod["containers"] if x["name"] == "ratecast")
@@ -153,15 +156,27 @@ def main():
         status, _ = http_get(f"http://{ip}:{ports['http']}/metrics", 5)
         check(status == 404, f"/metrics is not on the app port, so NetworkPolicy can restrict it (status {status})")
 
+        # The test pod's deadline bounds each step, as activeDeadlineSeconds bounds the pod.
+        deadline = test_pod["activeDeadlineSeconds"]
         for step in test_pod["initContainers"] + test_pod["containers"]:
-            out = run("docker", "run", "--rm", *docker_run_args(test_pod, step, network), image, *step["args"], check=False)
+            name = f"{network}-test-{step['name']}"
+            try:
+                out = run("docker", "run", "--rm", "--name", name, *docker_run_args(test_pod, step, network),
+                          image, *step["args"], check=False, timeout=deadline)
+            except subprocess.TimeoutExpired as err:
+                run("docker", "rm", "-f", name, check=False)
+                stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or ""
+                check(False, f"helm test container {step['name']} still running after {deadline}s: {stderr.strip()[-300:]}")
             check(out.returncode == 0, f"helm test container {step['name']} {' '.join(step['args'])}: exit {out.returncode} {out.stderr.strip()[-300:]}")
             if step["args"][0] == "watch":
                 frame = json.loads(out.stdout.splitlines()[0])
                 check(frame["type"] == "snapshot" and frame["rates"], "helm test received a snapshot with rates")
 
-        ws = websocket.create_connection(f"ws://{ip}:{ports['http']}/ws", timeout=10)
-        check(json.loads(ws.recv())["type"] == "snapshot", "WebSocket client got its snapshot")
+        # As the page would connect: with an Origin the chart allows (or none, like a CLI client).
+        origins = env.get("RATECAST_ALLOWED_ORIGIN")
+        origin = {"origin": origins.split(",")[0]} if origins else {"suppress_origin": True}
+        ws = websocket.create_connection(f"ws://{ip}:{ports['http']}/ws", timeout=10, **origin)
+        check(json.loads(ws.recv())["type"] == "snapshot", f"WebSocket client ({origin}) got its snapshot")
         grace = int(env["RATECAST_SHUTDOWN_GRACE"].rstrip("s"))
         started = time.monotonic()
         run("docker", "kill", "--signal", "TERM", server)
