@@ -16,6 +16,8 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -101,8 +103,6 @@ impl Server {
         let fields: Vec<&str> = stat[stat.rfind(')').context("stat format")? + 2..]
             .split(' ')
             .collect();
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let cpu_ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let rss_kib = status
@@ -111,9 +111,54 @@ impl Server {
             .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
             .context("VmRSS")?;
         Ok(Usage {
-            cpu: Duration::from_secs_f64(cpu_ticks as f64 / ticks),
+            cpu: from_ticks(cpu_ticks),
             rss_kib,
         })
+    }
+}
+
+fn from_ticks(ticks: u64) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Duration::from_secs_f64(ticks as f64 / per_sec)
+}
+
+/// Machine-wide hard + soft interrupt time. Linux accounts the loopback receive path (run by
+/// the sender's `write()` on the way out) as softirq, not to the writing task: without it the
+/// write floor would look 4× cheaper than it is, and so would the server.
+fn irq_time() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .context("/proc/stat")?
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq ...
+    Ok(from_ticks(cpu[5] + cpu[6]))
+}
+
+/// CPU per operation in µs: what /proc or getrusage accounts to the task, plus the interrupt
+/// time of the same window spread over the same operations.
+#[derive(Clone, Copy)]
+struct Cost {
+    task_us: f64,
+    irq_us: f64,
+}
+
+impl Cost {
+    fn new(task: Duration, irq: Duration, ops: f64) -> Self {
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / ops.max(1.0);
+        Self {
+            task_us: us(task),
+            irq_us: us(irq),
+        }
+    }
+
+    fn total_us(self) -> f64 {
+        self.task_us + self.irq_us
     }
 }
 
@@ -128,7 +173,7 @@ impl Drop for Server {
 struct Result1 {
     label: String,
     summary: Summary,
-    server_cpu_per_frame_us: f64,
+    server: Cost,
     generator_cpu_per_frame_us: f64,
     server_cores: f64,
     rss_base_kib: u64,
@@ -160,17 +205,19 @@ async fn measure(
     let mut test = Loadtest::start(&loadtest_args(server.port, subscribers)).await?;
     test.ramped().await;
     tokio::time::sleep(SETTLE).await;
-    let (before, frames_before, gen_before) = (
+    let (before, frames_before, gen_before, irq_before) = (
         server.usage()?,
         test.progress().frames,
         cpu_time(libc::RUSAGE_SELF),
+        irq_time()?,
     );
     test.begin_steady();
     tokio::time::sleep(steady).await;
-    let (after, frames_after, gen_after) = (
+    let (after, frames_after, gen_after, irq_after) = (
         server.usage()?,
         test.progress().frames,
         cpu_time(libc::RUSAGE_SELF),
+        irq_time()?,
     );
     let summary = test.finish().await?;
     drop(server);
@@ -178,7 +225,7 @@ async fn measure(
     let per_frame = |d: Duration| d.as_secs_f64() * 1e6 / frames;
     Ok(Result1 {
         label,
-        server_cpu_per_frame_us: per_frame(after.cpu - before.cpu),
+        server: Cost::new(after.cpu - before.cpu, irq_after - irq_before, frames),
         generator_cpu_per_frame_us: per_frame(gen_after - gen_before),
         server_cores: (after.cpu - before.cpu).as_secs_f64() / steady.as_secs_f64(),
         rss_base_kib: base.rss_kib,
@@ -187,11 +234,23 @@ async fn measure(
     })
 }
 
+/// How the far ends of the floor's sockets are read.
+#[derive(Clone, Copy, Debug)]
+enum Receivers {
+    /// One blocking thread reads each socket in turn: a write only queues data and finds no
+    /// one waiting (the bare TCP cost).
+    Blocking,
+    /// One task per socket on a current-thread runtime, parked in epoll like the load
+    /// generator: a write also runs the readiness callback and wakes that thread, which on
+    /// loopback happens in the writer's context, exactly as for the server under test.
+    Epoll,
+}
+
 /// CPU time of one `write()` of `size` bytes to a loopback TCP socket, measured on the writing
 /// thread only, the way a fan-out writes: one frame to each of many idle connections per round,
-/// every send queue empty (a reader drains each round before the next), so no write is merged
-/// into a previous one by TCP autocorking or a full send buffer.
-fn write_floor(size: usize) -> Result<Duration> {
+/// every send queue empty (the receivers drain each round before the next), so no write is
+/// merged into a previous one by TCP autocorking or a full send buffer.
+fn write_floor(size: usize, receivers: Receivers) -> Result<Cost> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let mut writers = Vec::new();
     let mut readers = Vec::new();
@@ -201,37 +260,74 @@ fn write_floor(size: usize) -> Result<Duration> {
         writers.push(writer);
         readers.push(listener.accept()?.0);
     }
-    let (round_tx, round_rx) = std::sync::mpsc::channel::<()>();
-    let (drained_tx, drained_rx) = std::sync::mpsc::channel::<()>();
-    let drain = std::thread::spawn(move || {
+    let frames_read = Arc::new(AtomicUsize::new(0));
+    let rounds = FLOOR_WRITES as usize / FLOOR_SOCKETS;
+    let counter = frames_read.clone();
+    let drain = std::thread::spawn(move || -> std::io::Result<()> {
         let mut buf = vec![0u8; size];
-        while round_rx.recv().is_ok() {
-            for reader in &mut readers {
-                reader.read_exact(&mut buf).expect("drain reads a frame");
+        match receivers {
+            Receivers::Blocking => {
+                for _ in 0..rounds {
+                    for reader in &mut readers {
+                        reader.read_exact(&mut buf)?;
+                        counter.fetch_add(1, Ordering::Release);
+                    }
+                }
+                Ok(())
             }
-            drained_tx.send(()).expect("writer waits");
+            Receivers::Epoll => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()?;
+                runtime.block_on(async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for reader in readers {
+                        reader.set_nonblocking(true)?;
+                        let mut reader = tokio::net::TcpStream::from_std(reader)?;
+                        let (counter, mut buf) = (counter.clone(), buf.clone());
+                        tasks.spawn(async move {
+                            for _ in 0..rounds {
+                                tokio::io::AsyncReadExt::read_exact(&mut reader, &mut buf).await?;
+                                counter.fetch_add(1, Ordering::Release);
+                            }
+                            std::io::Result::Ok(())
+                        });
+                    }
+                    while let Some(done) = tasks.join_next().await {
+                        done??;
+                    }
+                    Ok(())
+                })
+            }
         }
     });
     let frame = vec![b'x'; size];
+    let irq_before = irq_time()?;
     let mut spent = Duration::ZERO;
-    for _ in 0..FLOOR_WRITES / FLOOR_SOCKETS as u32 {
+    for round in 1..=rounds {
         let start = cpu_time(libc::RUSAGE_THREAD);
         for writer in &mut writers {
             writer.write_all(&frame)?;
         }
         spent += cpu_time(libc::RUSAGE_THREAD) - start;
-        round_tx.send(())?;
-        drained_rx.recv()?;
+        // Sleeping, not spinning: the wait must not count as the writer's CPU.
+        while frames_read.load(Ordering::Acquire) < round * FLOOR_SOCKETS {
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
-    drop(round_tx);
     drain
         .join()
-        .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
-    Ok(spent / FLOOR_WRITES)
+        .map_err(|_| anyhow::anyhow!("drain thread panicked"))??;
+    Ok(Cost::new(
+        spent,
+        irq_time()? - irq_before,
+        f64::from(FLOOR_WRITES),
+    ))
 }
 
 fn parse_runs(spec: &str) -> Result<Vec<Run>> {
     spec.split(',')
+        .filter(|run| !run.trim().is_empty())
         .map(|run| {
             let (n, tick) = run
                 .split_once(':')
@@ -276,23 +372,29 @@ fn main() -> Result<()> {
         .iter()
         .find(|r| r.summary.deltas > 0)
         .map_or(2048, |r| r.summary.mean_frame_bytes.round() as usize);
-    let floor = write_floor(frame_size)?;
-    let floor_us = floor.as_secs_f64() * 1e6;
-
+    let bare = write_floor(frame_size, Receivers::Blocking)?;
+    let floor = write_floor(frame_size, Receivers::Epoll)?;
     println!(
-        "write floor: {floor_us:.2} µs CPU per write() of {frame_size} B to loopback TCP ({FLOOR_WRITES} writes)"
+        "write floor: {:.2} µs per write() of {frame_size} B to loopback TCP with an epoll-parked reader \
+         ({:.2} task + {:.2} irq); {:.2} µs with nobody waiting; {FLOOR_WRITES} writes over {FLOOR_SOCKETS} sockets",
+        floor.total_us(),
+        floor.task_us,
+        floor.irq_us,
+        bare.total_us()
     );
     println!();
     println!(
-        "| run | connected | steady frames/s | p50 / p90 / p99 / max latency (ms) | missing seqs | server CPU/frame (µs) | × floor | server cores | generator CPU/frame (µs) | RSS base → loaded (MiB) | RSS/subscriber (KiB) |"
+        "| run | connected | frames/s | latency p50 / p90 / p99 / max (ms) | read by generator p99 (ms) | missing seqs | \
+         server µs/frame task + irq = total | × floor | server cores (task) | generator µs/frame (task) | \
+         RSS base → loaded (MiB) | RSS/subscriber (KiB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         let s = &r.summary;
         let per_sub =
             (r.rss_loaded_kib.saturating_sub(r.rss_base_kib)) as f64 / s.connected.max(1) as f64;
         println!(
-            "| {} | {} | {:.0} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} → {:.1} | {:.2} |",
+            "| {} | {} | {:.0} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} | {:.2} + {:.2} = {:.2} | {:.2} | {:.2} | {:.2} | {:.1} → {:.1} | {:.2} |",
             r.label,
             s.connected,
             s.steady_frames_per_sec,
@@ -300,9 +402,12 @@ fn main() -> Result<()> {
             s.latency.p90_ms,
             s.latency.p99_ms,
             s.latency.max_ms,
+            s.read_latency.p99_ms,
             s.missing_seqs,
-            r.server_cpu_per_frame_us,
-            r.server_cpu_per_frame_us / floor_us,
+            r.server.task_us,
+            r.server.irq_us,
+            r.server.total_us(),
+            r.server.total_us() / floor.total_us(),
             r.server_cores,
             r.generator_cpu_per_frame_us,
             r.rss_base_kib as f64 / 1024.0,
