@@ -4,7 +4,8 @@
 #   1. yamllint (.circleci/.yamllint.yml);
 #   2. check-jsonschema against the vendored CircleCI schema;
 #   3. shellcheck of the pipeline's scripts;
-#   4. pytest: every file referenced exists, workflows and approvals, OIDC-only AWS access.
+#   4. pytest: every file referenced exists, workflows and approvals, OIDC-only AWS access, and
+#      the scripts' behaviour against recording stubs (continue, deploy, OIDC login).
 source "$(dirname "$0")/../lib.sh"
 cd "$REPO_ROOT"
 
@@ -25,5 +26,5 @@ log "shellcheck .circleci/scripts/*.sh"
 shellcheck -x .circleci/scripts/*.sh
 echo "ok: shellcheck ($(ls .circleci/scripts/*.sh | wc -l) scripts)"
 
-log "pytest tests/infra/test_circleci.py (referenced files, workflows, OIDC)"
-"$bin/python" -m pytest -p no:cacheprovider -q tests/infra/test_circleci.py
+log "pytest tests/infra/test_circleci*.py (referenced files, workflows, OIDC, script behaviour)"
+"$bin/python" -m pytest -p no:cacheprovider -q tests/infra/test_circleci.py tests/infra/test_circleci_scripts.py

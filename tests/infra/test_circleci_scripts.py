@@ -1,0 +1,168 @@
+"""Behaviour of the pipeline's scripts, run for real against stub binaries (aws, helm, cosign,
+curl, circleci-agent) that record how they were called."""
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+
+import pytest
+
+from hcl import REPO
+
+SCRIPTS = REPO / ".circleci" / "scripts"
+
+
+@pytest.fixture
+def stubs(tmp_path):
+    """A bin dir of recording stubs; returns (env, read_calls)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for tool in ("aws", "helm", "cosign", "curl", "circleci-agent", "docker", "trivy"):
+        stub = bin_dir / tool
+        stub.write_text(textwrap.dedent(f"""\
+            #!/usr/bin/env bash
+            printf '%s\\n' "{tool} $*" >>"{log}"
+            # Drain a piped stdin (as `helm registry login --password-stdin` does), or the writer gets SIGPIPE.
+            if [ -p /dev/stdin ]; then cat >/dev/null; fi
+            # curl --data @FILE: keep the payload for the test.
+            for a in "$@"; do case $a in @*) cp "${{a#@}}" "{tmp_path}/curl-payload.json" ;; esac; done
+            if [ "{tool} $1 $2" = "aws ecr get-login-password" ]; then echo token; fi
+            exit 0
+            """))
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+
+    def calls():
+        return log.read_text().splitlines() if log.exists() else []
+
+    return env, calls
+
+
+def run(script, *args, env, cwd=REPO):
+    """Runs a pipeline script the way a CircleCI step does: no stdin, output captured."""
+    return subprocess.run([str(SCRIPTS / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+
+
+def git(repo, *args):
+    identity = ["-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    return subprocess.run(["git", *identity, "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A throwaway git repo holding the continuation config, to run continue.sh in."""
+    root = tmp_path / "repo"
+    (root / ".circleci").mkdir(parents=True)
+    shutil.copy(REPO / ".circleci" / "continue.yml", root / ".circleci" / "continue.yml")
+    (root / "src").mkdir()
+    (root / "src" / "main.rs").write_text("fn main() {}\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "base")
+    return root
+
+
+def commit(repo, path, text):
+    """Commits one file; returns the previous HEAD, the base the setup workflow compares with."""
+    target = repo / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", path)
+    return git(repo, "rev-parse", "HEAD~1")
+
+
+def run_continue(repo, env, base, **extra):
+    env = {**env, "CIRCLE_CONTINUATION_KEY": "key", **extra}
+    result = run("continue.sh", base, env=env, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    return json.loads((repo.parent / "curl-payload.json").read_text())
+
+
+def test_continue_passes_infra_changed_true_when_infra_changed(repo, stubs):
+    env, calls = stubs
+    base = commit(repo, "infra/envs/dev/main.tf", "# change\n")
+    payload = run_continue(repo, env, base)
+    assert payload["parameters"] == {"infra-changed": True}
+    assert payload["continuation-key"] == "key"
+    assert payload["configuration"] == (REPO / ".circleci" / "continue.yml").read_text()
+    assert any("circleci.com/api/v2/pipeline/continue" in c for c in calls())
+
+
+def test_continue_passes_false_when_only_app_code_changed(repo, stubs):
+    env, _ = stubs
+    base = commit(repo, "src/main.rs", "fn main() { println!(); }\n")
+    assert run_continue(repo, env, base)["parameters"] == {"infra-changed": False}
+
+
+def test_continue_passes_false_for_release_tags(repo, stubs):
+    env, _ = stubs
+    base = commit(repo, "infra/x.tf", "# change\n")
+    assert run_continue(repo, env, base, CIRCLE_TAG="v1.2.3")["parameters"] == {"infra-changed": False}
+
+
+def test_continue_plans_when_there_is_nothing_to_compare_with(repo, stubs):
+    env, _ = stubs
+    assert run_continue(repo, env, "")["parameters"] == {"infra-changed": True}
+
+
+def test_deploy_verifies_then_upgrades_atomically_with_the_env_values_then_tests(tmp_path, stubs):
+    env, calls = stubs
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "image.env").write_text("IMAGE_DIGEST=sha256:abc\n")
+    (workspace / "chart.env").write_text("CHART_VERSION=0.1.0-g123456789abc\n")
+    env.update(WORKSPACE=str(workspace), EKS_CLUSTER_NAME="ratecast-staging", AWS_REGION="eu-west-1",
+               ECR_REGISTRY="1.dkr.ecr.eu-west-1.amazonaws.com", COSIGN_PUBLIC_KEY="pem",
+               INGRESS_CERTIFICATE_ARN="arn:aws:acm:eu-west-1:1:certificate/x")
+    result = run("deploy.sh", "staging", env=env)
+    assert result.returncode == 0, result.stderr
+    log = calls()
+    order = [c.split()[0] + " " + c.split()[1] for c in log]
+    assert order.index("cosign verify") < order.index("helm upgrade") < order.index("helm test")
+    (upgrade,) = [c for c in log if c.startswith("helm upgrade")]
+    for part in ("--install ratecast oci://1.dkr.ecr.eu-west-1.amazonaws.com/charts/ratecast",
+                 "--version 0.1.0-g123456789abc", "--namespace ratecast",
+                 "--values deploy/helm/ratecast/values-staging.yaml", "image.digest=sha256:abc",
+                 "ingress.alb.certificateArn=arn:aws:acm:eu-west-1:1:certificate/x", "--atomic", "--wait"):
+        assert part in upgrade, part
+    assert "cosign verify --key env://COSIGN_PUBLIC_KEY 1.dkr.ecr.eu-west-1.amazonaws.com/ratecast@sha256:abc" in log
+    assert "aws eks update-kubeconfig --name ratecast-staging --region eu-west-1" in log
+
+
+def test_deploy_refuses_without_a_certificate(tmp_path, stubs):
+    env, calls = stubs
+    env.update(EKS_CLUSTER_NAME="c", AWS_REGION="r", ECR_REGISTRY="e", COSIGN_PUBLIC_KEY="k", WORKSPACE=str(tmp_path))
+    env.pop("INGRESS_CERTIFICATE_ARN", None)
+    result = run("deploy.sh", "dev", env=env)
+    assert result.returncode != 0 and "INGRESS_CERTIFICATE_ARN" in result.stderr
+    assert not calls()
+
+
+def test_terraform_script_rejects_unknown_roots_and_actions(stubs):
+    env, _ = stubs
+    for args in (["plan", "qa"], ["destroy", "dev"]):
+        result = run("terraform.sh", *args, env=env)
+        assert result.returncode != 0 and "unknown" in result.stderr
+
+
+def test_oidc_login_needs_a_token_and_exports_web_identity(tmp_path, stubs):
+    env, calls = stubs
+    bash_env = tmp_path / "bash_env"
+    env.update(BASH_ENV=str(bash_env), AWS_REGION="eu-west-1")
+    env.pop("CIRCLE_OIDC_TOKEN_V2", None)
+    missing = run("aws-oidc-login.sh", "arn:aws:iam::1:role/r", env=env)
+    assert missing.returncode != 0 and "context" in missing.stderr
+    env["CIRCLE_OIDC_TOKEN_V2"] = "jwt"
+    ok = run("aws-oidc-login.sh", "arn:aws:iam::1:role/r", env=env)
+    assert ok.returncode == 0, ok.stderr
+    exported = bash_env.read_text()
+    assert "export AWS_ROLE_ARN='arn:aws:iam::1:role/r'" in exported
+    token_file = tmp_path / ".aws" / "circleci-oidc-token"
+    assert f"export AWS_WEB_IDENTITY_TOKEN_FILE='{token_file}'" in exported
+    assert token_file.read_text() == "jwt" and oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert "aws sts get-caller-identity --query Arn --output text" in calls()
