@@ -5,13 +5,14 @@
 #   2. check-jsonschema against the vendored CircleCI schema;
 #   3. shellcheck of the pipeline's scripts;
 #   4. pytest: every file referenced exists, workflows and approvals, OIDC-only AWS access, and
-#      the scripts' behaviour against recording stubs (continue, deploy, OIDC login).
+#      the scripts' behaviour against recording stubs (setup decision, image build/scan/sign/retag,
+#      chart versions, deploy order and flags, OIDC login).
 source "$(dirname "$0")/../lib.sh"
 cd "$REPO_ROOT"
 
 VENV="$RATECAST_CACHE/venv-infra" ensure_pip python-hcl2==8.1.4 pytest==9.2.0 pyyaml==6.0.4 \
   yamllint==1.38.0 check-jsonschema==0.39.0
-ensure_apt shellcheck
+ensure_apt shellcheck jq git
 bin="$RATECAST_CACHE/venv-infra/bin"
 configs=(.circleci/config.yml .circleci/continue.yml)
 

@@ -15,7 +15,8 @@ SCRIPTS = REPO / ".circleci" / "scripts"
 
 @pytest.fixture
 def stubs(tmp_path):
-    """A bin dir of recording stubs; returns (env, read_calls)."""
+    """A bin dir of recording stubs; returns (env, read_calls). A test gives a stub behaviour by
+    writing bash to behaviour/<tool>.sh (see `behave`): it runs after the call is recorded."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
@@ -29,6 +30,7 @@ def stubs(tmp_path):
             # curl --data @FILE: keep the payload for the test.
             for a in "$@"; do case $a in @*) cp "${{a#@}}" "{tmp_path}/curl-payload.json" ;; esac; done
             if [ "{tool} $1 $2" = "aws ecr get-login-password" ]; then echo token; fi
+            if [ -f "{tmp_path}/behaviour/{tool}.sh" ]; then source "{tmp_path}/behaviour/{tool}.sh"; fi
             exit 0
             """))
         stub.chmod(0o755)
@@ -38,6 +40,11 @@ def stubs(tmp_path):
         return log.read_text().splitlines() if log.exists() else []
 
     return env, calls
+
+
+def behave(tmp_path, tool, bash):
+    (tmp_path / "behaviour").mkdir(exist_ok=True)
+    (tmp_path / "behaviour" / f"{tool}.sh").write_text(textwrap.dedent(bash))
 
 
 def run(script, *args, env, cwd=REPO):
@@ -166,3 +173,119 @@ def test_oidc_login_needs_a_token_and_exports_web_identity(tmp_path, stubs):
     assert f"export AWS_WEB_IDENTITY_TOKEN_FILE='{token_file}'" in exported
     assert token_file.read_text() == "jwt" and oct(token_file.stat().st_mode & 0o777) == "0o600"
     assert "aws sts get-caller-identity --query Arn --output text" in calls()
+
+
+REGISTRY = "1.dkr.ecr.eu-west-1.amazonaws.com"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+INDEX = json.dumps({"manifests": [
+    {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
+    {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
+    {"digest": "sha256:att", "platform": {"os": "unknown", "architecture": "unknown"}},
+]})
+
+
+@pytest.fixture
+def publish(tmp_path, stubs):
+    """publish-image.sh with stubs for a commit never built: ECR has no such tag, docker builds
+    index sha256:idx, nothing is signed yet, trivy finds nothing."""
+    env, calls = stubs
+    env.update(ECR_REGISTRY=REGISTRY, COSIGN_KEY="awskms:///alias/ratecast-cosign", CIRCLE_SHA1=SHA,
+               BUILDX_CACHE=str(tmp_path / "cache"), OUT_DIR=str(tmp_path / "out"), WORKSPACE=str(tmp_path / "ws"))
+    env.pop("CIRCLE_TAG", None)
+    behave(tmp_path, "aws", 'if [ "$2" = describe-images ]; then exit 1; fi\n')
+    behave(tmp_path, "docker", f"""\
+        if [ "$1 $2" = "buildx build" ]; then
+          while [ $# -gt 0 ]; do
+            if [ "$1" = --metadata-file ]; then echo '{{"containerimage.digest": "sha256:idx"}}' >"$2"; fi
+            if [ "$1" = --cache-to ]; then d="${{2#*dest=}}"; mkdir -p "${{d%%,*}}"; fi
+            shift
+          done
+        fi
+        if [ "$2 $3" = "imagetools inspect" ]; then echo '{INDEX}'; fi
+        """)
+    behave(tmp_path, "cosign", 'if [ "$1" = verify ]; then exit 1; fi\n')
+    behave(tmp_path, "trivy", """\
+        while [ $# -gt 0 ]; do [ "$1" = --output ] && echo "no findings" >"$2"; shift; done
+        """)
+    return env, calls
+
+
+def test_publish_builds_scans_attests_then_signs_a_new_commit(tmp_path, publish):
+    env, calls = publish
+    result = run("publish-image.sh", env=env)
+    assert result.returncode == 0, result.stderr
+    log = calls()
+    (build,) = [c for c in log if c.startswith("docker buildx build")]
+    for part in ("--platform linux/amd64,linux/arm64", f"--tag {REGISTRY}/ratecast:{SHA}", "--push",
+                 f"REVISION={SHA}"):
+        assert part in build, part
+    for arch in ("amd64", "arm64"):
+        assert any(c.startswith(f"trivy image --platform linux/{arch} --severity HIGH,CRITICAL --ignore-unfixed "
+                                "--exit-code 1") for c in log), arch
+        assert any(c.startswith("cosign attest") and "--type cyclonedx" in c and c.endswith(f"ratecast@sha256:{arch[:3]}")
+                   for c in log), arch
+    attests = [i for i, c in enumerate(log) if c.startswith("cosign attest")]
+    (sign,) = [i for i, c in enumerate(log) if c.startswith("cosign sign")]
+    assert max(attests) < sign and log[sign].endswith(f"--recursive --key awskms:///alias/ratecast-cosign {REGISTRY}/ratecast@sha256:idx")
+    assert (tmp_path / "ws" / "image.env").read_text() == "IMAGE_DIGEST=sha256:idx\n"
+    assert not any("imagetools create" in c for c in log), "no release tag on a main build"
+
+
+def test_publish_fails_before_signing_when_trivy_finds_a_fixable_vulnerability(tmp_path, publish):
+    env, calls = publish
+    behave(tmp_path, "trivy", """\
+        while [ $# -gt 0 ]; do [ "$1" = --output ] && echo "CVE-2099-0001 HIGH fixed in 1.2" >"$2"; shift; done
+        exit 1
+        """)
+    result = run("publish-image.sh", env=env)
+    assert result.returncode != 0 and "CVE-2099-0001" in result.stdout
+    assert not any(c.startswith(("cosign sign", "cosign attest")) for c in calls())
+    assert not (tmp_path / "ws" / "image.env").exists()
+
+
+def test_release_tag_retags_the_signed_digest_without_rebuilding(tmp_path, publish):
+    env, calls = publish
+    env["CIRCLE_TAG"] = "v1.2.3"
+    behave(tmp_path, "aws", f"""\
+        if [ "$2" = describe-images ]; then
+          case "$*" in *imageTag={SHA}*) echo sha256:idx ;; *) exit 1 ;; esac
+        fi
+        """)
+    behave(tmp_path, "cosign", "exit 0\n")
+    result = run("publish-image.sh", env=env)
+    assert result.returncode == 0, result.stderr
+    log = calls()
+    assert not any(c.startswith(("docker buildx build", "trivy", "cosign sign", "cosign attest")) for c in log)
+    assert f"docker buildx imagetools create --tag {REGISTRY}/ratecast:1.2.3 {REGISTRY}/ratecast@sha256:idx" in log
+
+
+def chart_version():
+    text = (REPO / "deploy" / "helm" / "ratecast" / "Chart.yaml").read_text()
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("version:"))
+
+
+@pytest.mark.parametrize("tag, version", [(None, f"{chart_version()}-g{SHA[:12]}"), ("v2.0.1", "2.0.1")])
+def test_chart_version_is_a_unique_prerelease_on_main_and_the_release_on_tags(tmp_path, stubs, tag, version):
+    env, calls = stubs
+    env.update(ECR_REGISTRY=REGISTRY, CIRCLE_SHA1=SHA, WORKSPACE=str(tmp_path / "ws"))
+    env.pop("CIRCLE_TAG", None)
+    if tag:
+        env["CIRCLE_TAG"] = tag
+    behave(tmp_path, "aws", 'if [ "$2" = describe-images ]; then exit 1; fi\n')
+    result = run("publish-chart.sh", env=env)
+    assert result.returncode == 0, result.stderr
+    log = calls()
+    app_version = version if tag else SHA
+    assert f"helm package deploy/helm/ratecast --version {version} --app-version {app_version} --destination /tmp/chart" in log
+    assert f"helm push /tmp/chart/ratecast-{version}.tgz oci://{REGISTRY}/charts" in log
+    assert (tmp_path / "ws" / "chart.env").read_text() == f"CHART_VERSION={version}\n"
+
+
+def test_chart_already_in_ecr_is_not_pushed_again(tmp_path, stubs):
+    env, calls = stubs
+    env.update(ECR_REGISTRY=REGISTRY, CIRCLE_SHA1=SHA, WORKSPACE=str(tmp_path / "ws"))
+    env.pop("CIRCLE_TAG", None)
+    result = run("publish-chart.sh", env=env)
+    assert result.returncode == 0, result.stderr
+    assert not any(c.startswith(("helm package", "helm push")) for c in calls())
+    assert (tmp_path / "ws" / "chart.env").exists()
