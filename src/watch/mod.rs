@@ -103,6 +103,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     };
 
     let quit = CancellationToken::new();
+    // Stops the key-reading thread on every way out.
+    let _stop_keys = quit.clone().drop_guard();
     tokio::spawn({
         let quit = quit.clone();
         async move {
