@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod poller;
 pub mod protocol;
+pub mod serve;
 pub mod shutdown;
 pub mod store;
 pub mod upstream;
@@ -33,12 +34,10 @@ pub mod web;
 pub mod ws;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -87,12 +86,13 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface (REST, health, metrics unless served separately).
+/// The whole HTTP surface (REST, page, stream, health, metrics unless served separately).
+/// Starts the stream's fan-out shards, so call it inside a Tokio runtime.
 pub fn app(state: AppState) -> Router {
     let routes = http::routes(&state)
         .layer(http::timeout_layer())
         .merge(web::router())
-        .merge(ws::routes(&state));
+        .merge(ws::routes(&state, ws::Hub::start(&state)));
     http::with_middleware(routes, &state).with_state(state)
 }
 
@@ -157,24 +157,11 @@ pub async fn run(
     ));
     tokio::spawn(ticker(state.clone()));
 
-    let send_buffer = config.ws.socket_send_buffer as usize;
+    let options = serve::SocketOptions {
+        send_buffer: config.ws.socket_send_buffer as usize,
+    };
     let serve = |listener: TcpListener, router: Router| {
-        let token = token.clone();
-        // No Nagle delay on small frames; optionally a bounded kernel send buffer.
-        let listener = listener.tap_io(move |tcp| {
-            let _ = tcp.set_nodelay(true);
-            if send_buffer > 0 {
-                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-            }
-        });
-        tokio::spawn(
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .into_future(),
-        )
+        tokio::spawn(serve::serve(listener, router, options, token.clone()))
     };
     let mut server = serve(listener, app(state.clone()));
     let metrics_server = metrics_listener.map(|l| serve(l, metrics_app(state.clone())));
@@ -183,7 +170,7 @@ pub async fn run(
         () = shutdown => token.cancel(),
         result = &mut server => {
             token.cancel();
-            result.map_err(std::io::Error::other)??;
+            result.map_err(std::io::Error::other)?;
         }
     }
 

@@ -1,50 +1,50 @@
 //! The live stream (`GET /ws`, docs/protocol.md): snapshot, contiguous deltas, resume,
 //! filters, heartbeats, liveness, slow-consumer isolation, connection limits and drain.
 //!
-//! One task per connection. Full-feed connections write the frame bytes the store serialised
-//! once; only filtered connections build frames of their own.
+//! The upgrade is done here (no WebSocket library on the server side): after the handshake each
+//! connection is a raw TCP socket shared by a reader task (client commands, pings, liveness) and
+//! one of a few fan-out shards ([`fanout`]) that write pre-encoded frames to many sockets.
+
+pub mod fanout;
+pub mod frame;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use dashmap::DashMap;
+use hyper_util::rt::TokioIo;
 use metrics::Gauge;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{Instant, timeout};
-use tracing::{Instrument, debug, info_span};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info_span, warn};
 
+use self::fanout::{Clock, Command, Peer, Shard};
+use self::frame::{Decoder, Incoming};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::model::{self, Rates};
+use crate::model;
 use crate::protocol::{self, ClientCommand, ServerFrame};
-use crate::store::{DeltaEvent, Event, Resume, View};
 
-/// Client frames larger than this close the connection with 1009.
+/// Client messages larger than this close the connection with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Most symbols one filter may name.
 pub const MAX_SYMBOLS: usize = 256;
-/// One in this many connections records its delivery delay (a histogram sample per frame per
-/// subscriber would cost more than the frame).
-const DELAY_SAMPLE_EVERY: u64 = 16;
-/// Time allowed to hand a close frame to a peer that may not be reading.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub mod close {
+    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
-    pub const UNSUPPORTED: u16 = 1003;
     pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
 }
 
 /// Open connections, globally and per client IP.
@@ -118,6 +118,29 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// The fan-out shards and the clock their peers report liveness on.
+#[derive(Clone)]
+pub struct Hub {
+    shards: Arc<[Shard]>,
+    clock: Clock,
+}
+
+impl Hub {
+    /// One shard per core: each fan-out loop runs on its own worker thread.
+    pub fn start(state: &AppState) -> Self {
+        let clock = Clock::new();
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            shards: fanout::start(state, count, clock).into(),
+            clock,
+        }
+    }
+
+    fn shard(&self, id: u64) -> &Shard {
+        &self.shards[id as usize % self.shards.len()]
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct StreamParams {
     since: Option<u64>,
@@ -125,8 +148,16 @@ pub struct StreamParams {
 }
 
 /// The `/ws` route with its per-IP connection-rate limit.
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let router = Router::new().route("/ws", get(upgrade));
+pub fn routes(state: &AppState, hub: Hub) -> Router<AppState> {
+    let router = Router::new().route(
+        "/ws",
+        get(
+            move |state: State<AppState>,
+                  peer: ConnectInfo<SocketAddr>,
+                  params: Result<Query<StreamParams>, QueryRejection>,
+                  request: Request| upgrade(state, peer, params, request, hub.clone()),
+        ),
+    );
     let ws = &state.config.ws;
     let refused = state.metrics.counter(
         "ratecast_ws_connections_refused_total",
@@ -160,12 +191,48 @@ fn parse_symbols<'a>(
     Ok((!set.is_empty()).then(|| Arc::new(set)))
 }
 
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The `Sec-WebSocket-Accept` value for a valid RFC 6455 upgrade request.
+fn handshake(request: &Request) -> Result<HeaderValue, ApiError> {
+    let headers = request.headers();
+    let is_upgrade = request.method() == Method::GET
+        && header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket");
+    if !is_upgrade {
+        return Err(ApiError::BadRequest(
+            "not a WebSocket upgrade request".into(),
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(ApiError::BadRequest(
+            "unsupported WebSocket version (13 expected)".into(),
+        ));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| !k.is_empty() && k.len() <= 64)
+        .ok_or_else(|| ApiError::BadRequest("missing Sec-WebSocket-Key".into()))?;
+    HeaderValue::from_str(&frame::accept_key(key.as_bytes())).map_err(|_| ApiError::Internal)
+}
+
 async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    params: Result<Query<StreamParams>, axum::extract::rejection::QueryRejection>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    params: Result<Query<StreamParams>, QueryRejection>,
+    mut request: Request,
+    hub: Hub,
 ) -> Response {
     let refuse = |reason: &'static str, err: ApiError| {
         state
@@ -178,6 +245,7 @@ async fn upgrade(
         err.into_response()
     };
     let config = &state.config.ws;
+    let headers = request.headers();
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
         if !config.allowed_origin.is_empty() && !config.allowed_origin.iter().any(|a| a == origin) {
             return refuse(
@@ -202,16 +270,20 @@ async fn upgrade(
         Ok(filter) => filter,
         Err(e) => return refuse("bad_request", ApiError::BadRequest(e)),
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            return refuse(
-                "bad_request",
-                ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")),
-            );
-        }
+    let accept = match handshake(&request) {
+        Ok(accept) => accept,
+        Err(e) => return refuse("bad_request", e),
     };
-    let ip = state.client_ip.resolve(peer.ip(), &headers);
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return refuse(
+            "bad_request",
+            ApiError::BadRequest("connection cannot be upgraded".into()),
+        );
+    };
+    let ip = state.client_ip.resolve(peer.ip(), request.headers());
     let slot = match state.connections.try_acquire(
         ip,
         config.max_connections,
@@ -234,305 +306,165 @@ async fn upgrade(
         }
     };
     state.metrics.ws_accepted.increment(1);
+    let span = info_span!("ws", conn = slot.id, %ip);
     let tasks = state.tasks.clone();
-    ws.max_message_size(MAX_CLIENT_MESSAGE * 16)
-        .max_frame_size(MAX_CLIENT_MESSAGE * 16)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| {
-            let span = info_span!("ws", conn = slot.id, %ip);
-            let connection = Connection {
-                socket,
-                state,
-                filter,
-                last_seq: None,
-                last_heard: Instant::now(),
-                sample_delay: slot.id % DELAY_SAMPLE_EVERY == 0,
-                _slot: slot,
+    tasks.spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => return debug!(error = %e, "upgrade failed"),
             };
-            tasks.track_future(connection.run(params.since).instrument(span))
-        })
+            let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+                return warn!("upgraded connection is not a TCP stream");
+            };
+            let peer = Arc::new(Peer {
+                id: slot.id,
+                stream: parts.io.into_inner(),
+                last_heard: AtomicU64::new(hub.clock.now_ms()),
+                closed: AtomicBool::new(false),
+            });
+            let shard = hub.shard(slot.id).commands.clone();
+            let added = Command::Add {
+                peer: peer.clone(),
+                since: params.since,
+                filter,
+            };
+            if shard.send(added).await.is_ok() {
+                let reader = Reader {
+                    peer,
+                    shard,
+                    clock: hub.clock,
+                    _slot: slot,
+                };
+                reader.run(parts.read_buf, &state).await;
+            }
+        }
+        .instrument(span),
+    );
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| ApiError::Internal.into_response())
 }
 
-/// Why a connection ended.
-enum End {
-    /// The peer closed or the socket failed.
-    Gone,
-    /// We close with this code and reason.
-    Close(u16, &'static str),
-    /// The peer stopped reading: its socket did not take a frame in time.
-    SlowConsumer,
-    /// Nothing heard from the peer within the idle timeout (pings unanswered).
-    Unresponsive,
-}
-
-struct Connection {
-    socket: WebSocket,
-    state: AppState,
-    filter: Option<Arc<BTreeSet<String>>>,
-    /// Last `seq` this client is up to date with; `None` until it has a snapshot.
-    last_seq: Option<u64>,
-    last_heard: Instant,
-    sample_delay: bool,
+/// Reads one client's frames: commands, pings, close. Owns the connection slot.
+struct Reader {
+    peer: Arc<Peer>,
+    shard: mpsc::Sender<Command>,
+    clock: Clock,
     _slot: ConnectionSlot,
 }
 
-impl Connection {
-    async fn run(mut self, since: Option<u64>) {
-        let metrics = self.state.metrics.clone();
+impl Reader {
+    async fn run(self, early: bytes::Bytes, state: &AppState) {
         debug!("connected");
-        let end = match self.serve(since).await {
-            Ok(()) => End::Gone,
-            Err(end) => end,
-        };
-        match end {
-            End::Gone => {}
-            End::Close(code, reason) => self.close(code, reason).await,
-            End::SlowConsumer => {
-                metrics.ws_slow_consumer_closes.increment(1);
-                self.close(close::POLICY, "slow consumer: frames not read in time")
-                    .await;
-            }
-            End::Unresponsive => debug!("peer unresponsive; dropping"),
+        let mut decoder = Decoder::new(MAX_CLIENT_MESSAGE);
+        decoder.buffer().extend_from_slice(&early);
+        let end = self.read_loop(&mut decoder, state).await;
+        if let Err((code, reason)) = end {
+            let _ = self
+                .shard
+                .send(Command::Close(self.peer.id, code, reason))
+                .await;
         }
         debug!("disconnected");
     }
 
-    async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let _ = timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
-    }
-
-    async fn serve(&mut self, since: Option<u64>) -> Result<(), End> {
-        let store = self.state.store.clone();
-        let mut events = match since {
-            Some(since) => {
-                let (view, resume, rx) = store.resume(since);
-                let result = match (view, resume) {
-                    (Some(view), Resume::Replay(deltas)) => {
-                        for delta in &deltas {
-                            self.send_delta(delta).await?;
-                        }
-                        self.last_seq = Some(view.seq);
-                        "replayed"
-                    }
-                    (view, _) => {
-                        if let Some(view) = view {
-                            self.send_snapshot(&view).await?;
-                        }
-                        "snapshot"
-                    }
-                };
-                self.state
-                    .metrics
-                    .counter("ratecast_ws_resumes_total", &[("result", result)])
-                    .increment(1);
-                rx
-            }
-            None => {
-                let (view, rx) = store.subscribe();
-                if let Some(view) = view {
-                    self.send_snapshot(&view).await?;
-                }
-                rx
-            }
-        };
-        let shutdown = self.state.shutdown.clone();
+    async fn read_loop(
+        &self,
+        decoder: &mut Decoder,
+        state: &AppState,
+    ) -> Result<(), (u16, &'static str)> {
         loop {
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(message)) => self.on_message(message).await?,
+                    Ok(None) => break,
+                    Err(e) => return Err((e.close_code(), e.reason())),
+                }
+            }
+            decoder.shrink();
             tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Err(End::Close(close::GOING_AWAY, "server shutting down; reconnect")),
-                event = events.recv() => match event {
-                    Ok(event) => self.on_event(event).await?,
-                    Err(RecvError::Lagged(missed)) => {
-                        debug!(missed, "lagged behind the broadcast; resyncing");
-                        self.state.metrics.ws_resyncs.increment(1);
-                        self.resync().await?;
-                    }
-                    Err(RecvError::Closed) => return Ok(()),
-                },
-                message = self.socket.recv() => match message {
-                    Some(Ok(message)) => {
-                        self.last_heard = Instant::now();
-                        self.on_message(message).await?;
-                    }
-                    Some(Err(_)) | None => return Ok(()),
-                },
+                readable = self.peer.stream.readable() => readable.map_err(|_| (close::NORMAL, ""))?,
+                // The shard sends 1001 on shutdown; give the client a moment to close its side.
+                () = linger(&state.shutdown) => return Ok(()),
+            }
+            match self.peer.stream.try_read_buf(decoder.buffer()) {
+                Ok(0) => return Ok(()),
+                Ok(_) => self
+                    .peer
+                    .last_heard
+                    .store(self.clock.now_ms(), Ordering::Relaxed),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Ok(()),
             }
         }
     }
 
-    async fn on_event(&mut self, event: Event) -> Result<(), End> {
-        match event {
-            Event::Delta(delta) => match self.last_seq {
-                None => self.resync().await,
-                // Already covered by the snapshot or replay this client got.
-                Some(last) if delta.seq <= last => Ok(()),
-                Some(last) if self.filter.is_none() && delta.seq != last + 1 => self.resync().await,
-                Some(_) => self.send_delta(&delta).await,
-            },
-            Event::Status(frame) => self.send(frame).await,
-            Event::Heartbeat(frame) => {
-                if self.last_heard.elapsed() > self.state.config.ws.idle_timeout {
-                    return Err(End::Unresponsive);
-                }
-                self.send(frame).await?;
-                self.write(Message::Ping(Bytes::new())).await
-            }
-        }
-    }
-
-    async fn on_message(&mut self, message: Message) -> Result<(), End> {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                return Err(End::Close(
-                    close::UNSUPPORTED,
-                    "binary frames are not supported",
-                ));
-            }
-            Message::Close(_) => return Err(End::Gone),
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
-        };
-        if text.len() > MAX_CLIENT_MESSAGE {
-            return Err(End::Close(close::TOO_BIG, "message over 4 KiB"));
-        }
-        match serde_json::from_str::<ClientCommand>(text.as_str()) {
-            Ok(ClientCommand::Ping) => {
-                let pong = ServerFrame::Pong(protocol::Pong { ts: now_ms() });
-                self.send(pong.encode()).await
-            }
-            Ok(ClientCommand::Subscribe { symbols }) => {
-                match parse_symbols(symbols.iter().flatten().map(String::as_str)) {
-                    Ok(filter) => {
-                        self.filter = filter;
-                        self.resync().await
-                    }
-                    Err(error) => self.send_error(error).await,
-                }
-            }
-            Err(e) => self.send_error(format!("bad command: {e}")).await,
-        }
-    }
-
-    async fn send_error(&mut self, error: String) -> Result<(), End> {
-        self.send(ServerFrame::Error(protocol::ErrorFrame { error }).encode())
+    async fn reply(&self, frame: bytes::Bytes) -> Result<(), (u16, &'static str)> {
+        // A closed shard means shutdown: stop reading.
+        self.shard
+            .send(Command::Reply(self.peer.id, frame))
             .await
+            .map_err(|_| (close::GOING_AWAY, ""))
     }
 
-    /// A fresh snapshot of the current view; later deltas it already covers are skipped.
-    async fn resync(&mut self) -> Result<(), End> {
-        match self.state.store.view() {
-            Some(view) => self.send_snapshot(&view).await,
-            None => Ok(()),
-        }
+    async fn reply_json(&self, frame: ServerFrame) -> Result<(), (u16, &'static str)> {
+        self.reply(frame::text(&frame.encode())).await
     }
 
-    async fn send_snapshot(&mut self, view: &View) -> Result<(), End> {
-        self.last_seq = Some(view.seq);
-        let frame = match &self.filter {
-            None => view.snapshot_frame.clone(),
-            Some(filter) => ServerFrame::Snapshot(protocol::Snapshot {
-                seq: view.seq,
-                ts: view.ts,
-                source: view.source,
-                stale: view.stale,
-                rates: filtered_rates(&view.rates, filter),
-            })
-            .encode(),
-        };
-        self.send(frame).await
-    }
-
-    async fn send_delta(&mut self, delta: &DeltaEvent) -> Result<(), End> {
-        self.last_seq = Some(delta.seq);
-        let frame = match &self.filter {
-            None => delta.frame.clone(),
-            Some(filter) => match filtered_delta(delta, filter) {
-                Some(frame) => frame,
-                None => return Ok(()),
+    async fn on_message(&self, message: Incoming) -> Result<(), (u16, &'static str)> {
+        match message {
+            Incoming::Ping(payload) => {
+                self.reply(frame::encode(frame::opcode::PONG, &payload))
+                    .await
+            }
+            Incoming::Pong => Ok(()),
+            Incoming::Close => Err((close::NORMAL, "")),
+            Incoming::Text(text) => match serde_json::from_str::<ClientCommand>(&text) {
+                Ok(ClientCommand::Ping) => {
+                    let ts = model::unix_ms(SystemTime::now());
+                    self.reply_json(ServerFrame::Pong(protocol::Pong { ts }))
+                        .await
+                }
+                Ok(ClientCommand::Subscribe { symbols }) => {
+                    match parse_symbols(symbols.iter().flatten().map(String::as_str)) {
+                        Ok(filter) => self
+                            .shard
+                            .send(Command::Subscribe(self.peer.id, filter))
+                            .await
+                            .map_err(|_| (close::GOING_AWAY, "")),
+                        Err(error) => {
+                            self.reply_json(ServerFrame::Error(protocol::ErrorFrame { error }))
+                                .await
+                        }
+                    }
+                }
+                Err(e) => {
+                    let error = format!("bad command: {e}");
+                    self.reply_json(ServerFrame::Error(protocol::ErrorFrame { error }))
+                        .await
+                }
             },
-        };
-        self.send(frame).await?;
-        if self.sample_delay {
-            let delay = now_ms().saturating_sub(delta.ts);
-            self.state
-                .metrics
-                .ws_delivery_delay
-                .record(delay as f64 / 1000.0);
-        }
-        Ok(())
-    }
-
-    /// Sends a pre-serialised JSON text frame.
-    async fn send(&mut self, frame: Bytes) -> Result<(), End> {
-        let len = frame.len() as u64;
-        // Every frame comes from `ServerFrame::encode` (serde_json), so it is UTF-8.
-        let text = Utf8Bytes::try_from(frame).map_err(|_| End::Close(1011, "internal error"))?;
-        self.write(Message::Text(text)).await?;
-        self.state.metrics.ws_frames_sent.increment(1);
-        self.state.metrics.ws_bytes_sent.increment(len);
-        Ok(())
-    }
-
-    async fn write(&mut self, message: Message) -> Result<(), End> {
-        match timeout(
-            self.state.config.ws.write_timeout,
-            self.socket.send(message),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => Err(End::SlowConsumer),
         }
     }
 }
 
-fn filtered_rates(rates: &Rates, filter: &BTreeSet<String>) -> Rates {
-    filter
-        .iter()
-        .filter_map(|code| rates.get(code).map(|rate| (code.clone(), rate.clone())))
-        .collect()
+/// Completes shortly after shutdown starts.
+async fn linger(shutdown: &tokio_util::sync::CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
 }
 
-/// The delta restricted to `filter`, or `None` when it touches none of those codes.
-fn filtered_delta(delta: &DeltaEvent, filter: &BTreeSet<String>) -> Option<Bytes> {
-    let changed: std::collections::BTreeMap<_, _> = delta
-        .changes
-        .changed
-        .iter()
-        .filter(|(code, _)| filter.contains(*code))
-        .map(|(code, change)| (code.clone(), change.into()))
-        .collect();
-    let removed: Vec<String> = delta
-        .changes
-        .removed
-        .iter()
-        .filter(|c| filter.contains(*c))
-        .cloned()
-        .collect();
-    if changed.is_empty() && removed.is_empty() {
-        return None;
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.peer.closed.store(true, Ordering::Release);
+        let _ = self.shard.try_send(Command::Remove(self.peer.id));
     }
-    Some(
-        ServerFrame::Delta(protocol::Delta {
-            seq: delta.seq,
-            ts: delta.ts,
-            changed,
-            removed,
-        })
-        .encode(),
-    )
 }
-
-fn now_ms() -> u64 {
-    model::unix_ms(SystemTime::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
