@@ -64,12 +64,13 @@ pub struct Config {
     #[arg(long, env = "RATECAST_TRUSTED_PROXY", value_delimiter = ',')]
     pub trusted_proxy: Vec<IpNet>,
 
-    /// API requests per second per client IP (0 disables the limit).
-    #[arg(long, env = "RATECAST_RATE_LIMIT_PER_SECOND", default_value_t = 10)]
+    /// API requests per second per client IP (0 disables the limit). A whole office behind
+    /// one NAT address shares it.
+    #[arg(long, env = "RATECAST_RATE_LIMIT_PER_SECOND", default_value_t = 50)]
     pub rate_limit_per_second: u32,
 
     /// API burst allowance per client IP.
-    #[arg(long, env = "RATECAST_RATE_LIMIT_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "RATECAST_RATE_LIMIT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
 
     #[command(flatten)]
