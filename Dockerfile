@@ -81,6 +81,8 @@ LABEL org.opencontainers.image.title="ratecast" \
 COPY --from=builder /rootfs/ /
 USER 65532:65532
 EXPOSE 8080 9090
+# SIGTERM starts the drain: readiness 503, WebSockets closed with 1001, exit 0 within the grace.
+STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
   CMD ["/usr/local/bin/ratecast", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/ratecast"]

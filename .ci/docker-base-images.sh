@@ -19,9 +19,10 @@
 # shellcheck source=.ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# runtime_packages IMAGE: the Debian packages a distroless debian12 image is made of.
+# runtime_packages IMAGE: the Debian packages a distroless debian12 image is made of (of
+# ca-certificates, only the generated bundle, added by build_local_runtime).
 runtime_packages() {
-  local static=(base-files netbase tzdata ca-certificates)
+  local static=(base-files netbase tzdata)
   case "$1" in
     */static-debian12:*) echo "${static[*]}" ;;
     */base-nossl-debian12:*) echo "${static[*]} libc6" ;;
@@ -90,7 +91,10 @@ build_local_runtime() {
   echo 'hosts: files dns' >"$rt/etc/nsswitch.conf"
   chown 65532:65532 "$rt/home/nonroot"
   chmod 1777 "$rt/tmp"
-  [ ! -e "$rt/bin/sh" ] && [ ! -e "$rt/usr/bin/dpkg" ] || { echo "runtime rootfs has a shell or dpkg" >&2; return 1; }
+  if [ -e "$rt/bin/sh" ] || [ -e "$rt/usr/bin/dpkg" ]; then
+    echo "runtime rootfs has a shell or dpkg" >&2
+    return 1
+  fi
   tar -C "$rt" -cf - . | docker import \
     --change 'USER 65532:65532' --change 'WORKDIR /home/nonroot' \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -155,7 +159,10 @@ ensure_base_images_locked() {
   local dockerfile=${1:-$REPO_ROOT/Dockerfile} rust_image runtime_image need_rust=0 need_runtime=0 root
   rust_image=$(dockerfile_arg RUST_IMAGE "$dockerfile")
   runtime_image=$(dockerfile_arg RUNTIME_IMAGE "$dockerfile")
-  [ -n "$rust_image" ] && [ -n "$runtime_image" ] || { echo "$dockerfile lacks ARG RUST_IMAGE=/RUNTIME_IMAGE=" >&2; return 1; }
+  if [ -z "$rust_image" ] || [ -z "$runtime_image" ]; then
+    echo "$dockerfile lacks a default for ARG RUST_IMAGE or ARG RUNTIME_IMAGE" >&2
+    return 1
+  fi
   runtime_packages "$runtime_image" >/dev/null
   have_or_pull "$rust_image" || need_rust=1
   have_or_pull "$runtime_image" || need_runtime=1

@@ -15,13 +15,12 @@
 #   docker_build ARGS...          `docker build` with BuildKit, whichever client provides it
 #
 # Env: IMAGE (default ratecast:ci); VERSION and REVISION, the OCI labels (default: Cargo.toml's
-#      version and the git HEAD); BUILD_LOG (default $RATECAST_CACHE/docker-build.log).
+#      version and the git HEAD); BUILD_LOG (default $RATECAST_CACHE/docker-build-<tag>.log).
 
 # shellcheck source=.ci/docker-base-images.sh
 source "$(dirname "${BASH_SOURCE[0]}")/docker-base-images.sh"
 
 IMAGE=${IMAGE:-ratecast:ci}
-BUILD_LOG=${BUILD_LOG:-$RATECAST_CACHE/docker-build.log}
 
 ensure_docker_engine() {
   ensure_apt docker.io
@@ -49,17 +48,18 @@ docker_build() {
 }
 
 build_ratecast_image() {
-  local tag=${1:-$IMAGE} version revision start
+  local tag=${1:-$IMAGE} version revision start build_log
+  build_log=${BUILD_LOG:-$RATECAST_CACHE/docker-build-${tag//[^A-Za-z0-9._-]/_}.log}
   ensure_docker_engine
   ensure_base_images "$REPO_ROOT/Dockerfile"
   version=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml" | head -n1)}
   revision=${REVISION:-$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)}
-  log "docker build -t $tag (version $version, revision $revision; log: $BUILD_LOG)"
+  log "docker build -t $tag (version $version, revision $revision; log: $build_log)"
   start=$SECONDS
   if ! docker_build --progress=plain --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
-    -t "$tag" "$REPO_ROOT" >"$BUILD_LOG" 2>&1; then
-    tail -n 60 "$BUILD_LOG" >&2
-    echo "docker build failed (full log: $BUILD_LOG)" >&2
+    -t "$tag" "$REPO_ROOT" >"$build_log" 2>&1; then
+    tail -n 60 "$build_log" >&2
+    echo "docker build failed (full log: $build_log)" >&2
     return 1
   fi
   echo "built $tag in $((SECONDS - start))s; image size $(docker image inspect -f '{{.Size}}' "$tag") bytes"

@@ -49,13 +49,16 @@ inspect '{{json .Config.ExposedPorts}}' | grep -q '"8080/tcp"' || fail "8080 not
 pass "user 65532:65532, entrypoint, CMD serve, HEALTHCHECK, EXPOSE 8080, OCI labels"
 
 docker create --name "$NAME-fs" "$IMAGE" >/dev/null
-files=$(docker export "$NAME-fs" | tar -t)
+listing=$(docker export "$NAME-fs" | tar -tv)
 docker rm "$NAME-fs" >/dev/null
+files=$(awk '{ print $6 }' <<<"$listing")
+setuid=$(awk '$1 ~ /^-.*[sS]/ { print $6 }' <<<"$listing")
+[ -z "$setuid" ] || fail "setuid/setgid files: $setuid"
 grep -qx 'usr/local/bin/ratecast' <<<"$files" || fail "binary missing"
 grep -qx 'etc/ssl/certs/ca-certificates.crt' <<<"$files" || fail "CA bundle missing"
 forbidden=$(grep -E '(^|/)(sh|bash|dash|ash|busybox|apt|apt-get|dpkg|curl|wget)$' <<<"$files" || true)
 [ -z "$forbidden" ] || fail "runtime image has: $forbidden"
-pass "no shell, package manager or downloader; binary and CA bundle present ($(wc -l <<<"$files") paths)"
+pass "no shell, package manager, downloader or setuid file; binary and CA bundle present ($(wc -l <<<"$files") paths)"
 
 log "run $IMAGE hardened, demo mode"
 docker run -d --name "$NAME" "${HARDENED[@]}" -p 127.0.0.1::8080 \
