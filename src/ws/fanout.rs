@@ -205,7 +205,8 @@ impl Worker {
             }
             Command::Close(id, code, reason) => {
                 if let Some(sub) = self.subscribers.remove(&id) {
-                    close(&sub, code, reason);
+                    // The reader asked for this close and is draining the input itself.
+                    close(&sub, code, reason, Shutdown::Write);
                 }
             }
             Command::Remove(id) => {
@@ -229,11 +230,9 @@ impl Worker {
                 if let Some(sub) = self.subscribers.remove(&id) {
                     self.state.metrics.ws_slow_consumer_closes.increment(1);
                     debug!(conn = id, "slow consumer: closing");
-                    close(
-                        &sub,
-                        super::close::POLICY,
-                        "slow consumer: frames not read in time",
-                    );
+                    // A client that does not read may not close either: end its reader too.
+                    let reason = "slow consumer: frames not read in time";
+                    close(&sub, super::close::POLICY, reason, Shutdown::Both);
                 }
             }
         }
@@ -503,12 +502,13 @@ async fn drain(
     let _ = commands.send(report).await;
 }
 
-/// Best effort: the close frame if the socket takes it now, then no more writes.
-fn close(sub: &Subscriber, code: u16, reason: &str) {
+/// Best effort: the close frame if the socket takes it now, then no more writes (and, with
+/// `Shutdown::Both`, no more reads either, which ends the peer's reader task).
+fn close(sub: &Subscriber, code: u16, reason: &str, how: Shutdown) {
     if !sub.draining {
         let _ = sub.peer.stream.try_write(&frame::close(code, reason));
     }
-    let _ = socket2::SockRef::from(&sub.peer.stream).shutdown(Shutdown::Write);
+    let _ = socket2::SockRef::from(&sub.peer.stream).shutdown(how);
 }
 
 /// The framed delta for a filter (`None`: the full feed's shared bytes are used instead), or

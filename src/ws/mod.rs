@@ -369,8 +369,30 @@ impl Reader {
                 .shard
                 .send(Command::Close(self.peer.id, code, reason))
                 .await;
+            self.discard_input().await;
         }
         debug!("disconnected");
+    }
+
+    /// Reads and drops what the client still sends, until it closes or a second passes:
+    /// closing a socket with unread input makes the kernel reset the connection, and the
+    /// client could lose the close frame that says why.
+    async fn discard_input(&self) {
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            loop {
+                if self.peer.stream.readable().await.is_err() {
+                    return;
+                }
+                match self.peer.stream.try_read(&mut sink) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
     }
 
     async fn read_loop(
