@@ -507,6 +507,8 @@ async fn a_client_that_never_reads_is_closed_while_100_others_keep_receiving() -
             .await
             >= 1.0
     );
+    // The stalled client still holds its socket, yet its connection slot is released.
+    wait_until(|| async { server.metric("ratecast_ws_connections").await == 0.0 }).await;
     drop(slow);
     Ok(())
 }
