@@ -1,6 +1,12 @@
 //! REST routes, health, metrics, and the middleware every HTTP response goes through.
 
+use std::hash::Hash;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+use governor::clock::{DefaultClock, QuantaInstant};
+use governor::middleware::RateLimitingMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -102,12 +108,35 @@ pub fn rate_limit_layer(
         .period(Duration::from_secs(1) / per_second)
         .burst_size(burst.max(1))
         .finish()?;
+    prune_limiter(Arc::downgrade(config.limiter()));
     Some(GovernorLayer::new(config).error_handler(move |err| {
         if let Some(refused) = &refused {
             refused.increment(1);
         }
         governor_error(err)
     }))
+}
+
+/// Forgets idle client IPs once a minute so the limiter's memory follows the active clients;
+/// stops when the router holding the limiter is gone.
+fn prune_limiter<K: Hash + Eq + Clone, M: RateLimitingMiddleware<QuantaInstant>>(
+    limiter: Weak<governor::RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, M>>,
+) where
+    K: Send + Sync + 'static,
+    M: Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(limiter) = limiter.upgrade() else {
+                return;
+            };
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    });
 }
 
 fn governor_error(err: GovernorError) -> Response {
