@@ -119,11 +119,11 @@ pub fn rate_limit_layer(
 
 /// Forgets idle client IPs once a minute so the limiter's memory follows the active clients;
 /// stops when the router holding the limiter is gone.
-fn prune_limiter<K: Hash + Eq + Clone, M: RateLimitingMiddleware<QuantaInstant>>(
+fn prune_limiter<K, M>(
     limiter: Weak<governor::RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, M>>,
 ) where
-    K: Send + Sync + 'static,
-    M: Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    M: RateLimitingMiddleware<QuantaInstant> + Send + Sync + 'static,
 {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
