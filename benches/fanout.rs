@@ -1,7 +1,8 @@
 //! Fan-out benchmark: the real server (`ratecast serve --demo`, release build) at a fast tick,
 //! driven by the load generator at 1k, 10k and as many subscribers as the box holds, plus one
 //! idle run for memory. Reads the server's CPU (utime + stime) and RSS from /proc, and measures
-//! the floor: the CPU of one plain `write()` of the same frame size to a loopback TCP socket.
+//! the floor: the CPU of one plain `write()` of the same frame size to loopback TCP sockets.
+//! Interrupt time (where Linux accounts the loopback receive path) is added to both sides.
 //!
 //! Run: `cargo bench --bench fanout` (several minutes; prints a Markdown table for
 //! BENCHMARKS.md). Knobs (environment):
@@ -12,6 +13,7 @@
 //! - `FANOUT_STEADY`: measured window per run, default 30s.
 //!
 //! The server and the generator share the machine; the generator's own CPU is reported too.
+//! Under `cargo test --all-targets` (no `--bench` argument) it does a smoke run of seconds.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,7 +33,11 @@ const FLOOR_WRITES: u32 = 200_000;
 /// per-write cost grows (socket and conntrack lookups, fd table, cache misses), and a fan-out
 /// should be compared with writes under the same conditions. 9,000 keeps writer plus reader
 /// ends under the 20,000 open-files limit of the benchmark box.
-const FLOOR_SOCKETS: [usize; 2] = [1_000, 9_000];
+const FLOOR_SOCKETS: &[usize] = &[1_000, 9_000];
+/// `cargo test --all-targets` runs this harness without `--bench`: a seconds-long smoke run
+/// then proves the harness end to end without spending CI minutes on measurements.
+const SMOKE_FLOOR_SOCKETS: &[usize] = &[100];
+const SMOKE_FLOOR_WRITES: u32 = 2_000;
 
 struct Run {
     subscribers: usize,
@@ -254,7 +260,7 @@ enum Receivers {
 /// thread only, the way a fan-out writes: one frame to each of many idle connections per round,
 /// every send queue empty (the receivers drain each round before the next), so no write is
 /// merged into a previous one by TCP autocorking or a full send buffer.
-fn write_floor(size: usize, receivers: Receivers, sockets: usize) -> Result<Cost> {
+fn write_floor(size: usize, receivers: Receivers, sockets: usize, writes: u32) -> Result<Cost> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let mut writers = Vec::new();
     let mut readers = Vec::new();
@@ -265,7 +271,7 @@ fn write_floor(size: usize, receivers: Receivers, sockets: usize) -> Result<Cost
         readers.push(listener.accept()?.0);
     }
     let frames_read = Arc::new(AtomicUsize::new(0));
-    let rounds = FLOOR_WRITES as usize / sockets;
+    let rounds = writes as usize / sockets;
     let counter = frames_read.clone();
     let drain = std::thread::spawn(move || -> std::io::Result<()> {
         let mut buf = vec![0u8; size];
@@ -346,10 +352,22 @@ fn parse_runs(spec: &str) -> Result<Vec<Run>> {
 
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; this harness takes its knobs from the environment.
-    let env = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_owned());
-    let runs = parse_runs(&env("FANOUT_RUNS", "1000:100ms,10000:1s,19900:2s"))?;
-    let idle: usize = env("FANOUT_IDLE", "19900").parse()?;
-    let steady = humantime::parse_duration(&env("FANOUT_STEADY", "30s"))?;
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let env = |k: &str, bench: &str, smoke_default: &str| {
+        std::env::var(k).unwrap_or_else(|_| (if smoke { smoke_default } else { bench }).to_owned())
+    };
+    let runs = parse_runs(&env(
+        "FANOUT_RUNS",
+        "1000:100ms,10000:1s,19900:2s",
+        "50:100ms",
+    ))?;
+    let idle: usize = env("FANOUT_IDLE", "19900", "0").parse()?;
+    let steady = humantime::parse_duration(&env("FANOUT_STEADY", "30s", "1s"))?;
+    let (floor_sockets, floor_writes) = if smoke {
+        (SMOKE_FLOOR_SOCKETS, SMOKE_FLOOR_WRITES)
+    } else {
+        (FLOOR_SOCKETS, FLOOR_WRITES)
+    };
     let nofile = raise_nofile_limit();
     eprintln!("open-files limit {nofile} (server and generator each need one per subscriber)");
 
@@ -376,10 +394,20 @@ fn main() -> Result<()> {
         .iter()
         .find(|r| r.summary.deltas > 0)
         .map_or(2048, |r| r.summary.mean_frame_bytes.round() as usize);
-    let bare = write_floor(frame_size, Receivers::Blocking, FLOOR_SOCKETS[0])?;
-    let floors = FLOOR_SOCKETS
+    let bare = write_floor(
+        frame_size,
+        Receivers::Blocking,
+        floor_sockets[0],
+        floor_writes,
+    )?;
+    let floors = floor_sockets
         .iter()
-        .map(|&n| Ok((n, write_floor(frame_size, Receivers::Epoll, n)?)))
+        .map(|&n| {
+            Ok((
+                n,
+                write_floor(frame_size, Receivers::Epoll, n, floor_writes)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     for (sockets, floor) in &floors {
         println!(
@@ -392,7 +420,7 @@ fn main() -> Result<()> {
     }
     println!(
         "write floor over {} sockets with nobody waiting: {:.2} µs",
-        FLOOR_SOCKETS[0],
+        floor_sockets[0],
         bare.total_us()
     );
     // Each run is compared with the floor over the socket count closest to its subscribers.
@@ -448,6 +476,16 @@ fn main() -> Result<()> {
     }
     for r in &results {
         eprintln!("{}: {}", r.label, serde_json::to_string(&r.summary)?);
+        let s = &r.summary;
+        anyhow::ensure!(
+            !smoke || (s.connected == s.clients as u64 && s.deltas > 0 && s.missing_seqs == 0),
+            "smoke run: {}: {} of {} connected, {} deltas, {} missing seqs",
+            r.label,
+            s.connected,
+            s.clients,
+            s.deltas,
+            s.missing_seqs
+        );
     }
     Ok(())
 }
