@@ -180,6 +180,25 @@ impl Drop for Server {
     }
 }
 
+/// Counters read at both ends of the steady window.
+struct Sample {
+    server: Usage,
+    frames: u64,
+    generator: Duration,
+    irq: Duration,
+}
+
+impl Sample {
+    fn take(server: &Server, test: &Loadtest) -> Result<Self> {
+        Ok(Self {
+            server: server.usage()?,
+            frames: test.progress().frames,
+            generator: cpu_time(libc::RUSAGE_SELF),
+            irq: irq_time()?,
+        })
+    }
+}
+
 struct Result1 {
     label: String,
     summary: Summary,
@@ -215,31 +234,25 @@ async fn measure(
     let mut test = Loadtest::start(&loadtest_args(server.port, subscribers)).await?;
     test.ramped().await;
     tokio::time::sleep(SETTLE).await;
-    let (before, frames_before, gen_before, irq_before) = (
-        server.usage()?,
-        test.progress().frames,
-        cpu_time(libc::RUSAGE_SELF),
-        irq_time()?,
-    );
+    let before = Sample::take(&server, &test)?;
     test.begin_steady();
     tokio::time::sleep(steady).await;
-    let (after, frames_after, gen_after, irq_after) = (
-        server.usage()?,
-        test.progress().frames,
-        cpu_time(libc::RUSAGE_SELF),
-        irq_time()?,
-    );
+    let after = Sample::take(&server, &test)?;
     let summary = test.finish().await?;
     drop(server);
-    let frames = (frames_after - frames_before).max(1) as f64;
+    let frames = (after.frames - before.frames).max(1) as f64;
     let per_frame = |d: Duration| d.as_secs_f64() * 1e6 / frames;
     Ok(Result1 {
         label,
-        server: Cost::new(after.cpu - before.cpu, irq_after - irq_before, frames),
-        generator_cpu_per_frame_us: per_frame(gen_after - gen_before),
-        server_cores: (after.cpu - before.cpu).as_secs_f64() / steady.as_secs_f64(),
+        server: Cost::new(
+            after.server.cpu - before.server.cpu,
+            after.irq - before.irq,
+            frames,
+        ),
+        generator_cpu_per_frame_us: per_frame(after.generator - before.generator),
+        server_cores: (after.server.cpu - before.server.cpu).as_secs_f64() / steady.as_secs_f64(),
         rss_base_kib: base.rss_kib,
-        rss_loaded_kib: before.rss_kib,
+        rss_loaded_kib: before.server.rss_kib,
         summary,
     })
 }
