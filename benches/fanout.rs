@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ratecast::loadtest::{Loadtest, LoadtestArgs, Summary, cpu_time, raise_nofile_limit};
+use ratecast::loadtest::{Loadtest, LoadtestArgs, Summary, cpu_time};
+use ratecast::rlimit::raise_nofile_limit;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_ratecast");
 /// Time for the last connections' snapshots to drain before measuring.

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod poller;
 pub mod protocol;
+pub mod rlimit;
 pub mod serve;
 pub mod shutdown;
 pub mod store;

@@ -45,6 +45,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
             init_tracing(config.log_format);
+            let open_files = ratecast::rlimit::raise_nofile_limit();
+            tracing::info!(open_files, "open-file limit (one per WebSocket)");
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -178,7 +178,7 @@ impl Loadtest {
         }
         let sources = source_addrs(addr.ip(), args.clients, args.source_addrs);
         let source_addrs = sources.len();
-        let nofile_limit = raise_nofile_limit();
+        let nofile_limit = crate::rlimit::raise_nofile_limit();
         let target = Arc::new(Target {
             host: match url.port() {
                 Some(port) => format!("{host}:{port}"),
@@ -355,31 +355,6 @@ fn source_addrs(target: IpAddr, clients: usize, wanted: u8) -> Vec<IpAddr> {
     (1..=n as u8)
         .map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
         .collect()
-}
-
-/// Every subscriber is a file descriptor: lift the soft limit to the hard one (raising the hard
-/// limit needs CAP_SYS_RESOURCE) and return what we got.
-pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    lim.rlim_cur
 }
 
 /// User + system CPU time so far of this process (`libc::RUSAGE_SELF`) or of the calling

@@ -363,6 +363,9 @@ impl Reader {
         debug!("connected");
         let mut decoder = Decoder::new(MAX_CLIENT_MESSAGE);
         decoder.buffer().extend_from_slice(&early);
+        // `early` points into hyper's 8 KiB connection buffer: holding it would keep that
+        // buffer alive for the whole life of an idle connection.
+        drop(early);
         let end = self.read_loop(&mut decoder, state).await;
         if let Err((code, reason)) = end {
             let _ = self
