@@ -342,10 +342,14 @@ impl Worker {
                 continue;
             }
             sub.last_seq = Some(delta.seq);
+            let filtered;
             let frame = match sub.filter.as_deref() {
-                None => shared.clone(),
+                None => &shared,
                 Some(filter) => match delta_frame(delta, Some(filter)) {
-                    Some(frame) => frame,
+                    Some(frame) => {
+                        filtered = frame;
+                        &filtered
+                    }
                     None => continue,
                 },
             };
@@ -387,7 +391,7 @@ impl Worker {
             sent += 1;
             if let Written::Dead = write_or_drain(
                 sub,
-                frame.clone(),
+                frame,
                 &self.commands,
                 self.state.config.ws.write_timeout,
             ) {
@@ -411,7 +415,7 @@ impl Worker {
         let len = frame.len() as u64;
         match write_or_drain(
             sub,
-            frame,
+            &frame,
             &self.commands,
             self.state.config.ws.write_timeout,
         ) {
@@ -441,14 +445,15 @@ impl Worker {
     }
 }
 
-/// One non-blocking write; what does not fit goes to a flusher task.
+/// One non-blocking write of shared bytes (no reference-count traffic on the fast path);
+/// what does not fit goes to a flusher task.
 fn write_or_drain(
     sub: &mut Subscriber,
-    frame: Bytes,
+    frame: &Bytes,
     commands: &mpsc::Sender<Command>,
     write_timeout: Duration,
 ) -> Written {
-    match sub.peer.stream.try_write(&frame) {
+    match sub.peer.stream.try_write(frame) {
         Ok(n) if n == frame.len() => Written::Done,
         Ok(n) => {
             sub.draining = true;
@@ -464,7 +469,7 @@ fn write_or_drain(
             sub.draining = true;
             tokio::spawn(drain(
                 sub.peer.clone(),
-                frame,
+                frame.clone(),
                 commands.clone(),
                 write_timeout,
             ));
