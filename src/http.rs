@@ -9,8 +9,8 @@ use governor::middleware::RateLimitingMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +38,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let api = Router::new()
         .route("/api/v1/rates", get(rates))
         .route("/api/v1/rates/{code}", get(rate))
+        .route("/api/v1/history", get(histories))
         .route("/api/v1/history/{code}", get(history));
     let api = match rate_limit_layer(
         state.config.rate_limit_per_second,
@@ -256,6 +257,27 @@ async fn history(State(state): State<AppState>, path: CodePath) -> Result<Respon
         .ok_or_else(|| ApiError::NotFound(format!("unknown currency {code:?}")))?;
     Ok(json_response(
         json!({ "code": code, "points": points }).to_string(),
+        "no-cache",
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct HistoriesQuery {
+    codes: Option<String>,
+}
+
+/// Several histories in one request (`?codes=usd,eur`; all units without it): a page loads
+/// every sparkline at once instead of one request per unit against the rate limit.
+async fn histories(
+    State(state): State<AppState>,
+    query: Result<Query<HistoriesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let codes = model::parse_codes(query.codes.as_deref().unwrap_or("").split(','))
+        .map_err(ApiError::BadRequest)?;
+    let points = state.store.histories(&codes);
+    Ok(json_response(
+        json!({ "points": points }).to_string(),
         "no-cache",
     ))
 }

@@ -1,7 +1,7 @@
 //! The rate model: what CoinGecko sends, how it is validated, and how two polls differ.
 //! Pure data, no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,27 @@ pub fn is_valid_code(code: &str) -> bool {
         && code
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Most codes one list (`?symbols=`, `?codes=`, a subscribe command) may name.
+pub const MAX_CODES: usize = 256;
+
+/// A client's list of unit codes: trimmed, lower-cased, deduplicated; empty means "all".
+pub fn parse_codes<'a>(
+    codes: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeSet<String>, String> {
+    let set: BTreeSet<String> = codes
+        .into_iter()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(bad) = set.iter().find(|s| !is_valid_code(s)) {
+        return Err(format!("invalid symbol {bad:?}"));
+    }
+    if set.len() > MAX_CODES {
+        return Err(format!("at most {MAX_CODES} symbols"));
+    }
+    Ok(set)
 }
 
 /// A unit that is new or differs from the previous poll.

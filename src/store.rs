@@ -3,7 +3,7 @@
 //!
 //! Every frame is serialised here, once, when the change happens; subscribers only clone `Bytes`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
@@ -307,6 +307,24 @@ impl Store {
                 .map(|p| p.iter().copied().collect())
                 .unwrap_or_default(),
         )
+    }
+
+    /// Histories of the served units among `codes` (all served units when empty).
+    pub fn histories(&self, codes: &BTreeSet<String>) -> BTreeMap<String, Vec<(u64, f64)>> {
+        let inner = self.read();
+        let points = |code: &String| {
+            let series = inner.history.get(code).map(|p| p.iter().copied().collect());
+            (code.clone(), series.unwrap_or_default())
+        };
+        if codes.is_empty() {
+            inner.rates.keys().map(points).collect()
+        } else {
+            codes
+                .iter()
+                .filter(|c| inner.rates.contains_key(*c))
+                .map(points)
+                .collect()
+        }
     }
 
     /// Subscribes and takes the current view atomically: the receiver gets exactly the

@@ -407,3 +407,30 @@ async fn demo_mode_moves_values_and_says_demo() {
         "demo"
     );
 }
+
+#[tokio::test]
+async fn several_histories_in_one_request() {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let seq = server.seq().await;
+    upstream.set_value("usd", 1.0);
+    wait_until(|| async { server.seq().await == seq + 1 }).await;
+
+    let (status, body) = server.get_json("/api/v1/history?codes=usd,EUR,nope").await;
+    assert_eq!(status, StatusCode::OK);
+    let points = body["points"].as_object().unwrap();
+    assert_eq!(
+        points.keys().collect::<Vec<_>>(),
+        ["eur", "usd"],
+        "unknown codes are left out"
+    );
+    assert_eq!(points["usd"].as_array().unwrap().len(), 2);
+    assert_eq!(points["usd"][1][1], 1.0);
+    assert_eq!(points["eur"].as_array().unwrap().len(), 1);
+
+    let (_, all) = server.get_json("/api/v1/history").await;
+    assert_eq!(all["points"].as_object().unwrap().len(), 61);
+    let (status, body) = server.get_json("/api/v1/history?codes=%3Cscript%3E").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "bad_request");
+}

@@ -38,8 +38,6 @@ use crate::protocol::{self, ClientCommand, ServerFrame};
 
 /// Client messages larger than this close the connection with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
-/// Most symbols one filter may name.
-pub const MAX_SYMBOLS: usize = 256;
 
 pub mod close {
     pub const NORMAL: u16 = 1000;
@@ -177,17 +175,7 @@ pub fn routes(state: &AppState, hub: Hub) -> Router<AppState> {
 fn parse_symbols<'a>(
     symbols: impl IntoIterator<Item = &'a str>,
 ) -> Result<Option<Arc<BTreeSet<String>>>, String> {
-    let set: BTreeSet<String> = symbols
-        .into_iter()
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if let Some(bad) = set.iter().find(|s| !model::is_valid_code(s)) {
-        return Err(format!("invalid symbol {bad:?}"));
-    }
-    if set.len() > MAX_SYMBOLS {
-        return Err(format!("at most {MAX_SYMBOLS} symbols"));
-    }
+    let set = model::parse_codes(symbols)?;
     Ok((!set.is_empty()).then(|| Arc::new(set)))
 }
 

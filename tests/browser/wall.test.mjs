@@ -252,7 +252,7 @@ test('an upstream outage shows stale with the age of the data, then live again',
 });
 
 test('units that appear or vanish upstream are added to or removed from the table', async () => {
-  const history = page.waitForResponse((r) => r.url().endsWith('/api/v1/history/zzz'));
+  const history = page.waitForResponse((r) => r.url().endsWith('/api/v1/history?codes=zzz'));
   upstream.rates.zzz = { name: 'Test Index', unit: 'ZZZ', value: 42, type: 'index' };
   await page.waitForSelector('tbody[data-type="index"] tr[data-code="zzz"]');
   assert.equal((await history).status(), 200, 'a new unit gets its history');

@@ -6,9 +6,6 @@ import { RateState } from './state.js';
 import { TableView, TileView, renderStatus } from './render.js';
 
 const DEFAULT_WALL_SYMBOLS = ['usd', 'eur', 'gbp', 'jpy', 'eth', 'xau'];
-// 40 requests/s: under the server's default per-IP API rate (50/s, burst 200), so one page load never
-// hits 429 and a few pages behind one office NAT share the budget.
-const HISTORY_SPACING_MS = 25;
 
 const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.search);
@@ -95,48 +92,48 @@ function redrawAll() {
 }
 
 const historyRequested = new Set();
-const historyQueue = [];
-let historyTimer = null;
+let historyScheduled = false;
 
-/** Fetches /api/v1/history once per shown code, paced under the server's per-IP API rate limit. */
+/** Fetches, in one request, the history of every shown code not fetched yet. Waits for a live
+ * link: a server that is just starting has no history yet. */
 function loadHistories() {
-  for (const code of [...view.cells.keys(), base]) {
-    if (state.rates.has(code) && !historyRequested.has(code)) {
-      historyRequested.add(code);
-      historyQueue.push(code);
-    }
-  }
-  if (historyTimer === null) nextHistory();
+  if (historyScheduled || linkState !== 'live') return;
+  historyScheduled = true;
+  setTimeout(fetchHistories, 0);
 }
 
-/** Paused while the link is down: a server that is just starting has no history yet. */
-function nextHistory() {
-  const code = linkState === 'live' ? historyQueue.shift() : undefined;
-  historyTimer = code === undefined ? null : setTimeout(nextHistory, HISTORY_SPACING_MS);
-  // A code removed while it waited would only earn a 404.
-  if (code !== undefined && state.rates.has(code)) fetchHistory(code);
-}
-
-/** On failure the code is forgotten, so the next change set asks again. */
-async function fetchHistory(code) {
+/** On failure the codes are forgotten, so the next change set asks again. */
+async function fetchHistories() {
+  historyScheduled = false;
+  const codes = [...new Set([...view.cells.keys(), base])].filter(
+    (code) => state.rates.has(code) && !historyRequested.has(code),
+  );
+  if (!codes.length) return;
+  codes.forEach((code) => historyRequested.add(code));
+  const forget = () => codes.forEach((code) => historyRequested.delete(code));
   let points;
   try {
-    const response = await fetch(`/api/v1/history/${encodeURIComponent(code)}`);
+    const response = await fetch(`/api/v1/history?codes=${codes.map(encodeURIComponent).join(',')}`);
     if (response.status === 429) {
       const wait = Number(response.headers.get('Retry-After')) || 1;
-      setTimeout(() => historyRequested.delete(code), wait * 1000);
+      setTimeout(forget, wait * 1000);
       return;
     }
-    if (!response.ok) throw new Error(`history ${code}: ${response.status}`);
+    if (!response.ok) throw new Error(`history: ${response.status}`);
     points = (await response.json()).points;
   } catch {
-    historyRequested.delete(code);
+    forget();
     return;
   }
-  if (!state.rates.has(code)) return;
-  state.setHistory(code, points);
-  if (code === base) redrawAll();
-  else view.cells.get(code)?.setTrend(state.ratioSeries(code, base), Date.now());
+  let baseChanged = false;
+  for (const [code, series] of Object.entries(points)) {
+    // A code removed while the request ran has nothing to draw.
+    if (!state.rates.has(code)) continue;
+    state.setHistory(code, series);
+    if (code === base) baseChanged = true;
+    else view.cells.get(code)?.setTrend(state.ratioSeries(code, base), Date.now());
+  }
+  if (baseChanged) redrawAll();
 }
 
 function updateStatus() {
