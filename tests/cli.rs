@@ -155,3 +155,35 @@ fn sigterm_exits_zero_within_the_grace_period() {
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn runtime_errors_are_one_line_even_with_backtraces_enabled() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for args in [
+        vec![
+            "watch".to_string(),
+            "--url".into(),
+            format!("ws://127.0.0.1:{port}/ws"),
+            "--json".into(),
+        ],
+        vec![
+            "healthcheck".to_string(),
+            "--url".into(),
+            format!("http://127.0.0.1:{port}/healthz"),
+        ],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("Error: "), "{args:?}: {stderr}");
+    }
+}
