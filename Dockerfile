@@ -36,28 +36,31 @@ ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
     CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc
 
-# Dependencies only: this layer is rebuilt when Cargo.toml or Cargo.lock change, not on source edits.
-# Stub lib and main; the bench/test/example targets, whose files are not here, are cut from the
-# manifest (they do not change what the dependencies build).
+# Dependencies only: this layer is rebuilt when a manifest or Cargo.lock changes, not on source
+# edits. Stub crate roots; the bench/test/example targets, whose files are not here, are cut from
+# the top-level manifest (they do not change what the dependencies build).
 COPY Cargo.toml Cargo.lock ./
+COPY crates/ratecast-protocol/Cargo.toml crates/ratecast-protocol/
+COPY crates/ratecast-server/Cargo.toml crates/ratecast-server/
+COPY crates/ratecast-client/Cargo.toml crates/ratecast-client/
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && for crate in crates/*/; do mkdir -p "$crate/src" && touch "$crate/src/lib.rs"; done \
  && awk '/^\[/ { skip = /^\[\[(bench|test|example)\]\]/ } !skip' Cargo.toml > /tmp/Cargo.toml \
  && mv /tmp/Cargo.toml Cargo.toml \
  && cargo build --release --locked --target "$(cat /rust-target)" \
- && rm -rf src Cargo.toml
+ && rm -rf src crates/*/src Cargo.toml
 
-# The web page and the demo-mode seed payload are compiled into the binary.
+# The web page is compiled into the binary (the demo seed lives in the server crate).
 COPY web ./web
-COPY tests/fixtures/coingecko-exchange-rates-2022.json ./tests/fixtures/
 # The real manifest declares the benches: cargo wants their files even when it only builds the binary.
 COPY Cargo.toml ./
 COPY benches ./benches
+COPY crates ./crates
 COPY src ./src
 # touch: the copied sources may be older than the stubs the dependency layer compiled.
 # The runtime base has glibc only: fail here, not at start-up, if the binary needs anything else.
-RUN find src -name '*.rs' -exec touch {} + \
+RUN find src crates -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --target "$(cat /rust-target)" \
  && bin="target/$(cat /rust-target)/release/ratecast" \
  && extra=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' \

@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ratecast::loadtest::{Loadtest, LoadtestArgs, Summary, cpu_time};
-use ratecast::rlimit::raise_nofile_limit;
+use ratecast_client::loadtest::{Loadtest, LoadtestArgs, Summary, cpu_time};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_ratecast");
 /// Time for the last connections' snapshots to drain before measuring.
@@ -382,7 +381,7 @@ fn main() -> Result<()> {
     } else {
         (FLOOR_SOCKETS, FLOOR_WRITES)
     };
-    let nofile = raise_nofile_limit();
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     eprintln!("open-files limit {nofile} (server and generator each need one per subscriber)");
 
     let runtime = tokio::runtime::Builder::new_current_thread()

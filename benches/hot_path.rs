@@ -6,10 +6,12 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ratecast::model::{self, Rates, Source};
-use ratecast::protocol::{self, ServerFrame};
-use ratecast::store::{Store, StoreConfig};
-use ratecast::upstream::Demo;
+use ratecast_protocol::frames::{self as protocol, ServerFrame};
+use ratecast_protocol::rates;
+use ratecast_protocol::{Rates, Source};
+use ratecast_server::store::{Store, StoreConfig};
+use ratecast_server::upstream::Demo;
+use ratecast_server::upstream::parse_payload;
 
 const PAYLOAD: &[u8] = include_bytes!("../tests/fixtures/coingecko-exchange-rates-2022.json");
 
@@ -21,7 +23,7 @@ fn two_polls() -> (Rates, Rates) {
 }
 
 fn delta_frame(old: &Rates, new: &Rates) -> ServerFrame {
-    let changes = model::diff(old, new);
+    let changes = rates::diff(old, new);
     ServerFrame::Delta(protocol::Delta {
         seq: 43,
         ts: 1_732_550_030_456,
@@ -38,7 +40,7 @@ fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Bytes(PAYLOAD.len() as u64));
     group.bench_function("payload_parse_validate", |b| {
-        b.iter(|| model::parse_payload(black_box(PAYLOAD)).expect("fixture parses"))
+        b.iter(|| parse_payload(black_box(PAYLOAD)).expect("fixture parses"))
     });
     group.finish();
 }
@@ -46,10 +48,10 @@ fn parse(c: &mut Criterion) {
 fn diff(c: &mut Criterion) {
     let (old, new) = two_polls();
     c.bench_function("diff/demo_tick", |b| {
-        b.iter(|| model::diff(black_box(&old), black_box(&new)))
+        b.iter(|| rates::diff(black_box(&old), black_box(&new)))
     });
     c.bench_function("diff/unchanged", |b| {
-        b.iter(|| model::diff(black_box(&old), black_box(&old)))
+        b.iter(|| rates::diff(black_box(&old), black_box(&old)))
     });
 }
 

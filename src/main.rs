@@ -1,10 +1,13 @@
-//! The `ratecast` binary: parses options and calls the library.
+//! The `ratecast` binary: parses options and hands them to the server or a client crate.
+
+mod signal;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ratecast::config::{Config, LogFormat};
+use ratecast_client::{healthcheck, loadtest, watch};
+use ratecast_server::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Live crypto exchange rates: one CoinGecko poller, deltas over WebSocket to every screen.
@@ -20,11 +23,11 @@ enum Command {
     /// Run the server: poller, REST API, WebSocket stream, page, metrics.
     Serve(Box<Config>),
     /// Probe a URL and exit 0 when it answers 2xx (for images without curl).
-    Healthcheck(ratecast::healthcheck::HealthcheckArgs),
+    Healthcheck(healthcheck::HealthcheckArgs),
     /// Watch the live rates: a terminal table, or NDJSON with --json.
-    Watch(ratecast::watch::WatchArgs),
+    Watch(watch::WatchArgs),
     /// Open many subscribers against a stream; measure connects, gaps and delivery latency.
-    Loadtest(ratecast::loadtest::LoadtestArgs),
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -65,16 +68,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             init_tracing(config.log_format);
-            let open_files = ratecast::rlimit::raise_nofile_limit();
-            tracing::info!(open_files, "open-file limit (one per WebSocket)");
+            // One descriptor per WebSocket: take the hard limit.
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(open_files) => tracing::info!(open_files, "open-file limit"),
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+            }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            ratecast::run(listener, *config, ratecast::shutdown::signal()).await?;
+            ratecast_server::run(listener, *config, signal::shutdown()).await?;
         }
-        Command::Healthcheck(args) => ratecast::healthcheck::run(args).await?,
-        Command::Watch(args) => ratecast::watch::run(args).await?,
-        Command::Loadtest(args) => ratecast::loadtest::run(args).await?,
+        Command::Healthcheck(args) => healthcheck::run(args).await?,
+        Command::Watch(args) => watch::run(args, signal::shutdown()).await?,
+        Command::Loadtest(args) => loadtest::run(args, signal::shutdown()).await?,
     }
     Ok(())
 }

@@ -333,10 +333,10 @@ async fn readiness_before_data_with_data_and_after_shutdown_starts() {
     server.begin_stop().await.unwrap();
 
     // After shutdown starts, the same router answers 503 (checked in-process: the listener is closed).
-    let state = ratecast::AppState::new(common::config(&upstream.url(), &[]));
+    let state = ratecast_server::AppState::new(common::config(&upstream.url(), &[]));
     state.shutdown.cancel();
     let response = tower::ServiceExt::oneshot(
-        ratecast::app(state),
+        ratecast_server::app(state),
         axum::http::Request::get("/readyz")
             .body(axum::body::Body::empty())
             .unwrap(),

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use ratecast::metrics::Metrics;
-use ratecast::model::{Rates, Source};
-use ratecast::poller::{self, PollerConfig};
-use ratecast::store::{Store, StoreConfig};
-use ratecast::upstream::{RateSource, UpstreamError};
+use ratecast_protocol::{Rates, Source, UpstreamStatus};
+use ratecast_server::metrics::Metrics;
+use ratecast_server::poller::{self, PollerConfig};
+use ratecast_server::store::{Store, StoreConfig};
+use ratecast_server::upstream::{RateSource, UpstreamError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ impl RateSource for Scripted {
 }
 
 fn rates() -> Rates {
-    ratecast::model::parse_payload(common::FIXTURE.as_bytes()).unwrap()
+    ratecast_server::upstream::parse_payload(common::FIXTURE.as_bytes()).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,6 +110,6 @@ async fn backoff_then_retry_after_then_normal_interval() {
         "back to the normal interval after recovery"
     );
     let upstream = store.view().unwrap().upstream.clone();
-    assert_eq!(upstream.status, ratecast::model::UpstreamStatus::Ok);
+    assert_eq!(upstream.status, UpstreamStatus::Ok);
     assert_eq!(upstream.last_error.as_deref(), Some("rate_limited"));
 }

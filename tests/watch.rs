@@ -12,7 +12,7 @@ use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
 
-fn demo() -> ratecast::config::Config {
+fn demo() -> ratecast_server::Config {
     common::config(
         "http://127.0.0.1:9",
         &["--demo", "--max-connections-per-ip", "10000"],

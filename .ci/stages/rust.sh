@@ -8,7 +8,7 @@ ensure_apt pkg-config procps
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
-log "cargo clippy --all-targets -- -D warnings"
-cargo clippy --locked --all-targets -- -D warnings
-log "cargo test"
-cargo test --locked --all-targets --no-fail-fast
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+log "cargo test --workspace"
+cargo test --locked --workspace --all-targets --no-fail-fast

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Response, StatusCode};
 use axum::routing::get;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use ratecast::config::Config;
+use ratecast_server::Config;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -219,7 +219,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            ratecast::run(listener, config, async {
+            ratecast_server::run(listener, config, async {
                 let _ = rx.await;
             })
             .await

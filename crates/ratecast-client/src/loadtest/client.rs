@@ -1,0 +1,467 @@
+//! One simulated subscriber: a minimal RFC 6455 client over a plain socket.
+//!
+//! Not tungstenite: the generator shares the box with the server, so a frame must cost it as
+//! little as possible (one `recvmsg`, no copy, no UTF-8 pass, a borrowed parse of three
+//! fields), and on Linux latency is taken from the kernel's receive timestamp (`SO_TIMESTAMPNS`),
+//! so it measures when the frame reached this host, not when the generator got around to reading
+//! it. Elsewhere (macOS) it falls back to the time the frame was read in user space.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ratecast_protocol::{FrameHead, FrameKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+use tokio_util::sync::CancellationToken;
+
+use super::stats::Shared;
+
+/// Frames are a few KiB; the buffer grows for bigger ones.
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_HANDSHAKE: usize = 16 * 1024;
+
+/// Where and how every subscriber connects; resolved once, not per connection.
+pub(crate) struct Target {
+    /// `Host` header and request target of the upgrade request.
+    pub host: String,
+    pub path: String,
+    pub addr: SocketAddr,
+    /// Source addresses to spread subscribers over (empty: let the kernel choose).
+    pub sources: Vec<IpAddr>,
+    /// Contiguity of `seq` is only defined for unfiltered connections.
+    pub full_feed: bool,
+    pub connect_timeout: Duration,
+}
+
+pub(crate) async fn subscriber(
+    id: usize,
+    shard: usize,
+    target: Arc<Target>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let started = Instant::now();
+    let (stream, leftover) = tokio::select! {
+        _ = stop.cancelled() => return shared.failed("cancelled".into()),
+        res = tokio::time::timeout(target.connect_timeout, connect(&target, id)) => match res {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(reason)) => return shared.failed(reason),
+            Err(_) => return shared.failed("timeout".into()),
+        },
+    };
+    shared.connected(shard, started.elapsed());
+    let mut conn = Connection {
+        stream,
+        buf: leftover,
+        message: Vec::new(),
+        feed: Feed {
+            last_seq: None,
+            shard,
+            target,
+            shared,
+        },
+    };
+    let ended = tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        reason = conn.read_loop() => Some(reason),
+    };
+    conn.feed.shared.closed();
+    match ended {
+        Some(reason) => conn.feed.shared.disconnected(reason),
+        // Say goodbye (close 1000), but never let a slow server hold the end of the run.
+        None => {
+            let close = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8];
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), conn.stream.write_all(&close)).await;
+        }
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// Received bytes not yet parsed into frames.
+    buf: Vec<u8>,
+    /// A fragmented text message being reassembled.
+    message: Vec<u8>,
+    feed: Feed,
+}
+
+/// What one subscriber tracks across frames, and where it reports.
+struct Feed {
+    last_seq: Option<u64>,
+    shard: usize,
+    target: Arc<Target>,
+    shared: Arc<Shared>,
+}
+
+impl Connection {
+    /// Reads until the connection ends; returns why.
+    async fn read_loop(&mut self) -> String {
+        let fd = self.stream.as_raw_fd();
+        let mut arrived_us = now_micros();
+        loop {
+            match self.parse_frames(arrived_us).await {
+                Ok(()) => {}
+                Err(reason) => return reason,
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let read = loop {
+                if let Err(e) = self.stream.readable().await {
+                    return io_reason(&e);
+                }
+                let buf = &mut self.buf;
+                match self
+                    .stream
+                    .try_io(Interest::READABLE, || recv_stamped(fd, buf))
+                {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => break other,
+                }
+            };
+            match read {
+                Ok((0, _)) => return "eof".into(),
+                Ok((_, stamp)) => arrived_us = stamp.unwrap_or_else(now_micros),
+                Err(e) => return io_reason(&e),
+            }
+        }
+    }
+
+    /// Handles every complete frame in the buffer and keeps the incomplete rest.
+    async fn parse_frames(&mut self, arrived_us: u64) -> Result<(), String> {
+        let mut at = 0;
+        while let Some(frame) = parse_header(&self.buf[at..])? {
+            let payload = at + frame.header_len..at + frame.header_len + frame.len;
+            at = payload.end;
+            match frame.opcode {
+                // Text, or a continuation of a fragmented one.
+                0x1 | 0x0 if frame.fin && self.message.is_empty() => {
+                    self.feed.on_message(&self.buf[payload], arrived_us)
+                }
+                0x1 | 0x0 => {
+                    self.message.extend_from_slice(&self.buf[payload]);
+                    if frame.fin {
+                        let message = std::mem::take(&mut self.message);
+                        self.feed.on_message(&message, arrived_us);
+                    }
+                }
+                0x2 => {
+                    self.feed.shared.c.other_frames.fetch_add(1, Relaxed);
+                }
+                0x8 => {
+                    let body = &self.buf[payload];
+                    return Err(match body {
+                        [hi, lo, ..] => format!("close_{}", u16::from_be_bytes([*hi, *lo])),
+                        _ => "close".into(),
+                    });
+                }
+                0x9 => {
+                    // Pong with the same payload; a client's frames are masked (zero key).
+                    let body = self.buf[payload].to_vec();
+                    let mut pong = vec![0x8a, 0x80 | body.len() as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(&body);
+                    self.stream
+                        .write_all(&pong)
+                        .await
+                        .map_err(|e| io_reason(&e))?;
+                }
+                0xa => {}
+                _ => return Err("protocol".into()),
+            }
+        }
+        self.buf.drain(..at);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Header {
+    fin: bool,
+    opcode: u8,
+    header_len: usize,
+    len: usize,
+}
+
+/// The next complete frame's header, `None` while it is still incomplete.
+fn parse_header(buf: &[u8]) -> Result<Option<Header>, String> {
+    let [b0, b1, rest @ ..] = buf else {
+        return Ok(None);
+    };
+    if b1 & 0x80 != 0 {
+        return Err("protocol".into()); // servers must not mask (RFC 6455 §5.1)
+    }
+    let (len, ext) = match b1 & 0x7f {
+        126 if rest.len() >= 2 => (u64::from(u16::from_be_bytes([rest[0], rest[1]])), 2),
+        127 if rest.len() >= 8 => (
+            u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")),
+            8,
+        ),
+        126 | 127 => return Ok(None),
+        n => (u64::from(n), 0),
+    };
+    let len = usize::try_from(len).map_err(|_| "too_big".to_owned())?;
+    let header_len = 2 + ext;
+    if buf.len() < header_len + len {
+        return Ok(None);
+    }
+    Ok(Some(Header {
+        fin: b0 & 0x80 != 0,
+        opcode: b0 & 0x0f,
+        header_len,
+        len,
+    }))
+}
+
+impl Feed {
+    fn on_message(&mut self, bytes: &[u8], arrived_us: u64) {
+        let (shared, c) = (&self.shared, &self.shared.c);
+        c.frames.fetch_add(1, Relaxed);
+        c.bytes.fetch_add(bytes.len() as u64, Relaxed);
+        let Ok(head) = serde_json::from_slice::<FrameHead>(bytes) else {
+            c.unparsable.fetch_add(1, Relaxed);
+            return;
+        };
+        match (head.kind, head.seq) {
+            (FrameKind::Snapshot, Some(seq)) => {
+                c.snapshots.fetch_add(1, Relaxed);
+                if self.last_seq.is_some() {
+                    c.resyncs.fetch_add(1, Relaxed);
+                }
+                self.last_seq = Some(seq);
+            }
+            (FrameKind::Delta, Some(seq)) => {
+                c.deltas.fetch_add(1, Relaxed);
+                if let (Some(ts), true) = (head.ts, shared.steady.load(Relaxed)) {
+                    let published_us = ts.saturating_mul(1000);
+                    shared.latency(
+                        self.shard,
+                        arrived_us.saturating_sub(published_us),
+                        now_micros().saturating_sub(published_us),
+                    );
+                }
+                if self.target.full_feed
+                    && let Some(last) = self.last_seq
+                {
+                    if seq > last + 1 {
+                        c.gap_events.fetch_add(1, Relaxed);
+                        c.missing_seqs.fetch_add(seq - last - 1, Relaxed);
+                    } else if seq <= last {
+                        c.out_of_order.fetch_add(1, Relaxed);
+                    }
+                }
+                self.last_seq = Some(self.last_seq.map_or(seq, |last| last.max(seq)));
+            }
+            (FrameKind::Heartbeat, _) => {
+                c.heartbeats.fetch_add(1, Relaxed);
+            }
+            _ => {
+                c.other_frames.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `recvmsg` into the spare capacity of `buf`, with the kernel's receive time (µs since the
+/// epoch) of the data when the socket has `SO_TIMESTAMPNS`.
+#[cfg(target_os = "linux")]
+fn recv_stamped(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<(usize, Option<u64>)> {
+    let spare = buf.spare_capacity_mut();
+    let mut iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: spare.len(),
+    };
+    let mut control = [0u64; 8]; // room for one timespec cmsg, u64-aligned
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: fd is our open socket; msg points at live buffers of the stated sizes.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the first n bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    let mut stamp = None;
+    // SAFETY: standard cmsg walk over the control buffer the kernel filled in.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                stamp = Some(ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, stamp))
+}
+
+#[cfg(target_os = "linux")]
+fn enable_rx_timestamps(stream: &TcpStream) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid fd and a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of_val(&on) as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `recv` into the spare capacity of `buf`; no kernel timestamp outside Linux, so the caller
+/// takes the time of the read instead.
+#[cfg(not(target_os = "linux"))]
+fn recv_stamped(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<(usize, Option<u64>)> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: fd is our open socket; the spare capacity is writable for its whole length.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the first n bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok((n as usize, None))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enable_rx_timestamps(_stream: &TcpStream) -> io::Result<()> {
+    Ok(())
+}
+
+/// TCP connect (from the chosen source address) and the WebSocket upgrade; returns the stream
+/// and any frame bytes that arrived with the 101 response.
+async fn connect(target: &Target, id: usize) -> Result<(TcpStream, Vec<u8>), String> {
+    let socket = match target.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| io_reason(&e))?;
+    if !target.sources.is_empty() {
+        let source = target.sources[id % target.sources.len()];
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| io_reason(&e))?;
+    }
+    let mut stream = socket
+        .connect(target.addr)
+        .await
+        .map_err(|e| io_reason(&e))?;
+    // Pongs and the close frame are tiny; don't let Nagle hold them.
+    stream.set_nodelay(true).map_err(|e| io_reason(&e))?;
+    enable_rx_timestamps(&stream).map_err(|e| io_reason(&e))?;
+
+    let key = generate_key();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ratecast-loadtest\r\n\r\n",
+        target.path, target.host
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| io_reason(&e))?;
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let end = loop {
+        if buf.len() >= MAX_HANDSHAKE {
+            return Err("handshake".into());
+        }
+        if stream.read_buf(&mut buf).await.map_err(|e| io_reason(&e))? == 0 {
+            return Err("eof".into());
+        }
+        // Parsed again from the start as bytes arrive: the head is one or two reads.
+        let mut probe = [httparse::EMPTY_HEADER; 32];
+        match httparse::Response::new(&mut probe).parse(&buf) {
+            Ok(httparse::Status::Complete(end)) => break end,
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return Err("handshake".into()),
+        }
+    };
+    if response.parse(&buf[..end]).is_err() {
+        return Err("handshake".into());
+    }
+    match response.code {
+        Some(101) => {}
+        Some(status) => return Err(format!("http_{status}")),
+        None => return Err("handshake".into()),
+    }
+    let accept = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|h| h.value);
+    if accept != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
+        return Err("handshake".into());
+    }
+    buf.drain(..end);
+    Ok((stream, buf))
+}
+
+/// Short, stable labels for the summary's failure and disconnect tables.
+fn io_reason(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => return "fd_limit".into(),
+        Some(libc::EADDRNOTAVAIL) => return "no_source_port".into(),
+        _ => {}
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused".into(),
+        io::ErrorKind::ConnectionReset => "reset".into(),
+        io::ErrorKind::TimedOut => "timeout".into(),
+        io::ErrorKind::UnexpectedEof => "eof".into(),
+        kind => format!("io_{kind:?}").to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_headers_of_every_length_form() {
+        assert!(parse_header(&[0x81]).unwrap().is_none());
+        let h = parse_header(&[0x81, 3, b'a', b'b', b'c']).unwrap().unwrap();
+        assert_eq!((h.fin, h.opcode, h.header_len, h.len), (true, 1, 2, 3));
+        let mut medium = vec![0x01, 126, 0x01, 0x00];
+        assert!(
+            parse_header(&medium).unwrap().is_none(),
+            "payload not there yet"
+        );
+        medium.resize(4 + 256, b'x');
+        let h = parse_header(&medium).unwrap().unwrap();
+        assert_eq!((h.fin, h.header_len, h.len), (false, 4, 256));
+        let mut big = vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0];
+        big.resize(10 + 65_536, b'x');
+        assert_eq!(parse_header(&big).unwrap().unwrap().len, 65_536);
+        assert_eq!(
+            parse_header(&[0x81, 0x85, 1, 2, 3, 4]).unwrap_err(),
+            "protocol"
+        );
+    }
+}

@@ -1,0 +1,541 @@
+//! `ratecast loadtest`: opens many WebSocket subscribers against any server speaking
+//! docs/protocol.md and measures connect time, failures, frames, `seq` gaps and delivery latency
+//! (arrival time of every delta minus its `ts`).
+//!
+//! Subscribers run on dedicated single-threaded runtimes (`--threads`), many per thread: a frame
+//! then costs the generator one `recvmsg()` and a local task wakeup, no cross-thread hand-off,
+//! so the generator stays cheaper than the server it measures on a shared box. Plain `ws://`
+//! only: TLS would measure the TLS stack, not the fan-out.
+
+mod client;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use client::Target;
+pub use stats::Percentiles;
+use stats::Shared;
+
+/// One source address holds ~28k ephemeral ports; staying well below spares the kernel's
+/// port search and leaves room for other traffic.
+const CLIENTS_PER_SOURCE_ADDR: usize = 10_000;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadtestArgs {
+    /// WebSocket URL to load (ws://); any server speaking docs/protocol.md.
+    #[arg(
+        long,
+        env = "RATECAST_LOADTEST_URL",
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    pub url: String,
+
+    /// Number of concurrent subscribers to open.
+    #[arg(long, env = "RATECAST_LOADTEST_CLIENTS", default_value_t = 1000)]
+    pub clients: usize,
+
+    /// How long to hold every subscriber open once all are connected (e.g. 30s, 2m). Latency is
+    /// measured over this window only, not during the ramp.
+    #[arg(long, env = "RATECAST_LOADTEST_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// New connections per second while ramping up ("500" or "500/s"; 0 = all at once, which
+    /// can overflow the server's listen backlog).
+    #[arg(long, env = "RATECAST_LOADTEST_RAMP", default_value = "1000/s", value_parser = parse_rate)]
+    pub ramp: u32,
+
+    /// Comma-separated unit codes to subscribe to (`symbols=` query). Filtered streams skip
+    /// deltas, so `seq` contiguity is only checked without this.
+    #[arg(long, env = "RATECAST_LOADTEST_SYMBOLS")]
+    pub symbols: Option<String>,
+
+    /// Print a single JSON summary line on stdout instead of the table.
+    #[arg(long, env = "RATECAST_LOADTEST_JSON")]
+    pub json: bool,
+
+    /// Generator threads, each running its share of the subscribers on its own runtime.
+    #[arg(long, env = "RATECAST_LOADTEST_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
+
+    /// For a loopback target, spread subscribers over source addresses 127.0.0.1..=127.0.0.N
+    /// to get past the ~28k ephemeral ports of one address (0 = one address per 10,000 clients).
+    #[arg(long, env = "RATECAST_LOADTEST_SOURCE_ADDRS", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=254))]
+    pub source_addrs: u8,
+
+    /// Per subscriber limit for the TCP connect plus the WebSocket handshake.
+    #[arg(long, env = "RATECAST_LOADTEST_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    s.trim()
+        .trim_end_matches("/s")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate like 500 or 500/s"))
+}
+
+/// Live counters, for the progress line and for benches sampling the run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub open: u64,
+    pub connected: u64,
+    pub attempts_done: u64,
+    pub frames: u64,
+    pub bytes: u64,
+    pub missing_seqs: u64,
+}
+
+/// The result of a run; `--json` prints exactly this.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub url: String,
+    pub clients: usize,
+    pub connected: u64,
+    /// Connect failures by reason (`refused`, `timeout`, `http_503`, `fd_limit`, …).
+    pub connect_failures: BTreeMap<String, u64>,
+    /// Connections the server ended before the run did, by reason (`close_1008`, `eof`, …).
+    pub disconnects: BTreeMap<String, u64>,
+    pub connect_time: Percentiles,
+    pub ramp_secs: f64,
+    pub steady_secs: f64,
+    /// All frames over the whole run, and over the steady window only.
+    pub frames: u64,
+    pub bytes: u64,
+    pub steady_frames: u64,
+    pub steady_frames_per_sec: f64,
+    pub mean_frame_bytes: f64,
+    pub snapshots: u64,
+    pub deltas: u64,
+    pub heartbeats: u64,
+    pub other_frames: u64,
+    pub unparsable_frames: u64,
+    /// Deltas that skipped ahead, the seqs they skipped, and deltas that went backwards
+    /// (full-feed connections only).
+    pub seq_gap_events: u64,
+    pub missing_seqs: u64,
+    pub out_of_order: u64,
+    pub resyncs: u64,
+    /// Delivery latency of every delta in the steady window: the kernel's receive time of the
+    /// frame minus its `ts` (the generator's own delays are not in it)...
+    pub latency: Percentiles,
+    /// ...and the time the generator read it minus `ts` (includes the generator's queueing).
+    pub read_latency: Percentiles,
+    /// CPU the generator process itself used (user + system), to show it was not the bottleneck.
+    pub generator_cpu_secs: f64,
+    pub nofile_limit: u64,
+    pub source_addrs: usize,
+}
+
+/// A running load test. `run` drives it from the command line; benches drive it step by step.
+pub struct Loadtest {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    url: String,
+    clients: usize,
+    source_addrs: usize,
+    nofile_limit: u64,
+    started: Instant,
+    cpu_at_start: Duration,
+    ramp_done: std::sync::OnceLock<Instant>,
+    steady_from: Option<(Instant, Progress)>,
+}
+
+impl Loadtest {
+    /// Checks the URL, resolves it once and starts ramping up subscribers.
+    pub async fn start(args: &LoadtestArgs) -> anyhow::Result<Self> {
+        let url =
+            url::Url::parse(&args.url).map_err(|e| anyhow!("invalid --url {:?}: {e}", args.url))?;
+        if url.scheme() != "ws" {
+            bail!(
+                "invalid --url {:?}: the scheme must be ws (plain WebSocket)",
+                args.url
+            );
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow!("invalid --url {:?}: no host", args.url))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| anyhow!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| anyhow!("cannot resolve {host}: no address"))?;
+        let mut request_url = url.clone();
+        if let Some(symbols) = &args.symbols {
+            request_url
+                .query_pairs_mut()
+                .append_pair("symbols", symbols);
+        }
+        let sources = source_addrs(addr.ip(), args.clients, args.source_addrs);
+        let source_addrs = sources.len();
+        // One descriptor per subscriber: take the hard limit (0 when it cannot be read).
+        let nofile_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+        let target = Arc::new(Target {
+            host: match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            },
+            path: request_url[url::Position::BeforePath..url::Position::AfterQuery].to_owned(),
+            addr,
+            sources,
+            full_feed: args.symbols.is_none(),
+            connect_timeout: args.connect_timeout,
+        });
+
+        let threads = usize::from(args.threads);
+        let shared = Arc::new(Shared::new(threads));
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let handles = (0..threads)
+            .map(|shard| {
+                let (target, shared, stop) = (target.clone(), shared.clone(), stop.clone());
+                let (clients, ramp) = (args.clients, args.ramp);
+                std::thread::Builder::new()
+                    .name(format!("loadtest-{shard}"))
+                    .spawn(move || {
+                        generator(shard, threads, clients, ramp, started, target, shared, stop)
+                    })
+                    .context("cannot start a generator thread")
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            shared,
+            stop,
+            threads: handles,
+            url: args.url.clone(),
+            clients: args.clients,
+            source_addrs,
+            nofile_limit,
+            started,
+            cpu_at_start: cpu_time(libc::RUSAGE_SELF),
+            ramp_done: std::sync::OnceLock::new(),
+            steady_from: None,
+        })
+    }
+
+    pub fn progress(&self) -> Progress {
+        let c = &self.shared.c;
+        Progress {
+            open: c.open.load(Relaxed),
+            connected: c.connects_ok.load(Relaxed),
+            attempts_done: c.attempts_done.load(Relaxed),
+            frames: c.frames.load(Relaxed),
+            bytes: c.bytes.load(Relaxed),
+            missing_seqs: c.missing_seqs.load(Relaxed),
+        }
+    }
+
+    /// Waits until every subscriber has connected or given up.
+    pub async fn ramped(&self) {
+        while self.progress().attempts_done < self.clients as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.ramp_done.get_or_init(Instant::now);
+    }
+
+    /// Starts the measured window: latency is recorded and steady-state rates count from here.
+    pub fn begin_steady(&mut self) {
+        self.steady_from = Some((Instant::now(), self.progress()));
+        self.shared.steady.store(true, Relaxed);
+    }
+
+    /// Closes every subscriber and returns the figures.
+    pub async fn finish(self) -> anyhow::Result<Summary> {
+        let end = Instant::now();
+        let at_end = self.progress();
+        self.stop.cancel();
+        let threads = self.threads;
+        tokio::task::spawn_blocking(move || threads.into_iter().try_for_each(|t| t.join()))
+            .await?
+            .map_err(|_| anyhow!("a generator thread panicked"))?;
+        let (steady_start, at_steady) = self.steady_from.unwrap_or((end, at_end));
+        let steady_secs = end.duration_since(steady_start).as_secs_f64();
+        let steady_frames = at_end.frames - at_steady.frames;
+        let c = &self.shared.c;
+        Ok(Summary {
+            url: self.url,
+            clients: self.clients,
+            connected: at_end.connected,
+            connect_failures: self.shared.failures(),
+            disconnects: self.shared.disconnects(),
+            connect_time: self.shared.connect_summary(),
+            ramp_secs: self
+                .ramp_done
+                .get()
+                .copied()
+                .unwrap_or(end)
+                .duration_since(self.started)
+                .as_secs_f64(),
+            steady_secs,
+            frames: at_end.frames,
+            bytes: at_end.bytes,
+            steady_frames,
+            steady_frames_per_sec: if steady_secs > 0.0 {
+                steady_frames as f64 / steady_secs
+            } else {
+                0.0
+            },
+            mean_frame_bytes: if at_end.frames > 0 {
+                at_end.bytes as f64 / at_end.frames as f64
+            } else {
+                0.0
+            },
+            snapshots: c.snapshots.load(Relaxed),
+            deltas: c.deltas.load(Relaxed),
+            heartbeats: c.heartbeats.load(Relaxed),
+            other_frames: c.other_frames.load(Relaxed),
+            unparsable_frames: c.unparsable.load(Relaxed),
+            seq_gap_events: c.gap_events.load(Relaxed),
+            missing_seqs: c.missing_seqs.load(Relaxed),
+            out_of_order: c.out_of_order.load(Relaxed),
+            resyncs: c.resyncs.load(Relaxed),
+            latency: self.shared.latency_summary(),
+            read_latency: self.shared.read_latency_summary(),
+            generator_cpu_secs: cpu_time(libc::RUSAGE_SELF)
+                .saturating_sub(self.cpu_at_start)
+                .as_secs_f64(),
+            nofile_limit: self.nofile_limit,
+            source_addrs: self.source_addrs,
+        })
+    }
+}
+
+/// One generator thread: a current-thread runtime that opens its share of the subscribers
+/// (every `threads`-th one) on the global ramp schedule and waits for them to end.
+#[allow(clippy::too_many_arguments)]
+fn generator(
+    shard: usize,
+    threads: usize,
+    clients: usize,
+    ramp: u32,
+    started: Instant,
+    target: Arc<Target>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    runtime.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in (shard..clients).step_by(threads) {
+            if ramp > 0 {
+                let due = started + Duration::from_secs_f64(id as f64 / f64::from(ramp));
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+            }
+            let (target, shared, stop) = (target.clone(), shared.clone(), stop.clone());
+            tasks.spawn(client::subscriber(id, shard, target, shared, stop));
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+}
+
+/// Source addresses for a loopback IPv4 target: 127.0.0.1..=127.0.0.N; none otherwise.
+fn source_addrs(target: IpAddr, clients: usize, wanted: u8) -> Vec<IpAddr> {
+    if !matches!(target, IpAddr::V4(v4) if v4.is_loopback()) {
+        return Vec::new();
+    }
+    let n = match wanted {
+        0 => clients.div_ceil(CLIENTS_PER_SOURCE_ADDR).clamp(1, 254),
+        n => usize::from(n),
+    };
+    (1..=n as u8)
+        .map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+        .collect()
+}
+
+/// User + system CPU time so far of this process (`libc::RUSAGE_SELF`) or of the calling
+/// thread (`libc::RUSAGE_THREAD`).
+pub fn cpu_time(who: libc::c_int) -> Duration {
+    // SAFETY: an all-zero rusage is valid and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid `who` and out pointer.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs the load test; `interrupted` ends the steady phase early (the summary is still printed).
+pub async fn run(
+    args: LoadtestArgs,
+    interrupted: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut test = Loadtest::start(&args).await?;
+    if test.nofile_limit < args.clients as u64 + 64 {
+        eprintln!(
+            "warning: the open-files limit is {}, too low for {} subscribers",
+            test.nofile_limit, args.clients
+        );
+    }
+    let reporter = Reporter::new(args.clients);
+    let mut tick = reporter.ticks();
+    loop {
+        tokio::select! {
+            _ = test.ramped() => break,
+            _ = tick.tick() => reporter.line("ramp", test.progress(), test.started),
+        }
+    }
+    if test.progress().connected == 0 {
+        let failures = test.shared.failures();
+        test.stop.cancel();
+        bail!(
+            "no subscriber could connect to {}: {}",
+            args.url,
+            failures
+                .iter()
+                .map(|(reason, n)| format!("{reason} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    reporter.line("ramped", test.progress(), test.started);
+    test.begin_steady();
+    let end = tokio::time::Instant::now() + args.duration;
+    let mut tick = reporter.ticks();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            () = &mut interrupted => break,
+            _ = tick.tick() => reporter.line("steady", test.progress(), test.started),
+        }
+    }
+    reporter.done();
+    let summary = test.finish().await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", table(&summary))?;
+    }
+    Ok(())
+}
+
+/// The progress line on stderr: rewritten in place on a terminal, one line every 5 s in logs.
+struct Reporter {
+    clients: usize,
+    tty: bool,
+    every: Duration,
+    last_frames: std::cell::Cell<(Instant, u64)>,
+}
+
+impl Reporter {
+    fn new(clients: usize) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        Self {
+            clients,
+            tty,
+            every: Duration::from_secs(if tty { 1 } else { 5 }),
+            last_frames: std::cell::Cell::new((Instant::now(), 0)),
+        }
+    }
+
+    /// First line after one period, not at once: nothing has happened at t=0.
+    fn ticks(&self) -> tokio::time::Interval {
+        tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every)
+    }
+
+    fn line(&self, phase: &str, p: Progress, started: Instant) {
+        let (then, frames_then) = self.last_frames.replace((Instant::now(), p.frames));
+        let rate = (p.frames - frames_then) as f64 / then.elapsed().as_secs_f64().max(1e-3);
+        let text = format!(
+            "[{:>5.0}s {phase:<6}] open {}/{} failed {} | frames {} ({:.0}/s) | missing seqs {}",
+            started.elapsed().as_secs_f64(),
+            p.open,
+            self.clients,
+            p.attempts_done - p.connected,
+            p.frames,
+            rate,
+            p.missing_seqs
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    fn done(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+fn table(s: &Summary) -> String {
+    let pct = |p: &Percentiles| {
+        format!(
+            "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} ms  (n={})",
+            p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms, p.count
+        )
+    };
+    let reasons = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "none".to_owned()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let rows = [
+        ("target", s.url.clone()),
+        (
+            "subscribers",
+            format!(
+                "{} connected of {} ({} source addrs, fd limit {})",
+                s.connected, s.clients, s.source_addrs, s.nofile_limit
+            ),
+        ),
+        ("connect failures", reasons(&s.connect_failures)),
+        ("early disconnects", reasons(&s.disconnects)),
+        ("connect time", pct(&s.connect_time)),
+        (
+            "ramp / steady",
+            format!("{:.1} s / {:.1} s", s.ramp_secs, s.steady_secs),
+        ),
+        (
+            "frames",
+            format!(
+                "{} total, {:.0}/s steady, mean {:.0} B",
+                s.frames, s.steady_frames_per_sec, s.mean_frame_bytes
+            ),
+        ),
+        (
+            "by type",
+            format!(
+                "{} snapshot, {} delta, {} heartbeat, {} other, {} unparsable",
+                s.snapshots, s.deltas, s.heartbeats, s.other_frames, s.unparsable_frames
+            ),
+        ),
+        (
+            "seq",
+            format!(
+                "{} gaps ({} missing), {} out of order, {} resyncs",
+                s.seq_gap_events, s.missing_seqs, s.out_of_order, s.resyncs
+            ),
+        ),
+        ("delivery latency", pct(&s.latency)),
+        ("read by generator", pct(&s.read_latency)),
+        ("generator CPU", format!("{:.2} s", s.generator_cpu_secs)),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<18} {v}\n")).collect()
+}

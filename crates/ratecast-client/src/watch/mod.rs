@@ -1,0 +1,452 @@
+//! `ratecast watch`: the live table in a terminal, or NDJSON for scripts (`--json`).
+//!
+//! Like the page, it resumes with `?since=<last seq>` after a drop, so a reconnect replays what
+//! was missed instead of silently skipping it; on a full feed a `seq` jump forces such a resume.
+
+mod board;
+
+use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+
+use board::{Board, Link};
+use ratecast_protocol::ServerFrame;
+use ratecast_protocol::backoff::backoff;
+
+/// Reconnect delays double from this up to `MAX_BACKOFF`, with jitter so a fleet of clients
+/// dropped together by a restart does not come back in lockstep.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Redraws between frames keep the data age and the flashes current.
+const REDRAW: Duration = Duration::from_millis(250);
+
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    /// WebSocket URL of the stream (ws:// or wss://).
+    #[arg(
+        long,
+        env = "RATECAST_WATCH_URL",
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    pub url: String,
+
+    /// Comma-separated unit codes to show, in this order (the server filters the stream);
+    /// every unit when omitted.
+    #[arg(long, env = "RATECAST_WATCH_SYMBOLS", value_delimiter = ',')]
+    pub symbols: Vec<String>,
+
+    /// Show prices of one unit in this unit (e.g. usd) instead of CoinGecko's raw value
+    /// (how many of the unit one BTC buys).
+    #[arg(long, env = "RATECAST_WATCH_BASE")]
+    pub base: Option<String>,
+
+    /// Print every frame as one JSON line (NDJSON; the first line is the snapshot) instead of
+    /// the table, for scripts and jq.
+    #[arg(long, env = "RATECAST_WATCH_JSON")]
+    pub json: bool,
+
+    /// Exit 0 after this many frames (0 = until Ctrl-C).
+    #[arg(long, env = "RATECAST_WATCH_MAX_FRAMES", default_value_t = 0)]
+    pub max_frames: u64,
+
+    /// Reconnect when not even a heartbeat arrived for this long (server heartbeats every 15 s
+    /// by default).
+    #[arg(long, env = "RATECAST_WATCH_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Limit for the TCP connect, TLS and WebSocket handshake of each attempt.
+    #[arg(long, env = "RATECAST_WATCH_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// Runs until `shutdown` completes, the user quits, or `--max-frames` is reached.
+pub async fn run(
+    args: WatchArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let url =
+        url::Url::parse(&args.url).map_err(|e| anyhow!("invalid --url {:?}: {e}", args.url))?;
+    if !matches!(url.scheme(), "ws" | "wss") || url.host_str().is_none() {
+        bail!(
+            "invalid --url {:?}: expected ws://host[:port]/ws or wss://…",
+            args.url
+        );
+    }
+    let symbols: Vec<String> = args
+        .symbols
+        .iter()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let base = args.base.as_ref().map(|b| b.trim().to_lowercase());
+    // The base's own rate is needed to convert, even when it is not a shown symbol.
+    let mut wanted = symbols.clone();
+    if let Some(base) = &base
+        && !wanted.is_empty()
+        && !wanted.contains(base)
+    {
+        wanted.push(base.clone());
+    }
+
+    let mut sink = if args.json {
+        Sink::Json
+    } else {
+        if !io::stdout().is_terminal() {
+            bail!(
+                "stdout is not a terminal: use --json for scripts (or give the container a TTY: docker run -t)"
+            );
+        }
+        Sink::Table(
+            Box::new(Board::new(args.url.clone(), symbols, base)),
+            Terminal::enter()?,
+        )
+    };
+
+    let quit = CancellationToken::new();
+    // Stops the key-reading thread on every way out.
+    let _stop_keys = quit.clone().drop_guard();
+    tokio::spawn({
+        let quit = quit.clone();
+        async move {
+            shutdown.await;
+            quit.cancel();
+        }
+    });
+    if let Sink::Table(..) = sink {
+        Terminal::watch_keys(quit.clone());
+    }
+
+    let mut feed = Feed {
+        since: None,
+        frames: 0,
+        full_feed: wanted.is_empty(),
+    };
+    let mut attempt = 0u32;
+    let mut connected_once = false;
+    loop {
+        let request = request_url(&url, &wanted, feed.since);
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(request.as_str(), None, true, None);
+        let result = tokio::select! {
+            () = quit.cancelled() => return Ok(()),
+            result = tokio::time::timeout(args.connect_timeout, connect) => result,
+        };
+        let why = match result {
+            Ok(Ok((ws, _response))) => {
+                connected_once = true;
+                attempt = 0;
+                sink.link(Link::Live)?;
+                match feed.session(ws, &mut sink, &args, &quit).await? {
+                    End::Done => return Ok(()),
+                    End::Lost(why) => why,
+                }
+            }
+            Ok(Err(e)) => describe(&e),
+            Err(_) => format!(
+                "no answer within {}",
+                humantime::format_duration(args.connect_timeout)
+            ),
+        };
+        if !connected_once {
+            drop(sink); // leave the alternate screen before printing the error
+            bail!("cannot connect to {}: {why}", args.url);
+        }
+        attempt += 1;
+        let delay = backoff(FIRST_BACKOFF, MAX_BACKOFF, attempt, &mut rand::rng());
+        let at = Instant::now() + delay;
+        sink.link(Link::Reconnecting {
+            attempt,
+            at: at.into_std(),
+            why,
+        })?;
+        let mut redraw = tokio::time::interval(REDRAW);
+        loop {
+            tokio::select! {
+                () = quit.cancelled() => return Ok(()),
+                () = tokio::time::sleep_until(at) => break,
+                _ = redraw.tick() => sink.redraw()?,
+            }
+        }
+    }
+}
+
+enum End {
+    /// `--max-frames` reached or the user quit.
+    Done,
+    /// The connection is gone (or must be replaced); reconnect with `since`.
+    Lost(String),
+}
+
+/// What survives reconnects: the resume point and the frame count.
+struct Feed {
+    since: Option<u64>,
+    frames: u64,
+    full_feed: bool,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Feed {
+    async fn session(
+        &mut self,
+        mut ws: Ws,
+        sink: &mut Sink,
+        args: &WatchArgs,
+        quit: &CancellationToken,
+    ) -> anyhow::Result<End> {
+        let mut redraw = tokio::time::interval(REDRAW);
+        let mut deadline = Instant::now() + args.idle_timeout;
+        loop {
+            let msg = tokio::select! {
+                () = quit.cancelled() => break,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Ok(End::Lost(format!("no frame for {}", humantime::format_duration(args.idle_timeout))));
+                }
+                _ = redraw.tick() => {
+                    sink.redraw()?;
+                    continue;
+                }
+                msg = ws.next() => msg,
+            };
+            let text = match msg {
+                Some(Ok(Message::Text(text))) => text,
+                // Pings are answered by tungstenite; binary frames are not part of the protocol.
+                Some(Ok(
+                    Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_),
+                )) => continue,
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Ok(End::Lost(format!(
+                        "server closed the stream ({} {})",
+                        u16::from(frame.code),
+                        frame.reason
+                    )));
+                }
+                Some(Ok(Message::Close(None))) | None => {
+                    return Ok(End::Lost("server closed the stream".into()));
+                }
+                Some(Err(e)) => return Ok(End::Lost(describe(&e))),
+            };
+            deadline = Instant::now() + args.idle_timeout;
+            // Unknown frame types (other servers, newer versions) are passed through, not fatal.
+            let frame = serde_json::from_str::<ServerFrame>(&text).ok();
+            let seq = match &frame {
+                Some(ServerFrame::Snapshot(s)) => Some(s.seq),
+                Some(ServerFrame::Delta(d)) => {
+                    match self.since {
+                        // Already seen (a replay overlapping what we had): skip it.
+                        Some(last) if d.seq <= last => continue,
+                        Some(last) if self.full_feed && d.seq != last + 1 => {
+                            return Ok(End::Lost(format!(
+                                "seq jumped from {last} to {}; resuming",
+                                d.seq
+                            )));
+                        }
+                        _ => Some(d.seq),
+                    }
+                }
+                _ => None,
+            };
+            if !sink.frame(&text, frame)? {
+                return Ok(End::Done); // stdout closed (`| head -1`)
+            }
+            self.since = seq.or(self.since);
+            self.frames += 1;
+            if args.max_frames > 0 && self.frames >= args.max_frames {
+                break;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        Ok(End::Done)
+    }
+}
+
+/// Where frames go: NDJSON on stdout, or the table on the terminal.
+enum Sink {
+    Json,
+    Table(Box<Board>, Terminal),
+}
+
+impl Sink {
+    /// Returns false when stdout is gone (the reader of `--json` exited).
+    fn frame(&mut self, text: &str, frame: Option<ServerFrame>) -> io::Result<bool> {
+        match self {
+            Sink::Json => {
+                let mut out = io::stdout().lock();
+                // Frames are single-line JSON already; re-encode the odd pretty-printed one.
+                let written = if text.contains('\n') {
+                    serde_json::from_str::<serde_json::Value>(text)
+                        .map_err(io::Error::other)
+                        .and_then(|v| writeln!(out, "{v}"))
+                } else {
+                    writeln!(out, "{text}")
+                };
+                match written.and_then(|()| out.flush()) {
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+                    other => other.map(|()| true),
+                }
+            }
+            Sink::Table(board, _) => {
+                if let Some(frame) = frame {
+                    board.apply(frame);
+                }
+                board.draw(&mut io::stdout().lock())?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn link(&mut self, link: Link) -> io::Result<()> {
+        match self {
+            Sink::Json => {
+                if let Link::Reconnecting { attempt, at, why } = &link {
+                    let wait = at.saturating_duration_since(std::time::Instant::now());
+                    eprintln!(
+                        "ratecast watch: {why}; reconnecting in {:.1}s (attempt {attempt})",
+                        wait.as_secs_f32()
+                    );
+                }
+                Ok(())
+            }
+            Sink::Table(board, _) => {
+                board.link = link;
+                board.draw(&mut io::stdout().lock())
+            }
+        }
+    }
+
+    fn redraw(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Json => Ok(()),
+            Sink::Table(board, _) => board.draw(&mut io::stdout().lock()),
+        }
+    }
+}
+
+/// Raw mode and the alternate screen for the table; restored on drop, on panic and on every
+/// way out (q, Ctrl-C, SIGTERM, errors).
+struct Terminal;
+
+impl Terminal {
+    fn enter() -> io::Result<Self> {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            Self::restore();
+            previous(info);
+        }));
+        crossterm::terminal::enable_raw_mode()?;
+        crossterm::execute!(
+            io::stdout(),
+            crossterm::terminal::EnterAlternateScreen,
+            crossterm::cursor::Hide
+        )?;
+        Ok(Self)
+    }
+
+    fn restore() {
+        let _ = crossterm::execute!(
+            io::stdout(),
+            crossterm::cursor::Show,
+            crossterm::terminal::LeaveAlternateScreen
+        );
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+
+    /// In raw mode Ctrl-C is a key press, not SIGINT: read keys on a thread of their own.
+    fn watch_keys(quit: CancellationToken) {
+        use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+        std::thread::spawn(move || {
+            while !quit.is_cancelled() {
+                if !event::poll(Duration::from_millis(200)).unwrap_or(false) {
+                    continue;
+                }
+                if let Ok(Event::Key(key)) = event::read() {
+                    let ctrl_c = key.code == KeyCode::Char('c')
+                        && key.modifiers.contains(KeyModifiers::CONTROL);
+                    if key.kind == KeyEventKind::Press
+                        && (ctrl_c || matches!(key.code, KeyCode::Char('q') | KeyCode::Esc))
+                    {
+                        quit.cancel();
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        Self::restore();
+    }
+}
+
+fn request_url(url: &url::Url, symbols: &[String], since: Option<u64>) -> url::Url {
+    let mut url = url.clone();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "since" && k != "symbols")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.set_query(None);
+    let mut pairs = url.query_pairs_mut();
+    pairs.extend_pairs(kept);
+    if !symbols.is_empty() {
+        pairs.append_pair("symbols", &symbols.join(","));
+    }
+    if let Some(since) = since {
+        pairs.append_pair("since", &since.to_string());
+    }
+    drop(pairs);
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url
+}
+
+/// One line a person can act on, for the errors a connection attempt meets.
+fn describe(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let detail = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_owned));
+            match detail {
+                Some(detail) => format!("server answered HTTP {}: {detail}", response.status()),
+                None => format!(
+                    "server answered HTTP {} instead of a WebSocket upgrade",
+                    response.status()
+                ),
+            }
+        }
+        tungstenite::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_url_replaces_resume_and_filter() {
+        let base = url::Url::parse("ws://h:8080/ws?since=3&token=x").unwrap();
+        assert_eq!(
+            request_url(&base, &[], None).as_str(),
+            "ws://h:8080/ws?token=x"
+        );
+        let url = request_url(&base, &["usd".into(), "eth".into()], Some(42));
+        assert_eq!(
+            url.as_str(),
+            "ws://h:8080/ws?token=x&symbols=usd%2Ceth&since=42"
+        );
+        let plain = url::Url::parse("wss://h/ws").unwrap();
+        assert_eq!(request_url(&plain, &[], None).as_str(), "wss://h/ws");
+    }
+}

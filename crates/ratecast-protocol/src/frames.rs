@@ -1,0 +1,199 @@
+//! The wire protocol (docs/protocol.md): frames the server sends and commands clients send.
+//! Pure data shared by the server, `ratecast watch` and the load generator.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::rates::{Change, Rate, Rates};
+use crate::status::{Source, UpstreamState};
+
+/// Every server → client text frame, tagged by `type` (the tags are [`FrameKind`]'s names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerFrame {
+    Snapshot(Snapshot),
+    Delta(Delta),
+    Status(Status),
+    Heartbeat(Heartbeat),
+    Pong(Pong),
+    Error(ErrorFrame),
+}
+
+/// The whole table at `seq`: the first frame of a connection and every resync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub seq: u64,
+    /// Publish time of `seq`, ms since the epoch.
+    pub ts: u64,
+    pub source: Source,
+    pub stale: bool,
+    pub rates: Rates,
+}
+
+/// What changed from `seq - 1` to `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    pub seq: u64,
+    pub ts: u64,
+    pub changed: BTreeMap<String, ChangedRate>,
+    pub removed: Vec<String>,
+}
+
+/// A new or changed unit with its previous value (`null` when just added).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangedRate {
+    pub name: String,
+    pub unit: String,
+    pub value: f64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub prev: Option<f64>,
+}
+
+impl From<&Change> for ChangedRate {
+    fn from(change: &Change) -> Self {
+        let Rate {
+            name,
+            unit,
+            value,
+            kind,
+        } = change.rate.clone();
+        Self {
+            name,
+            unit,
+            value,
+            kind,
+            prev: change.prev,
+        }
+    }
+}
+
+/// Sent when the upstream state or the stale flag changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub ts: u64,
+    pub source: Source,
+    pub stale: bool,
+    pub upstream: UpstreamState,
+}
+
+/// Sent every heartbeat interval so browsers (which cannot see pings) can tell a quiet feed from a dead one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub seq: u64,
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub error: String,
+}
+
+/// Client → server commands, tagged by `op`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ClientCommand {
+    Ping,
+    /// Replace the connection's filter; empty or null means the full feed.
+    Subscribe {
+        symbols: Option<Vec<String>>,
+    },
+}
+
+impl ServerFrame {
+    /// Serialises once; the bytes are shared by every subscriber that gets this frame.
+    pub fn encode(&self) -> Bytes {
+        // Serialising these plain structs cannot fail: every map key is a string and floats
+        // were validated finite on the way in.
+        Bytes::from(serde_json::to_vec(self).expect("frame serialises"))
+    }
+}
+
+/// The `type` tag of a server frame; `Unknown` for types a newer server may add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameKind {
+    Snapshot,
+    Delta,
+    Status,
+    Heartbeat,
+    Pong,
+    Error,
+    #[serde(other)]
+    Unknown,
+}
+
+/// The fields every consumer that only counts and orders frames needs, parsed without
+/// allocating (the load generator reads hundreds of thousands of frames a second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct FrameHead {
+    #[serde(rename = "type")]
+    pub kind: FrameKind,
+    pub seq: Option<u64>,
+    pub ts: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One list of tags: a frame the server encodes is read back as the kind it is.
+    #[test]
+    fn every_frame_reads_back_as_its_kind() {
+        let frames = [
+            (
+                ServerFrame::Snapshot(Snapshot {
+                    seq: 7,
+                    ts: 1,
+                    source: Source::Demo,
+                    stale: false,
+                    rates: Rates::new(),
+                }),
+                FrameKind::Snapshot,
+            ),
+            (
+                ServerFrame::Delta(Delta {
+                    seq: 8,
+                    ts: 2,
+                    changed: BTreeMap::new(),
+                    removed: vec![],
+                }),
+                FrameKind::Delta,
+            ),
+            (
+                ServerFrame::Status(Status {
+                    ts: 3,
+                    source: Source::CoinGecko,
+                    stale: true,
+                    upstream: UpstreamState::default(),
+                }),
+                FrameKind::Status,
+            ),
+            (
+                ServerFrame::Heartbeat(Heartbeat { seq: 9, ts: 4 }),
+                FrameKind::Heartbeat,
+            ),
+            (ServerFrame::Pong(Pong { ts: 5 }), FrameKind::Pong),
+            (
+                ServerFrame::Error(ErrorFrame { error: "x".into() }),
+                FrameKind::Error,
+            ),
+        ];
+        for (frame, kind) in frames {
+            let bytes = frame.encode();
+            let head: FrameHead = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(head.kind, kind, "{}", String::from_utf8_lossy(&bytes));
+            let back: ServerFrame = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(back, frame);
+        }
+        let future: FrameHead = serde_json::from_str(r#"{"type":"later","seq":1}"#).unwrap();
+        assert_eq!(future.kind, FrameKind::Unknown);
+    }
+}

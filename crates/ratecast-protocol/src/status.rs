@@ -1,0 +1,91 @@
+//! Where the served data comes from and how healthy that source is: carried by REST bodies and
+//! the stream's status frames.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::rfc3339_opt;
+
+/// Where the served data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[serde(rename = "coingecko")]
+    CoinGecko,
+    Demo,
+}
+
+/// Health of the upstream as the poller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamStatus {
+    /// The last poll succeeded.
+    Ok,
+    /// Recent polls failed, but fewer than [`DOWN_AFTER_FAILURES`] in a row.
+    Degraded,
+    /// At least [`DOWN_AFTER_FAILURES`] polls in a row failed.
+    Down,
+}
+
+/// Consecutive failures after which the upstream counts as down rather than degraded.
+pub const DOWN_AFTER_FAILURES: u32 = 3;
+
+/// Upstream state exposed by the REST API and the stream's status frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamState {
+    pub status: UpstreamStatus,
+    #[serde(with = "rfc3339_opt")]
+    pub last_success: Option<SystemTime>,
+    /// Kind of the last failure (`timeout`, `rate_limited`, `invalid_payload`, …), kept after recovery.
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+}
+
+impl Default for UpstreamState {
+    fn default() -> Self {
+        Self {
+            status: UpstreamStatus::Degraded,
+            last_success: None,
+            last_error: None,
+            consecutive_failures: 0,
+        }
+    }
+}
+
+impl UpstreamState {
+    pub fn record_success(&mut self, at: SystemTime) {
+        self.status = UpstreamStatus::Ok;
+        self.last_success = Some(at);
+        self.consecutive_failures = 0;
+    }
+
+    pub fn record_failure(&mut self, kind: &str) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.last_error = Some(kind.to_owned());
+        self.status = if self.consecutive_failures >= DOWN_AFTER_FAILURES {
+            UpstreamStatus::Down
+        } else {
+            UpstreamStatus::Degraded
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_state_goes_degraded_then_down_then_ok() {
+        let mut state = UpstreamState::default();
+        state.record_failure("timeout");
+        assert_eq!(state.status, UpstreamStatus::Degraded);
+        state.record_failure("timeout");
+        state.record_failure("http_5xx");
+        assert_eq!(state.status, UpstreamStatus::Down);
+        state.record_success(SystemTime::now());
+        assert_eq!(state.status, UpstreamStatus::Ok);
+        assert_eq!(state.last_error.as_deref(), Some("http_5xx"));
+        assert_eq!(state.consecutive_failures, 0);
+    }
+}

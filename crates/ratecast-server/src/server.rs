@@ -1,0 +1,138 @@
+//! Wiring: the routers, and `run`, which starts the poller, the timers and the accept loops on
+//! listeners the caller binds (tests use port 0) and drains on shutdown.
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::accept::{self, SocketOptions};
+use crate::config::Config;
+use crate::state::AppState;
+use crate::upstream::{CoinGecko, Demo, SetupError, Upstream};
+use crate::{http, poller, web, ws};
+
+/// The whole HTTP surface (REST, page, stream, health, metrics unless served separately).
+/// Starts the stream's fan-out shards, so call it inside a Tokio runtime.
+pub fn app(state: AppState) -> Router {
+    let routes = http::routes(&state)
+        .layer(http::timeout_layer())
+        .merge(web::router())
+        .merge(ws::routes(&state));
+    http::with_middleware(routes, &state).with_state(state)
+}
+
+/// The metrics-only router for `--metrics-listen`.
+pub fn metrics_app(state: AppState) -> Router {
+    let routes = Router::new().route("/metrics", axum::routing::get(http::metrics));
+    http::with_middleware(routes, &state).with_state(state)
+}
+
+fn upstream(config: &Config) -> Result<Upstream, SetupError> {
+    Ok(if config.demo {
+        Upstream::Demo(Demo::new())
+    } else {
+        Upstream::CoinGecko(CoinGecko::new(
+            &config.upstream_url,
+            config.api_key.as_ref().map(|k| k.expose()),
+            config.request_timeout,
+        )?)
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot set up the upstream client: {0}")]
+    Upstream(#[from] SetupError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves until `shutdown` completes, then drains within the grace period and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let upstream = upstream(&config)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let state = AppState::new(config);
+    let config = state.config.clone();
+    let token = state.shutdown.clone();
+    info!(
+        listen = %listener.local_addr()?,
+        source = if config.demo { "demo" } else { "coingecko" },
+        upstream = %config.upstream_url,
+        poll_interval = ?config.poll_interval,
+        "ratecast serving"
+    );
+
+    let poller_config = poller::PollerConfig {
+        interval: config.poll_interval,
+        max_backoff: config.max_backoff,
+    };
+    let poller = tokio::spawn(poller::run(
+        upstream,
+        state.store.clone(),
+        state.metrics.clone(),
+        poller_config,
+        token.clone(),
+    ));
+    tokio::spawn(ticker(state.clone()));
+
+    let options = SocketOptions {
+        send_buffer: config.ws.socket_send_buffer as usize,
+    };
+    let serve = |listener: TcpListener, router: Router| {
+        tokio::spawn(accept::serve(listener, router, options, token.clone()))
+    };
+    let mut server = serve(listener, app(state.clone()));
+    let metrics_server = metrics_listener.map(|l| serve(l, metrics_app(state.clone())));
+
+    tokio::select! {
+        () = shutdown => token.cancel(),
+        result = &mut server => {
+            token.cancel();
+            result.map_err(std::io::Error::other)?;
+        }
+    }
+
+    info!(grace = ?config.shutdown_grace, "draining");
+    state.tasks.close();
+    let drain = async {
+        let _ = server.await;
+        state.tasks.wait().await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
+        let _ = poller.await;
+    };
+    if tokio::time::timeout(config.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
+        warn!("grace period over with connections still open; exiting anyway");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// One timer for the stale flag (no poll is needed to go stale) and metrics upkeep.
+async fn ticker(state: AppState) {
+    let mut every = tokio::time::interval(state.config.ws.heartbeat_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = state.shutdown.cancelled() => return,
+        }
+        let now = SystemTime::now();
+        state.store.refresh_stale(now);
+        state.metrics.upkeep();
+    }
+}

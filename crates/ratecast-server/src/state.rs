@@ -1,0 +1,50 @@
+//! The state every request handler and connection task shares.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client_ip::ClientIpResolver;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreConfig};
+use crate::ws::Connections;
+use ratecast_protocol::Source;
+
+/// Everything a request handler or connection task needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub client_ip: ClientIpResolver,
+    /// Cancelled when shutdown starts: readiness flips, WebSockets close with 1001.
+    pub shutdown: CancellationToken,
+    /// Connection tasks that outlive their HTTP request (WebSockets), awaited on shutdown.
+    pub tasks: TaskTracker,
+    /// Open WebSocket connections, counted against the global and per-IP caps.
+    pub connections: Arc<Connections>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Self {
+        let source = if config.demo {
+            Source::Demo
+        } else {
+            Source::CoinGecko
+        };
+        Self {
+            store: Arc::new(Store::new(StoreConfig {
+                broadcast_capacity: config.ws.broadcast_buffer as usize,
+                ..StoreConfig::new(source, config.stale_after)
+            })),
+            metrics: Arc::new(Metrics::new()),
+            client_ip: ClientIpResolver::new(&config.trusted_proxy),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            connections: Arc::default(),
+            config: Arc::new(config),
+        }
+    }
+}

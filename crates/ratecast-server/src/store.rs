@@ -1,0 +1,343 @@
+//! The versioned rates store: current table, `seq`, a ring of recent deltas (for resume), a
+//! per-unit history (for sparklines), the upstream state, and the broadcast of every change.
+//!
+//! Every stream frame is serialised here, once, when the change happens; the fan-out writes
+//! those bytes to every socket.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use ratecast_protocol::frames::{self as protocol, ServerFrame};
+use ratecast_protocol::rates::{Changes, Rates, diff};
+use ratecast_protocol::time::unix_ms;
+use ratecast_protocol::{Source, UpstreamState, UpstreamStatus};
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub source: Source,
+    /// Deltas kept for `?since=` resume.
+    pub ring_capacity: usize,
+    /// Points kept per unit, and their maximum age, for `/api/v1/history`.
+    pub history_points: usize,
+    pub history_window: Duration,
+    /// Data older than this is flagged stale even if the upstream has not been declared down.
+    pub stale_after: Duration,
+    /// Events buffered per fan-out shard before the shard lags and resyncs its subscribers.
+    pub broadcast_capacity: usize,
+}
+
+impl StoreConfig {
+    pub fn new(source: Source, stale_after: Duration) -> Self {
+        Self {
+            source,
+            ring_capacity: 1_024,
+            history_points: 2_880,
+            history_window: Duration::from_secs(24 * 3600),
+            stale_after,
+            broadcast_capacity: 256,
+        }
+    }
+}
+
+/// One published change, with its full-feed frame serialised once.
+#[derive(Debug)]
+pub struct DeltaEvent {
+    pub seq: u64,
+    pub ts: u64,
+    pub changes: Changes,
+    pub frame: Bytes,
+}
+
+/// What the broadcast channel carries: cheap to clone (an `Arc` or a `Bytes`).
+#[derive(Debug, Clone)]
+pub enum Event {
+    Delta(Arc<DeltaEvent>),
+    /// A pre-serialised status frame.
+    Status(Bytes),
+}
+
+/// The current table and everything derived from it, rebuilt on each change.
+#[derive(Debug)]
+pub struct View {
+    pub seq: u64,
+    /// Publish time of `seq` (ms since the epoch).
+    pub ts: u64,
+    pub updated_at: SystemTime,
+    pub source: Source,
+    pub stale: bool,
+    pub upstream: UpstreamState,
+    pub rates: Arc<Rates>,
+    /// Full-feed snapshot frame.
+    pub snapshot_frame: Bytes,
+}
+
+/// Resume outcome for `?since=`.
+pub enum Resume {
+    /// Every delta after `since` is held: replay these, then go live.
+    Replay(Vec<Arc<DeltaEvent>>),
+    /// Not all are held (or `since` is from another process): start from a snapshot.
+    Snapshot,
+}
+
+pub struct Store {
+    config: StoreConfig,
+    inner: RwLock<Inner>,
+    events: broadcast::Sender<Event>,
+}
+
+struct Inner {
+    seq: u64,
+    rates: Arc<Rates>,
+    upstream: UpstreamState,
+    stale: bool,
+    view: Option<Arc<View>>,
+    ring: VecDeque<Arc<DeltaEvent>>,
+    history: HashMap<String, VecDeque<(u64, f64)>>,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        let (events, _) = broadcast::channel(config.broadcast_capacity);
+        Self {
+            inner: RwLock::new(Inner {
+                seq: initial_seq(),
+                rates: Arc::default(),
+                upstream: UpstreamState::default(),
+                stale: false,
+                view: None,
+                ring: VecDeque::with_capacity(config.ring_capacity),
+                history: HashMap::new(),
+            }),
+            config,
+            events,
+        }
+    }
+
+    pub fn source(&self) -> Source {
+        self.config.source
+    }
+
+    /// Applies an accepted poll. Returns the new `seq` when anything changed.
+    pub fn apply(&self, rates: Rates, now: SystemTime) -> Option<u64> {
+        let mut inner = self.write();
+        let changes = diff(&inner.rates, &rates);
+        if changes.is_empty() {
+            return None;
+        }
+        let seq = inner.seq + 1;
+        let ts = unix_ms(now);
+        let frame = ServerFrame::Delta(protocol::Delta {
+            seq,
+            ts,
+            changed: changes
+                .changed
+                .iter()
+                .map(|(code, change)| (code.clone(), change.into()))
+                .collect(),
+            removed: changes.removed.clone(),
+        })
+        .encode();
+        self.record_history(&mut inner, &changes, ts, now);
+        let event = Arc::new(DeltaEvent {
+            seq,
+            ts,
+            changes,
+            frame,
+        });
+        if inner.ring.len() == self.config.ring_capacity {
+            inner.ring.pop_front();
+        }
+        inner.ring.push_back(event.clone());
+        inner.seq = seq;
+        inner.rates = Arc::new(rates);
+        inner.stale = self.is_stale(&inner.upstream, Some(now), now);
+        self.rebuild_view(&mut inner, ts, now);
+        // Sent under the write lock so that a subscriber's snapshot and its receiver agree.
+        let _ = self.events.send(Event::Delta(event));
+        Some(seq)
+    }
+
+    pub fn record_success(&self, now: SystemTime) {
+        self.update_upstream(now, |state| state.record_success(now));
+    }
+
+    pub fn record_failure(&self, kind: &str, now: SystemTime) {
+        self.update_upstream(now, |state| state.record_failure(kind));
+    }
+
+    /// Re-evaluates the stale flag as time passes (no poll needed to go stale).
+    pub fn refresh_stale(&self, now: SystemTime) {
+        self.update_upstream(now, |_| {});
+    }
+
+    fn update_upstream(&self, now: SystemTime, update: impl FnOnce(&mut UpstreamState)) {
+        let mut inner = self.write();
+        let before = (inner.upstream.status, inner.stale);
+        update(&mut inner.upstream);
+        let updated_at = inner.view.as_ref().map(|v| v.updated_at);
+        inner.stale = self.is_stale(&inner.upstream, updated_at, now);
+        let after = (inner.upstream.status, inner.stale);
+        let ts = unix_ms(now);
+        // Views and status frames only change when something a viewer sees changes.
+        if before != after
+            || inner
+                .view
+                .as_ref()
+                .is_some_and(|v| v.upstream != inner.upstream)
+        {
+            let view_ts = inner.view.as_ref().map_or(ts, |v| v.ts);
+            if inner.view.is_some() {
+                self.rebuild_view(&mut inner, view_ts, updated_at.unwrap_or(now));
+            }
+        }
+        if before != after {
+            let frame = ServerFrame::Status(protocol::Status {
+                ts,
+                source: self.config.source,
+                stale: inner.stale,
+                upstream: inner.upstream.clone(),
+            })
+            .encode();
+            let _ = self.events.send(Event::Status(frame));
+        }
+    }
+
+    fn is_stale(
+        &self,
+        upstream: &UpstreamState,
+        updated_at: Option<SystemTime>,
+        now: SystemTime,
+    ) -> bool {
+        if self.config.source == Source::Demo {
+            return false;
+        }
+        let too_old = updated_at
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > self.config.stale_after);
+        upstream.status == UpstreamStatus::Down || too_old
+    }
+
+    fn rebuild_view(&self, inner: &mut Inner, ts: u64, updated_at: SystemTime) {
+        let snapshot_frame = ServerFrame::Snapshot(protocol::Snapshot {
+            seq: inner.seq,
+            ts,
+            source: self.config.source,
+            stale: inner.stale,
+            rates: (*inner.rates).clone(),
+        })
+        .encode();
+        inner.view = Some(Arc::new(View {
+            seq: inner.seq,
+            ts,
+            updated_at,
+            source: self.config.source,
+            stale: inner.stale,
+            upstream: inner.upstream.clone(),
+            rates: inner.rates.clone(),
+            snapshot_frame,
+        }));
+    }
+
+    fn record_history(&self, inner: &mut Inner, changes: &Changes, ts: u64, now: SystemTime) {
+        let oldest = unix_ms(now).saturating_sub(self.config.history_window.as_millis() as u64);
+        for (code, change) in &changes.changed {
+            let points = inner.history.entry(code.clone()).or_default();
+            while points.len() >= self.config.history_points
+                || points.front().is_some_and(|&(t, _)| t < oldest)
+            {
+                points.pop_front();
+            }
+            points.push_back((ts, change.rate.value));
+        }
+        for code in &changes.removed {
+            inner.history.remove(code);
+        }
+    }
+
+    /// The current view; `None` until the first good poll.
+    pub fn view(&self) -> Option<Arc<View>> {
+        self.read().view.clone()
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.read().seq
+    }
+
+    /// History of one unit, oldest first; `None` for a unit not currently served.
+    pub fn history(&self, code: &str) -> Option<Vec<(u64, f64)>> {
+        let inner = self.read();
+        inner.rates.get(code)?;
+        Some(
+            inner
+                .history
+                .get(code)
+                .map(|p| p.iter().copied().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Histories of the served units among `codes` (all served units when empty).
+    pub fn histories(&self, codes: &BTreeSet<String>) -> BTreeMap<String, Vec<(u64, f64)>> {
+        let inner = self.read();
+        let points = |code: &String| {
+            let series = inner.history.get(code).map(|p| p.iter().copied().collect());
+            (code.clone(), series.unwrap_or_default())
+        };
+        if codes.is_empty() {
+            inner.rates.keys().map(points).collect()
+        } else {
+            codes
+                .iter()
+                .filter(|c| inner.rates.contains_key(*c))
+                .map(points)
+                .collect()
+        }
+    }
+
+    /// The stream of changes from now on. A subscriber that then takes [`Store::view`] or
+    /// [`Store::resume`] sees every event after that view's `seq` on this receiver.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The current view and, when every delta after `since` is still held, those deltas.
+    pub fn resume(&self, since: u64) -> (Option<Arc<View>>, Resume) {
+        let inner = self.read();
+        let oldest_held = inner.ring.front().map_or(inner.seq + 1, |d| d.seq);
+        let resume = if since <= inner.seq && since + 1 >= oldest_held && inner.view.is_some() {
+            Resume::Replay(
+                inner
+                    .ring
+                    .iter()
+                    .filter(|d| d.seq > since)
+                    .cloned()
+                    .collect(),
+            )
+        } else {
+            Resume::Snapshot
+        };
+        (inner.view.clone(), resume)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-updated in a way readers
+        // care about (every field is replaced whole), so poisoning is ignored.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `seq` starts at a random per-process offset (below 2^52, so JavaScript reads it exactly):
+/// a `since=` that a client got from another replica then falls outside our ring and yields
+/// a snapshot instead of a wrong replay.
+fn initial_seq() -> u64 {
+    use rand::Rng;
+    rand::rng().random_range(1u64 << 32..1u64 << 48) << 4
+}

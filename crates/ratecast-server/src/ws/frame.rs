@@ -1,0 +1,321 @@
+//! RFC 6455 framing, just what the stream needs. Server frames are unmasked, so a frame's bytes
+//! are the same for every subscriber: they are encoded once and shared. Client frames are
+//! masked, small, and decoded incrementally.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+pub mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// A final, unmasked frame.
+pub fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    out.put_u8(0x80 | opcode);
+    match payload.len() {
+        len @ 0..=125 => out.put_u8(len as u8),
+        len @ 126..=0xFFFF => {
+            out.put_u8(126);
+            out.put_u16(len as u16);
+        }
+        len => {
+            out.put_u8(127);
+            out.put_u64(len as u64);
+        }
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+pub fn text(payload: &[u8]) -> Bytes {
+    encode(opcode::TEXT, payload)
+}
+
+pub fn close(code: u16, reason: &str) -> Bytes {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    encode(opcode::CLOSE, &payload)
+}
+
+/// A complete message from the client.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    Text(String),
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// Why a client's bytes cannot be accepted, with the close code to answer.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("message over the size limit")]
+    TooBig,
+    #[error("text is not UTF-8")]
+    BadUtf8,
+    #[error("binary frames are not supported")]
+    Binary,
+}
+
+impl DecodeError {
+    /// The close reason sent to the client.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Protocol(reason) => reason,
+            Self::TooBig => "message over 4 KiB",
+            Self::BadUtf8 => "text is not UTF-8",
+            Self::Binary => "binary frames are not supported",
+        }
+    }
+
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::Protocol(_) => 1002,
+            Self::TooBig => 1009,
+            Self::BadUtf8 => 1007,
+            Self::Binary => 1003,
+        }
+    }
+}
+
+/// Incremental decoder of masked client frames, assembling fragmented text messages.
+pub struct Decoder {
+    buf: BytesMut,
+    /// Text message being assembled from fragments.
+    partial: Option<Vec<u8>>,
+    max_message: usize,
+}
+
+impl Decoder {
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            partial: None,
+            max_message,
+        }
+    }
+
+    /// Room to read into; allocated only while a client is actually sending.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < 512 {
+            self.buf.reserve(1024);
+        }
+        &mut self.buf
+    }
+
+    /// Drops the read buffer's memory when it is empty (an idle connection keeps none).
+    pub fn shrink(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// The next complete message, `None` when more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<Incoming>, DecodeError> {
+        loop {
+            let Some((fin, op, payload)) = self.next_frame()? else {
+                return Ok(None);
+            };
+            match op {
+                opcode::PING => return Ok(Some(Incoming::Ping(payload))),
+                opcode::PONG => return Ok(Some(Incoming::Pong)),
+                opcode::CLOSE => return Ok(Some(Incoming::Close)),
+                opcode::TEXT if self.partial.is_some() => {
+                    return Err(DecodeError::Protocol("new message inside a fragmented one"));
+                }
+                opcode::TEXT if fin => return Self::utf8(payload.to_vec()).map(Some),
+                opcode::TEXT => self.partial = Some(payload.to_vec()),
+                opcode::CONTINUATION => {
+                    let partial = self
+                        .partial
+                        .as_mut()
+                        .ok_or(DecodeError::Protocol("continuation without a message"))?;
+                    if partial.len() + payload.len() > self.max_message {
+                        return Err(DecodeError::TooBig);
+                    }
+                    partial.extend_from_slice(&payload);
+                    if fin {
+                        let message = self.partial.take().unwrap_or_default();
+                        return Self::utf8(message).map(Some);
+                    }
+                }
+                _ => return Err(DecodeError::Protocol("reserved opcode")),
+            }
+        }
+    }
+
+    fn utf8(bytes: Vec<u8>) -> Result<Incoming, DecodeError> {
+        String::from_utf8(bytes)
+            .map(Incoming::Text)
+            .map_err(|_| DecodeError::BadUtf8)
+    }
+
+    fn next_frame(&mut self) -> Result<Option<(bool, u8, Bytes)>, DecodeError> {
+        let buf = &self.buf[..];
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        let (b0, b1) = (buf[0], buf[1]);
+        let (fin, op) = (b0 & 0x80 != 0, b0 & 0x0F);
+        if b0 & 0x70 != 0 {
+            return Err(DecodeError::Protocol("reserved bits set"));
+        }
+        if b1 & 0x80 == 0 {
+            return Err(DecodeError::Protocol("client frames must be masked"));
+        }
+        let is_control = op & 0x8 != 0;
+        let (len, header) = match b1 & 0x7F {
+            126 if buf.len() < 4 => return Ok(None),
+            126 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+            127 if buf.len() < 10 => return Ok(None),
+            127 => (
+                u64::from_be_bytes(buf[2..10].try_into().unwrap_or_default()),
+                10,
+            ),
+            n => (u64::from(n), 2),
+        };
+        if is_control && (!fin || len > 125) {
+            return Err(DecodeError::Protocol("bad control frame"));
+        }
+        // Refused before buffering: such payloads are never read.
+        if op == opcode::BINARY {
+            return Err(DecodeError::Binary);
+        }
+        if len > self.max_message as u64 {
+            return Err(DecodeError::TooBig);
+        }
+        let total = header + 4 + len as usize;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let mask = [
+            buf[header],
+            buf[header + 1],
+            buf[header + 2],
+            buf[header + 3],
+        ];
+        self.buf.advance(header + 4);
+        let mut payload = self.buf.split_to(len as usize);
+        for (i, byte) in payload.iter_mut().enumerate() {
+            *byte ^= mask[i % 4];
+        }
+        Ok(Some((fin, op, payload.freeze())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn decode_all(bytes: &[u8]) -> Vec<Result<Incoming, DecodeError>> {
+        let mut d = Decoder::new(4096);
+        let mut out = Vec::new();
+        // Byte by byte: the decoder must cope with any split.
+        for b in bytes {
+            d.buffer().put_u8(*b);
+            loop {
+                match d.next_message() {
+                    Ok(Some(m)) => out.push(Ok(m)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(Err(e));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn encodes_all_length_forms() {
+        assert_eq!(&text(b"hi")[..], b"\x81\x02hi");
+        let medium = text(&[b'a'; 300]);
+        assert_eq!(&medium[..4], &[0x81, 126, 0x01, 0x2C]);
+        let large = text(&vec![b'a'; 70_000]);
+        assert_eq!(&large[..2], &[0x81, 127]);
+        assert_eq!(large.len(), 70_010);
+        assert_eq!(&close(1001, "bye")[..], b"\x88\x05\x03\xe9bye");
+    }
+
+    #[test]
+    fn decodes_masked_text_fragments_and_control_frames() {
+        let mut bytes = masked(0x01, b"{\"op\":");
+        bytes.extend(masked(0x89, b"p")); // a ping between fragments
+        bytes.extend(masked(0x80, b"\"ping\"}"));
+        bytes.extend(masked(0x8A, b""));
+        bytes.extend(masked(0x88, &1000u16.to_be_bytes()));
+        let got: Vec<_> = decode_all(&bytes).into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            got,
+            [
+                Incoming::Ping(Bytes::from_static(b"p")),
+                Incoming::Text("{\"op\":\"ping\"}".into()),
+                Incoming::Pong,
+                Incoming::Close
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_what_the_protocol_or_our_limits_forbid() {
+        let unmasked = b"\x81\x02hi".to_vec();
+        assert_eq!(
+            decode_all(&unmasked).pop(),
+            Some(Err(DecodeError::Protocol("client frames must be masked")))
+        );
+        assert_eq!(
+            decode_all(&masked(0x81, &[b'a'; 5000])).pop(),
+            Some(Err(DecodeError::TooBig))
+        );
+        assert_eq!(
+            decode_all(&masked(0x81, &[0xFF, 0xFE])).pop(),
+            Some(Err(DecodeError::BadUtf8))
+        );
+        assert_eq!(
+            decode_all(&masked(0x82, b"bin")).pop(),
+            Some(Err(DecodeError::Binary))
+        );
+        assert_eq!(
+            decode_all(&masked(0xC1, b"x")).pop(),
+            Some(Err(DecodeError::Protocol("reserved bits set")))
+        );
+        assert_eq!(
+            decode_all(&masked(0x80, b"x")).pop(),
+            Some(Err(DecodeError::Protocol("continuation without a message")))
+        );
+        assert_eq!(
+            decode_all(&masked(0x09, b"x")).pop(),
+            Some(Err(DecodeError::Protocol("bad control frame")))
+        );
+        let mut two_big_fragments = masked(0x01, &[b'a'; 3000]);
+        two_big_fragments.extend(masked(0x80, &[b'a'; 3000]));
+        assert_eq!(
+            decode_all(&two_big_fragments).pop(),
+            Some(Err(DecodeError::TooBig))
+        );
+    }
+}
