@@ -63,6 +63,7 @@ fn serialise(c: &mut Criterion) {
         ts: 1_732_550_000_123,
         source: Source::CoinGecko,
         stale: false,
+        checked_at: Some(1_732_550_000_123),
         rates: new.clone(),
     });
     let mut group = c.benchmark_group("encode");

@@ -29,6 +29,10 @@ pub struct Snapshot {
     pub ts: u64,
     pub source: Source,
     pub stale: bool,
+    /// When the upstream last confirmed these rates (ms since the epoch): the data's age is
+    /// counted from here, not from the last change.
+    #[serde(default)]
+    pub checked_at: Option<u64>,
     pub rates: Rates,
 }
 
@@ -70,13 +74,25 @@ impl From<&Change> for ChangedRate {
     }
 }
 
-/// Sent when the upstream state or the stale flag changes.
+/// Sent when the upstream state or the stale flag changes, and to a new connection while the
+/// server holds no data (it says why, and when the next attempt is).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub ts: u64,
     pub source: Source,
+    /// The data is not confirmed current: the upstream is down, or has not confirmed it for
+    /// longer than the stale threshold.
     pub stale: bool,
     pub upstream: UpstreamState,
+    /// Why the data is stale or missing, for people; `None` when all is well.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When the rates last changed (ms since the epoch); `None` before the first data.
+    #[serde(default)]
+    pub updated_at: Option<u64>,
+    /// When the upstream last confirmed the rates (ms since the epoch).
+    #[serde(default)]
+    pub checked_at: Option<u64>,
 }
 
 /// Sent every heartbeat interval so browsers (which cannot see pings) can tell a quiet feed from a dead one.
@@ -84,6 +100,10 @@ pub struct Status {
 pub struct Heartbeat {
     pub seq: u64,
     pub ts: u64,
+    /// When the upstream last confirmed the rates (ms since the epoch), so that a page can
+    /// show the data's age without a status frame.
+    #[serde(default)]
+    pub checked_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -154,6 +174,7 @@ mod tests {
                     ts: 1,
                     source: Source::Demo,
                     stale: false,
+                    checked_at: Some(1),
                     rates: Rates::new(),
                 }),
                 FrameKind::Snapshot,
@@ -173,11 +194,18 @@ mod tests {
                     source: Source::CoinGecko,
                     stale: true,
                     upstream: UpstreamState::default(),
+                    reason: Some("why".into()),
+                    updated_at: None,
+                    checked_at: Some(2),
                 }),
                 FrameKind::Status,
             ),
             (
-                ServerFrame::Heartbeat(Heartbeat { seq: 9, ts: 4 }),
+                ServerFrame::Heartbeat(Heartbeat {
+                    seq: 9,
+                    ts: 4,
+                    checked_at: None,
+                }),
                 FrameKind::Heartbeat,
             ),
             (ServerFrame::Pong(Pong { ts: 5 }), FrameKind::Pong),

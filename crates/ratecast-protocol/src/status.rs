@@ -40,6 +40,9 @@ pub struct UpstreamState {
     /// Kind of the last failure (`timeout`, `rate_limited`, `invalid_payload`, …), kept after recovery.
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
+    /// When the poller tries again after a failure; `None` while polls succeed.
+    #[serde(with = "rfc3339_opt", default)]
+    pub next_attempt: Option<SystemTime>,
 }
 
 impl Default for UpstreamState {
@@ -49,6 +52,7 @@ impl Default for UpstreamState {
             last_success: None,
             last_error: None,
             consecutive_failures: 0,
+            next_attempt: None,
         }
     }
 }
@@ -58,11 +62,13 @@ impl UpstreamState {
         self.status = UpstreamStatus::Ok;
         self.last_success = Some(at);
         self.consecutive_failures = 0;
+        self.next_attempt = None;
     }
 
-    pub fn record_failure(&mut self, kind: &str) {
+    pub fn record_failure(&mut self, kind: &str, next_attempt: Option<SystemTime>) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = Some(kind.to_owned());
+        self.next_attempt = next_attempt;
         self.status = if self.consecutive_failures >= DOWN_AFTER_FAILURES {
             UpstreamStatus::Down
         } else {
@@ -78,10 +84,10 @@ mod tests {
     #[test]
     fn upstream_state_goes_degraded_then_down_then_ok() {
         let mut state = UpstreamState::default();
-        state.record_failure("timeout");
+        state.record_failure("timeout", None);
         assert_eq!(state.status, UpstreamStatus::Degraded);
-        state.record_failure("timeout");
-        state.record_failure("http_5xx");
+        state.record_failure("timeout", None);
+        state.record_failure("http_5xx", None);
         assert_eq!(state.status, UpstreamStatus::Down);
         state.record_success(SystemTime::now());
         assert_eq!(state.status, UpstreamStatus::Ok);

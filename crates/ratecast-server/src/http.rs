@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -92,8 +93,21 @@ pub fn with_middleware(router: Router<AppState>, state: &AppState) -> Router<App
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal.into_response()
                 }))
-                .layer(TraceLayer::new_for_http()),
+                .layer(TraceLayer::new_for_http().on_failure(log_failure)),
         )
+}
+
+/// 503s are expected and counted in metrics (readiness before the first data and while
+/// draining, refusals at the connection cap): logged at debug so they do not flood a cluster's
+/// error logs. Any other server error is an error.
+fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_ms = latency.as_millis() as u64;
+    match failure {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(latency_ms, "503: not ready, draining or at capacity");
+        }
+        failure => tracing::error!(%failure, latency_ms, "response failed"),
+    }
 }
 
 /// A timeout for plain request/response routes (never for the WebSocket upgrade).
@@ -155,8 +169,12 @@ struct RestCache(Mutex<Option<Arc<RestBody>>>);
 #[derive(Serialize)]
 struct RestRates<'a> {
     seq: u64,
+    /// When the rates last changed.
     #[serde(with = "rfc3339_opt")]
     updated_at: Option<SystemTime>,
+    /// When the upstream last confirmed them: the data's age, and the stale flag, count from here.
+    #[serde(with = "rfc3339_opt")]
+    checked_at: Option<SystemTime>,
     source: Source,
     stale: bool,
     upstream: &'a UpstreamState,
@@ -172,6 +190,7 @@ impl RestCache {
         let body = serde_json::to_vec(&RestRates {
             seq: view.seq,
             updated_at: Some(view.updated_at),
+            checked_at: view.upstream.last_success,
             source: view.source,
             stale: view.stale,
             upstream: &view.upstream,
@@ -235,6 +254,7 @@ async fn rate(State(state): State<AppState>, path: CodePath) -> Result<Response,
     let body = json!({
         "seq": view.seq,
         "updated_at": humantime::format_rfc3339_millis(view.updated_at).to_string(),
+        "checked_at": view.upstream.last_success.map(|t| humantime::format_rfc3339_millis(t).to_string()),
         "source": view.source,
         "stale": view.stale,
         "code": code,
@@ -298,11 +318,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text; the data age is computed at scrape time so it is never itself stale.
+/// Prometheus text; the data age (since the upstream last confirmed the rates, as the stale
+/// flag counts it) is computed at scrape time so it is never itself stale.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Some(view) = state.store.view() {
-        let age = std::time::SystemTime::now()
-            .duration_since(view.updated_at)
+    if let Some(checked) = state.store.view().and_then(|v| v.upstream.last_success) {
+        let age = SystemTime::now()
+            .duration_since(checked)
             .unwrap_or_default();
         state.metrics.data_age.set(age.as_secs_f64());
     }

@@ -151,7 +151,7 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (
         "ratecast_data_age_seconds",
         Some(Unit::Seconds),
-        "Age of the served data (since its last change).",
+        "Age of the served data: seconds since the upstream last confirmed it (stale past --stale-after).",
     ),
     (
         "ratecast_deltas_published_total",

@@ -70,9 +70,14 @@ pub async fn run(
             Err(err) => {
                 failures += 1;
                 metrics.upstream_request(err.kind());
-                store.record_failure(err.kind(), now);
                 let delay = failure_delay(failures, &config, err.retry_after(), &mut rand::rng());
-                warn!(error = %err, kind = err.kind(), failures, retry_in = ?delay, "upstream poll failed; serving last good data");
+                store.record_failure(err.kind(), now, Some(now + delay));
+                let retry_in = humantime::format_duration(delay).to_string();
+                if store.view().is_some() {
+                    warn!(error = %err, kind = err.kind(), failures, %retry_in, "upstream poll failed; serving last good data");
+                } else {
+                    warn!(error = %err, kind = err.kind(), failures, %retry_in, "upstream poll failed; no data yet to serve");
+                }
                 delay
             }
         };

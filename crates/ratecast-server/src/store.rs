@@ -95,6 +95,8 @@ struct Inner {
     upstream: UpstreamState,
     stale: bool,
     view: Option<Arc<View>>,
+    /// The newest status frame, for connections that arrive before the first data.
+    status_frame: Bytes,
     ring: VecDeque<Arc<DeltaEvent>>,
     history: HashMap<String, VecDeque<(u64, f64)>>,
 }
@@ -102,19 +104,25 @@ struct Inner {
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
         let (events, _) = broadcast::channel(config.broadcast_capacity);
-        Self {
+        let store = Self {
             inner: RwLock::new(Inner {
                 seq: initial_seq(),
                 rates: Arc::default(),
                 upstream: UpstreamState::default(),
                 stale: false,
                 view: None,
+                status_frame: Bytes::new(),
                 ring: VecDeque::with_capacity(config.ring_capacity),
                 history: HashMap::new(),
             }),
             config,
             events,
+        };
+        {
+            let mut inner = store.write();
+            inner.status_frame = store.status_frame(&inner, unix_ms(SystemTime::now()));
         }
+        store
     }
 
     pub fn source(&self) -> Source {
@@ -154,19 +162,22 @@ impl Store {
         inner.ring.push_back(event.clone());
         inner.seq = seq;
         inner.rates = Arc::new(rates);
-        inner.stale = self.is_stale(&inner.upstream, Some(now), now);
+        inner.stale = self.is_stale(&inner.upstream, now);
         self.rebuild_view(&mut inner, ts, now);
         // Sent under the write lock so that a subscriber's snapshot and its receiver agree.
         let _ = self.events.send(Event::Delta(event));
         Some(seq)
     }
 
+    /// A poll succeeded: the upstream confirmed the rates now, changed or not (the stale clock
+    /// restarts here, so an upstream that keeps answering the same numbers never goes stale).
     pub fn record_success(&self, now: SystemTime) {
         self.update_upstream(now, |state| state.record_success(now));
     }
 
-    pub fn record_failure(&self, kind: &str, now: SystemTime) {
-        self.update_upstream(now, |state| state.record_failure(kind));
+    /// A poll failed with `kind`; the poller tries again at `next_attempt`.
+    pub fn record_failure(&self, kind: &str, now: SystemTime, next_attempt: Option<SystemTime>) {
+        self.update_upstream(now, |state| state.record_failure(kind, next_attempt));
     }
 
     /// Re-evaluates the stale flag as time passes (no poll needed to go stale).
@@ -176,49 +187,84 @@ impl Store {
 
     fn update_upstream(&self, now: SystemTime, update: impl FnOnce(&mut UpstreamState)) {
         let mut inner = self.write();
-        let before = (inner.upstream.status, inner.stale);
+        let visible = |inner: &Inner| {
+            let u = &inner.upstream;
+            (
+                u.status,
+                inner.stale,
+                u.last_error.clone(),
+                u.consecutive_failures,
+            )
+        };
+        let before = visible(&inner);
         update(&mut inner.upstream);
-        let updated_at = inner.view.as_ref().map(|v| v.updated_at);
-        inner.stale = self.is_stale(&inner.upstream, updated_at, now);
-        let after = (inner.upstream.status, inner.stale);
+        inner.stale = self.is_stale(&inner.upstream, now);
         let ts = unix_ms(now);
-        // Views and status frames only change when something a viewer sees changes.
-        if before != after
-            || inner
-                .view
-                .as_ref()
-                .is_some_and(|v| v.upstream != inner.upstream)
+        // Views change when anything in them does (the REST body carries `last_success`).
+        if let Some(view) = &inner.view
+            && (view.upstream != inner.upstream || view.stale != inner.stale)
         {
-            let view_ts = inner.view.as_ref().map_or(ts, |v| v.ts);
-            if inner.view.is_some() {
-                self.rebuild_view(&mut inner, view_ts, updated_at.unwrap_or(now));
-            }
+            let (view_ts, updated_at) = (view.ts, view.updated_at);
+            self.rebuild_view(&mut inner, view_ts, updated_at);
         }
-        if before != after {
-            let frame = ServerFrame::Status(protocol::Status {
-                ts,
-                source: self.config.source,
-                stale: inner.stale,
-                upstream: inner.upstream.clone(),
-            })
-            .encode();
-            let _ = self.events.send(Event::Status(frame));
+        // Status frames only when something a viewer reads changes: not on every good poll.
+        if before != visible(&inner) {
+            inner.status_frame = self.status_frame(&inner, ts);
+            let _ = self.events.send(Event::Status(inner.status_frame.clone()));
         }
     }
 
-    fn is_stale(
-        &self,
-        upstream: &UpstreamState,
-        updated_at: Option<SystemTime>,
-        now: SystemTime,
-    ) -> bool {
+    fn status_frame(&self, inner: &Inner, ts: u64) -> Bytes {
+        ServerFrame::Status(protocol::Status {
+            ts,
+            source: self.config.source,
+            stale: inner.stale,
+            upstream: inner.upstream.clone(),
+            reason: self.reason(inner),
+            updated_at: inner.view.as_ref().map(|v| unix_ms(v.updated_at)),
+            checked_at: inner.upstream.last_success.map(unix_ms),
+        })
+        .encode()
+    }
+
+    /// Why the data is missing or stale, in words for the people reading a status line.
+    fn reason(&self, inner: &Inner) -> Option<String> {
+        let upstream = &inner.upstream;
+        let failing = upstream.consecutive_failures > 0;
+        let error = upstream.last_error.as_deref().map(describe_error);
+        match (&inner.view, inner.stale, failing, error) {
+            (None, _, true, Some(error)) => Some(format!("no data yet: {error}")),
+            (Some(_), true, true, Some(error)) => Some(error),
+            (Some(_), true, _, _) => Some(format!(
+                "the upstream has not confirmed the rates for over {}",
+                humantime::format_duration(self.config.stale_after)
+            )),
+            _ => None,
+        }
+    }
+
+    /// The newest status frame: what a connection that arrives before the first data is told.
+    pub fn current_status(&self) -> Bytes {
+        self.read().status_frame.clone()
+    }
+
+    /// When the upstream last confirmed the rates (ms since the epoch).
+    pub fn checked_at(&self) -> Option<u64> {
+        self.read().upstream.last_success.map(unix_ms)
+    }
+
+    /// Stale = not confirmed current: the upstream is down, or its last good answer is older
+    /// than the threshold. The age of the last *change* does not matter (CoinGecko may answer
+    /// the same numbers for minutes). Demo data is never stale.
+    fn is_stale(&self, upstream: &UpstreamState, now: SystemTime) -> bool {
         if self.config.source == Source::Demo {
             return false;
         }
-        let too_old = updated_at
+        let unconfirmed = upstream
+            .last_success
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > self.config.stale_after);
-        upstream.status == UpstreamStatus::Down || too_old
+        upstream.status == UpstreamStatus::Down || unconfirmed
     }
 
     fn rebuild_view(&self, inner: &mut Inner, ts: u64, updated_at: SystemTime) {
@@ -227,6 +273,7 @@ impl Store {
             ts,
             source: self.config.source,
             stale: inner.stale,
+            checked_at: inner.upstream.last_success.map(unix_ms),
             rates: (*inner.rates).clone(),
         })
         .encode();
@@ -331,6 +378,19 @@ impl Store {
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Words for an upstream failure kind (the bounded labels of `UpstreamError::kind`).
+fn describe_error(kind: &str) -> String {
+    match kind {
+        "timeout" => "the upstream did not answer in time".into(),
+        "connect" => "cannot connect to the upstream".into(),
+        "rate_limited" => "the upstream rate limit was hit (HTTP 429)".into(),
+        "http_5xx" => "the upstream has a server error".into(),
+        "http_other" => "the upstream refused the request".into(),
+        "too_large" | "body" | "invalid_payload" => "the upstream sent an unusable answer".into(),
+        other => format!("upstream error: {other}"),
     }
 }
 

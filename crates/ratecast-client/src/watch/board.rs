@@ -293,6 +293,7 @@ mod tests {
             ts: 1,
             source: Source::Demo,
             stale: false,
+            checked_at: Some(1),
             rates: [
                 ("usd".to_owned(), rate("US Dollar", 40_000.0)),
                 ("eur".to_owned(), rate("Euro", 36_000.0)),

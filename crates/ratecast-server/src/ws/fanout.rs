@@ -310,6 +310,9 @@ impl Worker {
     /// Sends the current snapshot (for the subscriber's filter); later deltas it covers are skipped.
     fn resync(&mut self, id: u64, count: bool) {
         let Some(view) = self.context.store.view() else {
+            // No data yet: say why (the status frame carries the reason and the next attempt).
+            let status = frame::text(&self.context.store.current_status());
+            self.write(id, status);
             return;
         };
         let Some(sub) = self.subscribers.get_mut(&id) else {
@@ -586,6 +589,7 @@ fn filtered_snapshot(view: &View, filter: &BTreeSet<String>) -> Bytes {
         ts: view.ts,
         source: view.source,
         stale: view.stale,
+        checked_at: view.upstream.last_success.map(unix_ms),
         rates,
     })
     .encode()

@@ -124,6 +124,7 @@ async fn heartbeat(state: AppState, beat: watch::Sender<Bytes>) {
         let frame = ServerFrame::Heartbeat(protocol::Heartbeat {
             seq: state.store.seq(),
             ts: unix_ms(SystemTime::now()),
+            checked_at: state.store.checked_at(),
         })
         .encode();
         beat.send_replace(frame);
