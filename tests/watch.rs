@@ -183,3 +183,81 @@ async fn bad_urls_and_refused_connections_give_one_clear_line() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--json"), "{stderr}");
 }
+
+/// The table as a person sees it: `watch` in a real terminal (tmux), read off the screen.
+fn screen_of(args: &[&str]) -> String {
+    let session = format!("ratecast-watch-{}", std::process::id());
+    let mut command = vec![BIN.to_owned(), "watch".to_owned()];
+    command.extend(args.iter().map(|a| a.to_string()));
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux runs (the test command installs it: bash .ci/test.sh rust)")
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &command.join(" "),
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let mut screen = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        let captured = tmux(&["capture-pane", "-p", "-t", &session]);
+        screen = String::from_utf8_lossy(&captured.stdout).into_owned();
+        if screen.contains("live") && screen.contains("XAU") {
+            break;
+        }
+    }
+    tmux(&["kill-session", "-t", &session]);
+    screen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_terminal_table_shows_prices_in_the_quote_with_units_never_cut() {
+    let upstream = common::FakeUpstream::start(common::Reply::Json(common::fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let url = server.ws_url("");
+    let symbols = "eth,eur,xau,bits";
+    let screen = tokio::task::spawn_blocking(move || {
+        screen_of(&["--url", &url, "--symbols", symbols, "--quote", "usd"])
+    })
+    .await
+    .unwrap();
+    let row = |code: &str| {
+        screen
+            .lines()
+            .find(|l| l.starts_with(code))
+            .unwrap_or_else(|| panic!("no {code} row:\n{screen}"))
+            .to_owned()
+    };
+    assert!(screen.contains("price in USD"), "{screen}");
+    // The recorded payload: 24,711.871 USD and 14.553 ETH per BTC.
+    assert!(
+        row("ETH").contains("Ether") && row("ETH").contains("$1,698.06"),
+        "{screen}"
+    );
+    assert!(row("EUR").contains("$1.07165"), "{screen}");
+    assert!(row("XAU").contains("$1,842.66"), "{screen}");
+    assert!(row("BITS").contains("$0.0247119"), "{screen}");
+
+    let url = server.ws_url("");
+    let raw = tokio::task::spawn_blocking(move || {
+        screen_of(&["--url", &url, "--symbols", symbols, "--per-btc"])
+    })
+    .await
+    .unwrap();
+    assert!(raw.contains("per 1 BTC"), "{raw}");
+    let bits = raw
+        .lines()
+        .find(|l| l.starts_with("BITS"))
+        .unwrap_or_default();
+    assert!(bits.contains("1,000,000 μBTC"), "unit cut short: {raw}");
+}

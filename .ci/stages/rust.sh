@@ -4,7 +4,7 @@ source "$(dirname "$0")/../lib.sh"
 cd "$REPO_ROOT"
 
 command -v cargo >/dev/null || { echo "cargo is required (rustup: https://rustup.rs)" >&2; exit 1; }
-ensure_apt pkg-config procps
+ensure_apt pkg-config procps tmux
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -18,7 +18,8 @@ struct Row {
     unit: String,
     /// CoinGecko's value: how many of this unit one BTC buys.
     raw: f64,
-    /// The value as displayed (raw, or converted to `--base`), and the one before its last change.
+    /// The value as displayed (the price in the quote, or the raw value), and the one before
+    /// its last change.
     shown: Option<f64>,
     before: Option<f64>,
     changed_at: Option<Instant>,
@@ -39,7 +40,8 @@ pub(crate) struct Board {
     url: String,
     /// Codes to show, in this order; empty means every code, sorted.
     symbols: Vec<String>,
-    base: Option<String>,
+    /// Prices are what one unit costs in this unit; `None`: raw values per 1 BTC.
+    quote: Option<String>,
     rows: BTreeMap<String, Row>,
     pub seq: Option<u64>,
     data_ts: Option<u64>,
@@ -51,11 +53,11 @@ pub(crate) struct Board {
 }
 
 impl Board {
-    pub fn new(url: String, symbols: Vec<String>, base: Option<String>) -> Self {
+    pub fn new(url: String, symbols: Vec<String>, quote: Option<String>) -> Self {
         Self {
             url,
             symbols,
-            base,
+            quote,
             rows: BTreeMap::new(),
             seq: None,
             data_ts: None,
@@ -108,10 +110,10 @@ impl Board {
         (row.name, row.unit, row.raw) = (name, unit, raw);
     }
 
-    /// Recomputes every displayed value; a change of the base moves every row, so flashes are
+    /// Recomputes every displayed value; a change of the quote moves every row, so flashes are
     /// decided on what is shown, not on which codes the frame named.
     fn reprice(&mut self) {
-        let base = match &self.base {
+        let quote = match &self.quote {
             Some(code) => match self.rows.get(code) {
                 Some(row) => Some(row.raw),
                 None => return,
@@ -120,8 +122,8 @@ impl Board {
         };
         let now = Instant::now();
         for row in self.rows.values_mut() {
-            // Price of one unit in the base: (base per BTC) / (unit per BTC).
-            let value = base.map_or(row.raw, |b| b / row.raw);
+            // Price of one unit in the quote: (quote per BTC) / (unit per BTC).
+            let value = quote.map_or(row.raw, |q| q / row.raw);
             if row.shown.is_some_and(|v| v != value) {
                 row.before = row.shown;
                 row.changed_at = Some(now);
@@ -134,17 +136,6 @@ impl Board {
         let (width, height) = crossterm::terminal::size().unwrap_or((100, 30));
         queue!(out, cursor::MoveTo(0, 0))?;
         self.status_line(out)?;
-        let heading = match &self.base {
-            Some(base) => format!("price in {base}"),
-            None => "per 1 BTC".to_owned(),
-        };
-        line(
-            out,
-            Color::Reset,
-            true,
-            &format!("{:<8} {:<28} {:>22}  {}", "CODE", "NAME", heading, "CHANGE"),
-        )?;
-
         let codes: Vec<&String> = if self.symbols.is_empty() {
             self.rows.keys().collect()
         } else {
@@ -153,9 +144,44 @@ impl Board {
                 .filter(|c| self.rows.contains_key(*c))
                 .collect()
         };
+        let quote = self
+            .quote
+            .as_ref()
+            .and_then(|q| self.rows.get(q).map(|row| (q, row.unit.as_str())));
+        let heading = match quote {
+            Some((code, _)) => format!("price in {}", code.to_uppercase()),
+            None => "per 1 BTC".to_owned(),
+        };
+        let cells: Vec<String> = codes
+            .iter()
+            .filter_map(|code| {
+                let row = &self.rows[*code];
+                let value = row.shown?;
+                Some(match quote {
+                    Some((_, unit)) => price(value, unit),
+                    None => format!("{} {}", number(value), row.unit),
+                })
+            })
+            .collect();
+        // Wide enough for every value with its unit: units are never cut ("μBTC", "BCH").
+        let width_of = |s: &String| s.chars().count();
+        let value_width = cells.iter().map(width_of).max().unwrap_or(0).max(22);
+        line(
+            out,
+            Color::Reset,
+            true,
+            &format!(
+                "{:<8} {:<28} {:>value_width$}  {}",
+                "CODE", "NAME", heading, "CHANGE"
+            ),
+        )?;
+
         let room = usize::from(height).saturating_sub(4);
         let now = Instant::now();
-        for code in codes.iter().take(room) {
+        let shown = codes
+            .iter()
+            .filter(|code| self.rows[**code].shown.is_some());
+        for (code, cell) in shown.zip(&cells).take(room) {
             let row = &self.rows[*code];
             let Some(value) = row.shown else { continue };
             let flashing = row
@@ -171,13 +197,11 @@ impl Board {
             } else {
                 String::new()
             };
-            let unit = if self.base.is_some() { "" } else { &row.unit };
             let text = format!(
-                "{:<8} {:<28} {:>18} {:<3}  {}",
-                code,
+                "{:<8} {:<28} {:>value_width$}  {}",
+                code.to_uppercase(),
                 truncate(&row.name, 28),
-                number(value),
-                truncate(unit, 3),
+                cell,
                 change
             );
             line(
@@ -266,14 +290,44 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// Six significant digits: rates span 1e-6 (BTC per unit) to 1e9 (VND per BTC).
+/// Six significant digits with thousands separators: values span 1e-6 (BTC per unit) to 1e9
+/// (VND per BTC), and "$0.0000123" and "$41,819.9" should both read at a glance.
 fn number(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return v.to_string();
     }
     let magnitude = v.abs().log10().floor() as i32;
     let decimals = (5 - magnitude).clamp(0, 12) as usize;
-    format!("{v:.decimals$}")
+    let fixed = format!("{:.decimals$}", v.abs());
+    let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, ""));
+    // Trailing zeros carry no information: "$1.0716", not "$1.07160".
+    let frac = frac.trim_end_matches('0');
+    let mut grouped = String::with_capacity(fixed.len() + int.len() / 3 + 1);
+    if v < 0.0 {
+        grouped.push('-');
+    }
+    for (i, digit) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    if !frac.is_empty() {
+        grouped.push('.');
+        grouped.push_str(frac);
+    }
+    grouped
+}
+
+/// A price in the quote's unit: a currency sign goes first ("$1,698.06"), a code after
+/// ("0.0123 BCH").
+fn price(value: f64, unit: &str) -> String {
+    let sign = unit.chars().count() <= 2 && !unit.chars().any(char::is_alphanumeric);
+    if sign {
+        format!("{unit}{}", number(value))
+    } else {
+        format!("{} {unit}", number(value))
+    }
 }
 
 #[cfg(test)]
@@ -330,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn a_base_change_moves_every_price() {
+    fn a_quote_change_moves_every_price() {
         let mut board = Board::new("ws://x".into(), vec![], Some("usd".into()));
         board.apply(snapshot());
         assert_eq!(board.rows["eur"].shown, Some(40_000.0 / 36_000.0));
@@ -341,9 +395,21 @@ mod tests {
     }
 
     #[test]
-    fn numbers_keep_six_significant_digits() {
-        assert_eq!(number(41_819.856), "41819.9");
+    fn numbers_keep_six_significant_digits_grouped() {
+        assert_eq!(number(41_819.856), "41,819.9");
         assert_eq!(number(0.000_023_912_3), "0.0000239123");
-        assert_eq!(number(15_327_290.981), "15327291");
+        assert_eq!(number(15_327_290.981), "15,327,291");
+        assert_eq!(number(1_698.058), "1,698.06");
+        assert_eq!(number(-1_234.5), "-1,234.5");
+        assert_eq!(number(999.5), "999.5");
+        assert_eq!(number(1.0), "1");
+    }
+
+    #[test]
+    fn prices_put_a_currency_sign_first_and_a_code_after() {
+        assert_eq!(price(1_698.058, "$"), "$1,698.06");
+        assert_eq!(price(1.071_6, "€"), "€1.0716");
+        assert_eq!(price(0.012_3, "BCH"), "0.0123 BCH");
+        assert_eq!(price(1_000_000.0, "μBTC"), "1,000,000 μBTC");
     }
 }

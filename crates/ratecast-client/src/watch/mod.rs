@@ -40,10 +40,18 @@ pub struct WatchArgs {
     #[arg(long, env = "RATECAST_WATCH_SYMBOLS", value_delimiter = ',')]
     pub symbols: Vec<String>,
 
-    /// Show prices of one unit in this unit (e.g. usd) instead of CoinGecko's raw value
-    /// (how many of the unit one BTC buys).
-    #[arg(long, env = "RATECAST_WATCH_BASE")]
-    pub base: Option<String>,
+    /// Show what one unit costs in this currency ("ETH $1,698.06"); `--base` is the old name.
+    #[arg(
+        long,
+        alias = "base",
+        env = "RATECAST_WATCH_QUOTE",
+        default_value = "usd"
+    )]
+    pub quote: String,
+
+    /// Show CoinGecko's raw values instead: how many of each unit one BTC buys.
+    #[arg(long, env = "RATECAST_WATCH_PER_BTC")]
+    pub per_btc: bool,
 
     /// Print every frame as one JSON line (NDJSON; the first line is the snapshot) instead of
     /// the table, for scripts and jq.
@@ -83,14 +91,14 @@ pub async fn run(
         .map(|s| s.trim().to_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
-    let base = args.base.as_ref().map(|b| b.trim().to_lowercase());
-    // The base's own rate is needed to convert, even when it is not a shown symbol.
+    let quote = (!args.per_btc).then(|| args.quote.trim().to_lowercase());
+    // The quote's own rate is needed to convert, even when it is not a shown symbol.
     let mut wanted = symbols.clone();
-    if let Some(base) = &base
+    if let Some(quote) = &quote
         && !wanted.is_empty()
-        && !wanted.contains(base)
+        && !wanted.contains(quote)
     {
-        wanted.push(base.clone());
+        wanted.push(quote.clone());
     }
 
     let mut sink = if args.json {
@@ -102,7 +110,7 @@ pub async fn run(
             );
         }
         Sink::Table(
-            Box::new(Board::new(args.url.clone(), symbols, base)),
+            Box::new(Board::new(args.url.clone(), symbols, quote)),
             Terminal::enter()?,
         )
     };
