@@ -113,7 +113,8 @@ pub struct WsConfig {
     #[arg(long, env = "RATECAST_IDLE_TIMEOUT", default_value = "45s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
 
-    /// Events buffered per subscriber; one that falls further behind is resynced with a snapshot.
+    /// Events buffered per fan-out shard (one per core); a shard that falls further behind resyncs
+    /// its subscribers with a snapshot.
     #[arg(long, env = "RATECAST_BROADCAST_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub broadcast_buffer: u32,
 
