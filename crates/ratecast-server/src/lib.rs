@@ -13,7 +13,7 @@
 //!   sockets to [`ws`]); with [`codes`] (client lists of unit codes), [`rate_limit`],
 //!   [`client_ip`], [`etag`] and [`error`].
 //! - [`state`]: what handlers and connection tasks share; [`config`]: `ratecast serve`'s options;
-//!   [`metrics`]: the Prometheus registry.
+//!   [`metrics`]: the Prometheus registry; [`every`]: periodic work that stops with the server.
 //! - [`server`]: wiring — [`app`] and [`run`].
 //!
 //! The rate model and the wire frames live in the `ratecast-protocol` crate, shared with the
@@ -25,6 +25,7 @@ pub mod codes;
 pub mod config;
 pub mod error;
 pub mod etag;
+pub mod every;
 pub mod http;
 pub mod metrics;
 pub mod poller;

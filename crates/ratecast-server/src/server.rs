@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::accept::{self, SocketOptions};
 use crate::config::Config;
+use crate::every::every;
 use crate::state::AppState;
 use crate::upstream::{CoinGecko, Demo, SetupError, Upstream};
 use crate::{http, poller, web, ws};
@@ -124,15 +125,9 @@ pub async fn run(
 
 /// One timer for the stale flag (no poll is needed to go stale) and metrics upkeep.
 async fn ticker(state: AppState) {
-    let mut every = tokio::time::interval(state.config.ws.heartbeat_interval);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = state.shutdown.cancelled() => return,
-        }
-        let now = SystemTime::now();
-        state.store.refresh_stale(now);
+    every(state.config.ws.heartbeat_interval, &state.shutdown, || {
+        state.store.refresh_stale(SystemTime::now());
         state.metrics.upkeep();
-    }
+    })
+    .await;
 }

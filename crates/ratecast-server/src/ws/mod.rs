@@ -37,6 +37,7 @@ use self::reader::Reader;
 use crate::accept::Takeover;
 use crate::codes::{CodesError, parse_codes};
 use crate::error::ApiError;
+use crate::every::every;
 use crate::rate_limit;
 use crate::state::AppState;
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
@@ -114,13 +115,7 @@ impl Hub {
 /// Every heartbeat interval, a heartbeat frame with the current `seq`: browsers (which cannot
 /// see pings) tell a quiet feed from a dead one, and the shards check their peers' liveness.
 async fn heartbeat(state: AppState, beat: watch::Sender<Bytes>) {
-    let mut every = tokio::time::interval(state.config.ws.heartbeat_interval);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = state.shutdown.cancelled() => return,
-        }
+    every(state.config.ws.heartbeat_interval, &state.shutdown, || {
         let frame = ServerFrame::Heartbeat(protocol::Heartbeat {
             seq: state.store.seq(),
             ts: unix_ms(SystemTime::now()),
@@ -128,7 +123,8 @@ async fn heartbeat(state: AppState, beat: watch::Sender<Bytes>) {
         })
         .encode();
         beat.send_replace(frame);
-    }
+    })
+    .await;
 }
 
 #[derive(Debug, Deserialize)]
