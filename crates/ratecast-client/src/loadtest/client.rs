@@ -20,6 +20,12 @@ use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_acc
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Shared;
+use ratecast_protocol::backoff::backoff;
+
+/// Reconnect delays with `--reconnect`: quick at first (a rolling restart takes seconds), jittered
+/// so that a replica's subscribers do not all come back in the same millisecond.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Frames are a few KiB; the buffer grows for bigger ones.
 const READ_CHUNK: usize = 16 * 1024;
@@ -35,6 +41,8 @@ pub(crate) struct Target {
     pub sources: Vec<IpAddr>,
     /// Contiguity of `seq` is only defined for unfiltered connections.
     pub full_feed: bool,
+    /// When a connection ends, connect again with `since=` the last seq seen.
+    pub reconnect: bool,
     pub connect_timeout: Duration,
 }
 
@@ -48,7 +56,7 @@ pub(crate) async fn subscriber(
     let started = Instant::now();
     let (stream, leftover) = tokio::select! {
         _ = stop.cancelled() => return shared.failed("cancelled".into()),
-        res = tokio::time::timeout(target.connect_timeout, connect(&target, id)) => match res {
+        res = tokio::time::timeout(target.connect_timeout, connect(&target, id, None)) => match res {
             Ok(Ok(connected)) => connected,
             Ok(Err(reason)) => return shared.failed(reason),
             Err(_) => return shared.failed("timeout".into()),
@@ -61,25 +69,56 @@ pub(crate) async fn subscriber(
         message: Vec::new(),
         feed: Feed {
             last_seq: None,
+            resumed: false,
             shard,
             target,
             shared,
         },
     };
-    let ended = tokio::select! {
-        biased;
-        _ = stop.cancelled() => None,
-        reason = conn.read_loop() => Some(reason),
-    };
-    conn.feed.shared.closed();
-    match ended {
-        Some(reason) => conn.feed.shared.disconnected(reason),
-        // Say goodbye (close 1000), but never let a slow server hold the end of the run.
-        None => {
+    let mut attempt = 0;
+    loop {
+        let ended = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            reason = conn.read_loop() => Some(reason),
+        };
+        let feed = &conn.feed;
+        feed.shared.closed();
+        let Some(reason) = ended else {
+            feed.shared.final_seq(feed.last_seq);
+            // Say goodbye (close 1000), but never let a slow server hold the end of the run.
             let close = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8];
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), conn.stream.write_all(&close)).await;
+            return;
+        };
+        feed.shared.disconnected(reason);
+        if !feed.target.reconnect {
+            return;
         }
+        // Back again with `since=` the last seq seen: the server replays what was missed, or
+        // (when it cannot) sends a snapshot, whose jump is counted as missed deltas.
+        let (stream, leftover) = loop {
+            attempt += 1;
+            let wait = backoff(RECONNECT_FIRST, RECONNECT_MAX, attempt, &mut rand::rng());
+            let (since, target) = (conn.feed.last_seq, conn.feed.target.clone());
+            let connected = tokio::select! {
+                _ = stop.cancelled() => return conn.feed.shared.final_seq(since),
+                _ = tokio::time::sleep(wait) => {
+                    tokio::time::timeout(target.connect_timeout, connect(&target, id, since)).await
+                }
+            };
+            match connected {
+                Ok(Ok(connected)) => break connected,
+                Ok(Err(reason)) => conn.feed.shared.reconnect_failed(reason),
+                Err(_) => conn.feed.shared.reconnect_failed("timeout".into()),
+            }
+        };
+        attempt = 0;
+        conn.feed.shared.reconnected();
+        conn.feed.resumed = true;
+        (conn.stream, conn.buf) = (stream, leftover);
+        conn.message.clear();
     }
 }
 
@@ -92,9 +131,13 @@ struct Connection {
     feed: Feed,
 }
 
-/// What one subscriber tracks across frames, and where it reports.
+/// What one subscriber tracks across frames (and, with `--reconnect`, across connections), and
+/// where it reports.
 struct Feed {
     last_seq: Option<u64>,
+    /// This connection resumed an earlier one: its first snapshot is not a resync but the
+    /// server saying it could not replay.
+    resumed: bool,
     shard: usize,
     target: Arc<Target>,
     shared: Arc<Shared>,
@@ -231,12 +274,22 @@ impl Feed {
         match (head.kind, head.seq) {
             (FrameKind::Snapshot, Some(seq)) => {
                 c.snapshots.fetch_add(1, Relaxed);
-                if self.last_seq.is_some() {
-                    c.resyncs.fetch_add(1, Relaxed);
+                match self.last_seq {
+                    Some(last) if std::mem::take(&mut self.resumed) => {
+                        c.reconnect_snapshots.fetch_add(1, Relaxed);
+                        c.missed_on_reconnect
+                            .fetch_add(seq.saturating_sub(last), Relaxed);
+                    }
+                    Some(_) => {
+                        c.resyncs.fetch_add(1, Relaxed);
+                    }
+                    None => {}
                 }
                 self.last_seq = Some(seq);
             }
             (FrameKind::Delta, Some(seq)) => {
+                // A replay: the resume worked.
+                self.resumed = false;
                 c.deltas.fetch_add(1, Relaxed);
                 if let (Some(ts), true) = (head.ts, shared.steady.load(Relaxed)) {
                     let published_us = ts.saturating_mul(1000);
@@ -353,9 +406,13 @@ fn enable_rx_timestamps(_stream: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// TCP connect (from the chosen source address) and the WebSocket upgrade; returns the stream
-/// and any frame bytes that arrived with the 101 response.
-async fn connect(target: &Target, id: usize) -> Result<(TcpStream, Vec<u8>), String> {
+/// TCP connect (from the chosen source address) and the WebSocket upgrade, resuming after
+/// `since` when given; returns the stream and any frame bytes that arrived with the 101.
+async fn connect(
+    target: &Target,
+    id: usize,
+    since: Option<u64>,
+) -> Result<(TcpStream, Vec<u8>), String> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -376,10 +433,15 @@ async fn connect(target: &Target, id: usize) -> Result<(TcpStream, Vec<u8>), Str
     enable_rx_timestamps(&stream).map_err(|e| io_reason(&e))?;
 
     let key = generate_key();
+    let path = match since {
+        Some(seq) if target.path.contains('?') => format!("{}&since={seq}", target.path),
+        Some(seq) => format!("{}?since={seq}", target.path),
+        None => target.path.clone(),
+    };
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ratecast-loadtest\r\n\r\n",
-        target.path, target.host
+        target.host
     );
     stream
         .write_all(request.as_bytes())
@@ -408,7 +470,10 @@ async fn connect(target: &Target, id: usize) -> Result<(TcpStream, Vec<u8>), Str
     }
     match response.code {
         Some(101) => {}
-        Some(status) => return Err(format!("http_{status}")),
+        Some(status) => {
+            let body = &buf[end..];
+            return Err(refusal(status, body));
+        }
         None => return Err("handshake".into()),
     }
     let accept = response
@@ -421,6 +486,28 @@ async fn connect(target: &Target, id: usize) -> Result<(TcpStream, Vec<u8>), Str
     }
     buf.drain(..end);
     Ok((stream, buf))
+}
+
+/// The label of a refused upgrade: the status and, when the body that came with the head is the
+/// server's JSON error, its `code` (`http_429_too_many_connections`), so the summary can say
+/// which limit was hit.
+fn refusal(status: u16, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody<'a> {
+        code: &'a str,
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error)
+            if !error.code.is_empty()
+                && error
+                    .code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            format!("http_{status}_{}", error.code)
+        }
+        _ => format!("http_{status}"),
+    }
 }
 
 /// Short, stable labels for the summary's failure and disconnect tables.

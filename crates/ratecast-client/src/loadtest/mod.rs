@@ -25,9 +25,10 @@ use client::Target;
 pub use stats::Percentiles;
 use stats::Shared;
 
-/// One source address holds ~28k ephemeral ports; staying well below spares the kernel's
-/// port search and leaves room for other traffic.
-const CLIENTS_PER_SOURCE_ADDR: usize = 10_000;
+/// Subscribers per source address on a loopback target: at or below a default `ratecast serve`'s
+/// per-IP caps (200 connections, a burst of 100 connects), so a local run measures the fan-out
+/// rather than the per-IP limits, and well below the ~28k ephemeral ports of one address.
+const CLIENTS_PER_SOURCE_ADDR: usize = 100;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadtestArgs {
@@ -67,13 +68,18 @@ pub struct LoadtestArgs {
     pub threads: u16,
 
     /// For a loopback target, spread subscribers over source addresses 127.0.0.1..=127.0.0.N
-    /// to get past the ~28k ephemeral ports of one address (0 = one address per 10,000 clients).
+    /// (0 = one address per 100 clients, up to 254: under a default server's per-IP caps).
     #[arg(long, env = "RATECAST_LOADTEST_SOURCE_ADDRS", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=254))]
     pub source_addrs: u8,
 
     /// Per subscriber limit for the TCP connect plus the WebSocket handshake.
     #[arg(long, env = "RATECAST_LOADTEST_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+
+    /// When a connection ends, connect again with `since=` the last seq seen (as the page does)
+    /// and count the deltas missed across the gap: for rolling restarts and failovers.
+    #[arg(long, env = "RATECAST_LOADTEST_RECONNECT")]
+    pub reconnect: bool,
 }
 
 fn parse_rate(s: &str) -> Result<u32, String> {
@@ -124,6 +130,16 @@ pub struct Summary {
     pub missing_seqs: u64,
     pub out_of_order: u64,
     pub resyncs: u64,
+    /// With `--reconnect`: connections made again, resumes answered with a snapshot instead of
+    /// a replay, the seqs those snapshots skipped, and failed reconnect attempts by reason.
+    pub reconnects: u64,
+    pub reconnect_snapshots: u64,
+    pub missed_on_reconnect: u64,
+    pub reconnect_failures: BTreeMap<String, u64>,
+    /// The lowest and highest last `seq` of the subscribers at the end: equal when every client
+    /// ended on the same state.
+    pub final_seq_min: Option<u64>,
+    pub final_seq_max: Option<u64>,
     /// Delivery latency of every delta in the steady window: the kernel's receive time of the
     /// frame minus its `ts` (the generator's own delays are not in it)...
     pub latency: Percentiles,
@@ -189,6 +205,7 @@ impl Loadtest {
             addr,
             sources,
             full_feed: args.symbols.is_none(),
+            reconnect: args.reconnect,
             connect_timeout: args.connect_timeout,
         });
 
@@ -299,6 +316,12 @@ impl Loadtest {
             missing_seqs: c.missing_seqs.load(Relaxed),
             out_of_order: c.out_of_order.load(Relaxed),
             resyncs: c.resyncs.load(Relaxed),
+            reconnects: c.reconnects.load(Relaxed),
+            reconnect_snapshots: c.reconnect_snapshots.load(Relaxed),
+            missed_on_reconnect: c.missed_on_reconnect.load(Relaxed),
+            reconnect_failures: self.shared.reconnect_failures(),
+            final_seq_min: Some(c.final_seq_min.load(Relaxed)).filter(|&s| s != u64::MAX),
+            final_seq_max: Some(c.final_seq_max.load(Relaxed)).filter(|&s| s != 0),
             latency: self.shared.latency_summary(),
             read_latency: self.shared.read_latency_summary(),
             generator_cpu_secs: cpu_time(libc::RUSAGE_SELF)
@@ -479,6 +502,31 @@ impl Reporter {
     }
 }
 
+/// What to change when the server refused connections: its limits are `ratecast serve` flags.
+fn refusal_hints(failures: &BTreeMap<String, u64>) -> Vec<&'static str> {
+    let hit = |label: &str| failures.keys().any(|k| k.starts_with(label));
+    let mut hints = Vec::new();
+    if hit("http_429_too_many_connections") {
+        hints.push(
+            "the server's per-IP connection cap refused some: raise `serve --max-connections-per-ip` \
+             (default 200), or spread over more `--source-addrs`",
+        );
+    }
+    if hit("http_429_rate_limited") {
+        hints.push(
+            "the server's per-IP connect rate refused some: raise `serve --connection-rate-per-second` \
+             / `--connection-rate-burst` (defaults 20/s, 100), or lower `--ramp`",
+        );
+    }
+    if hit("http_503") {
+        hints.push(
+            "the server was full or not ready: raise `serve --max-connections` (default 50000), \
+             or wait for /readyz",
+        );
+    }
+    hints
+}
+
 fn table(s: &Summary) -> String {
     let pct = |p: &Percentiles| {
         format!(
@@ -533,9 +581,31 @@ fn table(s: &Summary) -> String {
                 s.seq_gap_events, s.missing_seqs, s.out_of_order, s.resyncs
             ),
         ),
+        (
+            "reconnects",
+            format!(
+                "{} ({} answered with a snapshot, {} seqs missed), failed attempts: {}",
+                s.reconnects,
+                s.reconnect_snapshots,
+                s.missed_on_reconnect,
+                reasons(&s.reconnect_failures)
+            ),
+        ),
+        (
+            "final seq",
+            match (s.final_seq_min, s.final_seq_max) {
+                (Some(min), Some(max)) if min == max => format!("{min} on every subscriber"),
+                (Some(min), Some(max)) => format!("{min} to {max}"),
+                _ => "none".to_owned(),
+            },
+        ),
         ("delivery latency", pct(&s.latency)),
         ("read by generator", pct(&s.read_latency)),
         ("generator CPU", format!("{:.2} s", s.generator_cpu_secs)),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<18} {v}\n")).collect()
+    let mut out: String = rows.iter().map(|(k, v)| format!("{k:<18} {v}\n")).collect();
+    for hint in refusal_hints(&s.connect_failures) {
+        out.push_str(&format!("{:<18} {hint}\n", "hint"));
+    }
+    out
 }

@@ -38,6 +38,14 @@ pub(crate) struct Counters {
     pub out_of_order: AtomicU64,
     /// Snapshots after the first one on a connection.
     pub resyncs: AtomicU64,
+    /// With `--reconnect`: connections made again after one ended, resumes the server answered
+    /// with a snapshot instead of a replay, and the seqs those snapshots skipped.
+    pub reconnects: AtomicU64,
+    pub reconnect_snapshots: AtomicU64,
+    pub missed_on_reconnect: AtomicU64,
+    /// The lowest and highest last `seq` of the subscribers when the run ended.
+    pub final_seq_min: AtomicU64,
+    pub final_seq_max: AtomicU64,
 }
 
 /// State of one load test, shared by the generator threads and the reporter.
@@ -47,6 +55,7 @@ pub(crate) struct Shared {
     pub steady: AtomicBool,
     failures: Mutex<BTreeMap<String, u64>>,
     disconnects: Mutex<BTreeMap<String, u64>>,
+    reconnect_failures: Mutex<BTreeMap<String, u64>>,
     /// One histogram per generator thread, so the per-frame lock is never contended.
     latency: Vec<Mutex<Histogram<u64>>>,
     read_latency: Vec<Mutex<Histogram<u64>>>,
@@ -69,11 +78,16 @@ fn merged(shards: &[Mutex<Histogram<u64>>]) -> Histogram<u64> {
 impl Shared {
     pub fn new(threads: usize) -> Self {
         let shards = || (0..threads).map(|_| Mutex::new(histogram())).collect();
+        let c = Counters {
+            final_seq_min: AtomicU64::new(u64::MAX),
+            ..Counters::default()
+        };
         Self {
-            c: Counters::default(),
+            c,
             steady: AtomicBool::new(false),
             failures: Mutex::default(),
             disconnects: Mutex::default(),
+            reconnect_failures: Mutex::default(),
             latency: shards(),
             read_latency: shards(),
             connect: shards(),
@@ -101,6 +115,27 @@ impl Shared {
 
     pub fn closed(&self) {
         self.c.open.fetch_sub(1, Relaxed);
+    }
+
+    pub fn reconnected(&self) {
+        self.c.reconnects.fetch_add(1, Relaxed);
+        self.c.open.fetch_add(1, Relaxed);
+    }
+
+    pub fn reconnect_failed(&self, reason: String) {
+        bump(&self.reconnect_failures, reason);
+    }
+
+    /// A subscriber's last `seq` when the run ended (none if it never had data).
+    pub fn final_seq(&self, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            self.c.final_seq_min.fetch_min(seq, Relaxed);
+            self.c.final_seq_max.fetch_max(seq, Relaxed);
+        }
+    }
+
+    pub fn reconnect_failures(&self) -> BTreeMap<String, u64> {
+        self.reconnect_failures.lock().expect("stats lock").clone()
     }
 
     /// Publish → arrival at this host (kernel receive time), and publish → read by the generator.

@@ -1,0 +1,162 @@
+//! `ratecast loadtest` as a newcomer and a rolling restart meet it: refused connects say why and
+//! which `serve` flags lift the cap; a loopback run fits a default server's per-IP caps; and
+//! `--reconnect` resumes with `since=` and counts what a reconnect missed.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+use tokio::sync::Notify;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
+
+async fn loadtest(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(BIN)
+            .arg("loadtest")
+            .args(args)
+            .env_clear()
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("loadtest finished within 60 s")
+    .expect("loadtest runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// A demo server with `serve`'s default connection limits (the test config lifts them).
+async fn default_limits_server() -> TestServer {
+    let server = TestServer::start(common::config(
+        "http://127.0.0.1:9",
+        &[
+            "--demo",
+            "--connection-rate-per-second",
+            "20",
+            "--max-connections-per-ip",
+            "200",
+        ],
+    ))
+    .await;
+    server.wait_ready().await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_connects_name_the_limit_and_the_flag_that_lifts_it() {
+    let server = TestServer::start(common::config(
+        "http://127.0.0.1:9",
+        &["--demo", "--max-connections-per-ip", "5"],
+    ))
+    .await;
+    server.wait_ready().await;
+    let url = server.ws_url("");
+    let args = ["--url", &url, "--clients", "20", "--source-addrs", "1"];
+    let (_, stdout, stderr) =
+        loadtest(&[&args[..], &["--duration", "1s", "--json"]].concat()).await;
+    let summary: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    assert_eq!(summary["connected"], 5, "{summary}");
+    assert_eq!(
+        summary["connect_failures"]["http_429_too_many_connections"], 15,
+        "{summary}"
+    );
+    let (_, table, _) = loadtest(&[&args[..], &["--duration", "1s"]].concat()).await;
+    assert!(table.contains("--max-connections-per-ip"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loopback_run_spreads_under_a_default_servers_per_ip_caps() {
+    let server = default_limits_server().await;
+    let url = server.ws_url("");
+    let (code, stdout, stderr) = loadtest(&[
+        "--url",
+        &url,
+        "--clients",
+        "500",
+        "--duration",
+        "1s",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
+    assert_eq!(summary["connected"], 500, "{summary}");
+    assert_eq!(summary["source_addrs"], 5, "{summary}");
+}
+
+/// A TCP relay that can cut every connection it carries, as a load balancer restarting does.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: Arc<Notify>,
+}
+
+impl Relay {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = Arc::new(Notify::new());
+        let cutter = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let cut = cutter.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnect_resumes_with_since_and_misses_nothing() {
+    let upstream = common::FakeUpstream::start(common::Reply::Changing(common::fixture())).await;
+    let server = TestServer::start_ready(&upstream, &["--poll-interval", "100ms"]).await;
+    let relay = Relay::start(server.addr).await;
+    let url = format!("ws://{}/ws", relay.addr);
+    let run = tokio::spawn(async move {
+        loadtest(&[
+            "--url",
+            &url,
+            "--clients",
+            "20",
+            "--duration",
+            "4s",
+            "--reconnect",
+            "--json",
+        ])
+        .await
+    });
+    // Cut every connection twice while deltas keep coming.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        relay.cut.notify_waiters();
+    }
+    let (code, stdout, stderr) = run.await.expect("joins");
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
+    assert!(summary["reconnects"].as_u64() >= Some(20), "{summary}");
+    assert_eq!(
+        summary["reconnect_snapshots"], 0,
+        "every resume replayed: {summary}"
+    );
+    assert_eq!(summary["missed_on_reconnect"], 0, "{summary}");
+    assert_eq!(summary["missing_seqs"], 0, "{summary}");
+    assert!(summary["deltas"].as_u64() > Some(20), "{summary}");
+    let (min, max) = (&summary["final_seq_min"], &summary["final_seq_max"]);
+    assert!(min.is_u64() && max.is_u64(), "{summary}");
+}
