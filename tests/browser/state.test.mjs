@@ -186,3 +186,16 @@ test('history stays bounded at several changes a second, keeping its first point
   assert.deepEqual(points[0], [start, 100]);
   assert.equal(points[points.length - 1][0], start + 5000 * 250);
 });
+
+test('a fresh delta clears the stale flag; a replayed old one does not', () => {
+  const now = Date.now();
+  const state = stateAfter(
+    snapshot(5, { btc: rate(1), usd: rate(100) }, now - 60_000),
+    { type: 'status', ts: now, source: 'coingecko', stale: true, upstream: { ...down, status: 'ok' } },
+  );
+  const delta = (seq, ts) => ({ type: 'delta', seq, ts, changed: { usd: rate(100 + seq) }, removed: [] });
+  state.applyDelta(delta(6, now - 50_000), { contiguous: true });
+  assert.equal(describeStatus(state, 'live', now).state, 'stale');
+  state.applyDelta(delta(7, now - 100), { contiguous: true });
+  assert.equal(describeStatus(state, 'live', now).state, 'live');
+});

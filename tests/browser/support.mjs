@@ -19,14 +19,18 @@ export function fixtureRates() {
 
 /**
  * CoinGecko's GET /api/v3/exchange_rates on 127.0.0.1:0, answering from `rates`, which the test
- * edits to drive deltas. `failing = true` answers 503, as an upstream outage.
+ * edits to drive deltas. `failing = true` answers 503, as an upstream outage; `onRequest`, when
+ * set, runs before each answer (the kiosk run moves the rates there: one change per poll).
  */
 export async function startFakeUpstream(rates) {
-  const upstream = { rates, failing: false };
+  const upstream = { rates, failing: false, onRequest: null };
   const server = http.createServer((req, res) => {
     if (req.method !== 'GET' || new URL(req.url, 'http://x').pathname !== '/api/v3/exchange_rates') {
       res.writeHead(404).end();
-    } else if (upstream.failing) {
+      return;
+    }
+    upstream.onRequest?.(upstream.rates);
+    if (upstream.failing) {
       res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"down"}');
     } else {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ rates: upstream.rates }));

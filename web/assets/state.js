@@ -6,6 +6,9 @@ const HISTORY_SPAN_MS = 24 * 3600 * 1000; // what /api/v1/history keeps
 // feed of several changes a second would otherwise grow the page's memory for a whole day.
 const HISTORY_MAX_POINTS = 720;
 
+// A delta younger than this (server clock) counts as the server's word that the data is current.
+const FRESH_DELTA_MS = 5000;
+
 /** What one frame changed: code -> previous BTC value (null when the code is new), and removals. */
 function emptyChanges() {
   return { changed: new Map(), removed: [] };
@@ -62,6 +65,10 @@ export class RateState {
     this.seq = frame.seq;
     this.#checked(frame);
     this.#seen(frame.ts);
+    // A delta published just now comes from a poll that just succeeded: the data is current.
+    // (Today's server clears its stale flag on such a delta without a status frame; a replayed
+    // delta of a resume is old and proves nothing.)
+    if (Date.now() - this.clockOffset - frame.ts < FRESH_DELTA_MS) this.stale = false;
     return changes;
   }
 
