@@ -293,8 +293,12 @@ test('wall mode renders large tiles for exactly the chosen symbols, without scro
     assert.match(await wall.locator('#fresh-age').textContent(), /^updated \d+ s ago$/);
     const tileTexts = ['.tile .code', '.tile .name', '.tile .per', '.tile .amount', '.tile .inverse', '.tile .window', '#fresh-age'];
     assert.deepEqual(await lowContrast(wall, tileTexts), [], 'WCAG AA contrast');
+    // A new value for each size, waited for by its text: the flash of the last one may still run.
     move('eth', 1.012 ** (width / 1920));
-    await wall.waitForSelector('.tile[data-code="eth"].flash');
+    await wall.waitForFunction(
+      (expected) => document.querySelector('.tile[data-code="eth"].flash .amount')?.textContent === expected,
+      formatAmount(price('eth'), '$'),
+    );
     await wall.screenshot({ path: resolve(SCREENSHOTS, `wall-${width}x${height}.png`) });
   }
   await wall.context().close();

@@ -121,7 +121,7 @@ function show(changes) {
   for (const code of changes.removed) view.remove(code);
   settleQuote();
   if (quote === undefined || (perBtc && !state.rates.has('btc'))) return;
-  view.setMode({ quote, quoteRate: state.rates.get(quote), perBtc });
+  view.setMode({ quote, perBtc });
   for (const [code, rate] of state.rates) {
     let cells = view.cells.get(code);
     const added = !cells;
@@ -140,7 +140,7 @@ function show(changes) {
 /** Redraws every value and trend for the current quote and view, without flashing. */
 function redrawAll() {
   settleQuote();
-  view.setMode({ quote, quoteRate: state.rates.get(quote), perBtc });
+  view.setMode({ quote, perBtc });
   for (const [code, cells] of view.cells) {
     const [top, bottom] = pair(code);
     if (!state.rates.has(top) || !state.rates.has(bottom)) continue;
@@ -164,7 +164,8 @@ function loadHistories() {
 /** On failure the codes are forgotten, so the next change set asks again. */
 async function fetchHistories() {
   historyScheduled = false;
-  const codes = [...new Set([...view.cells.keys(), quote])].filter(
+  // The quote and BTC are the other side of every shown ratio, tile or not.
+  const codes = [...new Set([...view.cells.keys(), quote, 'btc'])].filter(
     (code) => state.rates.has(code) && !historyRequested.has(code),
   );
   if (!codes.length) return;
@@ -184,17 +185,17 @@ async function fetchHistories() {
     forget();
     return;
   }
-  let quoteChanged = false;
+  let everything = false;
   for (const [code, series] of Object.entries(points)) {
     // A code removed while the request ran has nothing to draw.
     if (!state.rates.has(code)) continue;
     state.setHistory(code, series);
-    if (code === quote) quoteChanged = true;
-    else if (view.cells.has(code) && state.rates.has(quote)) {
+    if (code === quote || code === 'btc') everything = true;
+    else if (view.cells.has(code) && pair(code).every((side) => state.rates.has(side))) {
       view.cells.get(code).setTrend(state.ratioSeries(...pair(code)), Date.now());
     }
   }
-  if (quoteChanged) redrawAll();
+  if (everything) redrawAll();
 }
 
 function updateStatus() {

@@ -195,6 +195,7 @@ export class TileView {
     new ResizeObserver(() => this.#layout()).observe(container);
   }
 
+  /** Each tile says what it counts ("1 ETH ="), so there is no shared heading to change. */
   setMode() {}
 
   /** Price large; the change and the sparkline beneath; the inverse small at the foot. */
@@ -209,9 +210,9 @@ export class TileView {
     cells.per = element('p', 'per');
     const value = element('p', 'value');
     value.append(cells.amount, cells.marker);
-    const trend = element('div', 'movement');
-    trend.append(cells.change, cells.spark);
-    tile.append(head, cells.per, value, trend, cells.inverse);
+    const movement = element('div', 'movement');
+    movement.append(cells.change, cells.spark);
+    tile.append(head, cells.per, value, movement, cells.inverse);
     this.cells.set(code, cells);
     const order = (c) => this.symbols.indexOf(c);
     const next = [...this.container.children].find((t) => order(t.dataset.code) > order(code));
