@@ -97,6 +97,9 @@ function summarise(samples, warmup, rate, status) {
   // A sample taken mid-flash holds that flash's garbage-to-be: compare medians of three.
   const median3 = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
   const growth = median3(heaps.slice(-3)) - median3(heaps.slice(0, 3));
+  // Replaced text nodes count until Blink collects them: the same medians tell growth from churn.
+  const nodes = steady.map((s) => s.nodes);
+  const nodesGrowth = median3(nodes.slice(-3)) - median3(nodes.slice(0, 3));
   return {
     updatesPerSecond: +rate.toFixed(2),
     seconds: samples[samples.length - 1].t,
@@ -110,7 +113,8 @@ function summarise(samples, warmup, rate, status) {
     // The lowest sample of each minute: what the page holds between flashes, minute by minute.
     floorPerMinuteMiB: floors(samples),
     slopeKiBPerMinute: varT ? +((cov / varT) * 60 * 1024).toFixed(1) : 0,
-    nodes: [Math.min(...steady.map((s) => s.nodes)), Math.max(...steady.map((s) => s.nodes))],
+    nodes: [Math.min(...nodes), Math.max(...nodes)],
+    nodesGrowth,
     listeners: [Math.min(...steady.map((s) => s.listeners)), Math.max(...steady.map((s) => s.listeners))],
     statusAtEnd: status,
   };

@@ -14,8 +14,9 @@ test('the wall at 4 updates/s: heap, DOM nodes and listeners stay flat after war
   // of a frame, a node or a closure per update would pass 1 MiB in this half minute.
   assert.ok(summary.heapGrowthMiB < 1, `heap: ${shown}`);
   assert.equal(summary.listeners[0], summary.listeners[1], `listeners: ${shown}`);
-  // A flash adds its marker's text for a second; nothing else should come and stay.
+  // A flash adds its marker's text for a second, and replaced text nodes wait for Blink's
+  // collector; nothing should come and stay.
   const nodes = samples.filter((s) => s.t >= 15).map((s) => s.nodes);
-  assert.ok(Math.max(...nodes) - Math.min(...nodes) <= 60, `DOM nodes: ${nodes.join(' ')}`);
+  assert.ok(summary.nodesGrowth <= 30, `DOM nodes: ${nodes.join(' ')}`);
   assert.deepEqual(problems.map((p) => p.text), []);
 });
