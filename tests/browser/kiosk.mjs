@@ -36,9 +36,10 @@ export async function runKiosk({
   const server = await startRatecast({
     port: await freePort(),
     upstreamUrl: upstream.url,
-    // The poller waits its interval after each fetch (~25 ms with a debug build): a little less
-    // than 1/rate keeps the rate.
-    pollInterval: `${Math.floor(1000 / perSecond) - 25}ms`,
+    // The poller sleeps its interval after each fetch, and a fetch takes 25-40 ms with a debug
+    // build on a busy 2-core machine: 80 % of the period lands at the rate or a little above it
+    // (the summary gives the rate measured from the server's delta counter).
+    pollInterval: `${Math.floor((1000 / perSecond) * 0.8)}ms`,
   });
   const browser = await launchChromium();
   const problems = [];
