@@ -30,8 +30,9 @@ after(async () => {
 });
 
 test('first run against an unreachable upstream: waiting for data, with the reason; never Live', async () => {
-  // Nothing listens on this port: every poll fails to connect. A slow poll interval keeps the
-  // poller's failures (and today's status frames, sent on each change) within the page's view.
+  // Nothing listens on this port: every poll fails to connect. The server greets a connection
+  // that arrives before any data with its current status frame (reason, next attempt); the slow
+  // poll interval also keeps later failures' status frames within the page's view.
   const nowhere = `http://127.0.0.1:${await freePort()}`;
   const lonely = await startRatecast({ port: await freePort(), upstreamUrl: nowhere, ready: false, pollInterval: '3s' });
   try {
