@@ -20,6 +20,7 @@ module "ratecast" {
 
   # The chart renders a ServiceMonitor in every env: its CRD must exist.
   enable_monitoring           = true
+  alert_receivers             = { slack_channel = "#ratecast-dev" }
   log_retention_days          = 7
   secret_recovery_window_days = 0
 

@@ -20,6 +20,7 @@ module "ratecast" {
   }
 
   enable_monitoring           = true
+  alert_receivers             = { slack_channel = "#ratecast-staging" }
   log_retention_days          = 30
   secret_recovery_window_days = 7
 
