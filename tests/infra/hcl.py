@@ -36,7 +36,13 @@ def blocks(path_or_dir, kind):
 def resources(directory, rtype):
     """{name: body} of the resources (or data sources with rtype 'data.x') of a directory."""
     kind, rtype = ("data", rtype[5:]) if rtype.startswith("data.") else ("resource", rtype)
-    return blocks(directory, kind).get(rtype, {})
+    paths = sorted(Path(directory).glob("*.tf")) if Path(directory).is_dir() else [Path(directory)]
+    found = {}
+    # Merged per name: each resource block is its own {type: {name: body}} entry.
+    for p in paths:
+        for entry in parse(p).get(kind, []):
+            found.update(entry.get(rtype, {}))
+    return found
 
 
 def env_module(env):

@@ -77,7 +77,7 @@ variable "ci_terraform_role_names" {
 variable "deploy_repository_names" {
   description = "ECR repositories (created by infra/global) the deploy role reads: the released and main-branch OCI charts it installs and the image repository holding the cosign signatures it verifies."
   type        = list(string)
-  default     = ["ratecast", "charts/ratecast", "charts/ratecast-main"]
+  default     = ["ratecast", "charts/ratecast", "charts/main/ratecast"]
 }
 
 variable "app_namespace" {
