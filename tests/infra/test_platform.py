@@ -1,0 +1,85 @@
+"""What the platform module installs into each cluster: monitoring that reaches a person and that
+EKS can actually scrape, Prometheus on persistent storage, the install order those need, and a
+cluster autoscaler matched to the cluster's minor."""
+import re
+
+from hcl import ENVS, INFRA, blocks, env_module, resources
+
+PLATFORM = INFRA / "modules" / "platform"
+
+
+def locals_():
+    return blocks(PLATFORM / "main.tf", "locals")
+
+
+def controller_values(name):
+    """The values of a controller, as the HCL object before yamlencode()."""
+    text = (PLATFORM / "main.tf").read_text()
+    start = text.index(f"    {name} = {{")
+    return text[start:text.index("\n    }\n", start)]
+
+
+def test_kube_prometheus_stack_scrapes_nothing_eks_hides():
+    kps = controller_values("kube-prometheus-stack")
+    # EKS runs the control plane; kube-proxy binds metrics to localhost: targets always down.
+    for component in ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy"):
+        assert re.search(rf"{component}\s+= {{ enabled = false }}", kps), component
+    for rule in ("etcd", "kubeControllerManager", "kubeSchedulerAlerting", "kubeSchedulerRecording", "kubeProxy"):
+        assert re.search(rf"\b{rule}\s+= false", kps), rule
+
+
+def test_prometheus_and_alertmanager_keep_their_data_on_encrypted_ebs():
+    kps = controller_values("kube-prometheus-stack")
+    assert kps.count("storageClassName = local.storage_class") == 2
+    assert "var.prometheus_storage_size" in kps
+    cluster = blocks(INFRA / "modules" / "cluster" / "main.tf", "module")["eks"]
+    assert "aws-ebs-csi-driver" in cluster["addons"]
+
+
+def test_alerts_reach_slack_and_critical_ones_page_in_prod():
+    config = locals_()["alertmanager_config"]
+    assert config["route"]["receiver"] == "slack"
+    text = str(config)
+    assert "api_url_file" in text and "routing_key_file" in text, "credentials from mounted files, never in values"
+    routes = config["route"]["routes"]
+    assert r'receiver = "pagerduty", matchers = ["severity = \"critical\""], continue = true' in routes
+    assert "var.alert_receivers.pagerduty ?" in routes
+    kps = controller_values("kube-prometheus-stack")
+    assert "optional = true" in kps, "Alertmanager must start before the receivers' secret has a value"
+    receivers = {e: env_module(e)["alert_receivers"] for e in ENVS}
+    assert receivers["prod"]["pagerduty"] is True
+    assert not receivers["dev"].get("pagerduty") and not receivers["staging"].get("pagerduty")
+    assert all(r["slack_channel"].startswith("#") for r in receivers.values())
+    secret = resources(PLATFORM, "aws_secretsmanager_secret")["alertmanager_receivers"]
+    assert secret["name"] == "ratecast/${var.environment}/alertmanager-receivers"
+    # ESO may read it (and the API key) only.
+    assert locals_()["eso_readable_secret_arns"] == (
+        "${concat([aws_secretsmanager_secret.api_key.arn], aws_secretsmanager_secret.alertmanager_receivers[*].arn)}")
+
+
+def test_monitoring_installs_after_the_bootstrap_chart_and_that_after_the_controllers():
+    releases = resources(PLATFORM, "helm_release")
+    assert releases["bootstrap"]["depends_on"] == ["${helm_release.controller}"]
+    assert releases["monitoring"]["depends_on"] == ["${helm_release.bootstrap}"]
+    assert releases["monitoring"]["for_each"] == "${local.monitoring_releases}"
+    assert releases["controller"]["for_each"] == "${local.controllers}"
+
+
+def test_cluster_autoscaler_image_matches_the_cluster_minor():
+    assert "image              = { tag = local.cluster_autoscaler_image_tag }" in controller_values("cluster-autoscaler")
+    tags = blocks(PLATFORM, "variable")["cluster_autoscaler_image_tags"]["default"]
+    default_version = blocks(INFRA / "modules" / "environment", "variable")["kubernetes_version"]["default"]
+    assert tags[default_version] == f"v{default_version}.0"
+    for minor, tag in tags.items():
+        assert tag.startswith(f"v{minor}."), (minor, tag)
+    # An upgrade to a minor without a tag stops at plan time.
+    (precondition,) = resources(PLATFORM, "helm_release")["controller"]["lifecycle"][0]["precondition"]
+    assert precondition["condition"] == "${local.cluster_autoscaler_image_tag != null}"
+    platform_call = blocks(INFRA / "modules" / "environment" / "main.tf", "module")["platform"]
+    assert platform_call["kubernetes_version"] == "${var.kubernetes_version}"
+
+
+def test_the_hpa_metric_is_served_from_the_persistent_prometheus():
+    adapter = controller_values("prometheus-adapter")
+    assert "ratecast_ws_connections" in adapter
+    assert "kube-prometheus-stack-prometheus.monitoring.svc" in adapter
