@@ -8,23 +8,16 @@ import yaml
 
 from conftest import (CHART, FULLNAME, NAMESPACE, VALUE_SETS, container, env, find, helm, helm_binaries, kinds, render,
                       template_args)
+from metrics_contract import contract, metric_names
 
 HARDENED_CONTAINER = {
     "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "readOnlyRootFilesystem": True,
     "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-# Metric names of the binary contract: dashboards and alerts may use nothing else.
-CONTRACT_METRICS = {
-    "ratecast_upstream_requests_total", "ratecast_upstream_request_duration_seconds",
-    "ratecast_upstream_last_success_timestamp_seconds", "ratecast_data_age_seconds",
-    "ratecast_deltas_published_total", "ratecast_seq", "ratecast_upstream_up",
-    "ratecast_http_requests_total", "ratecast_http_request_duration_seconds", "ratecast_ws_connections",
-    "ratecast_ws_connections_accepted_total", "ratecast_ws_connections_refused_total",
-    "ratecast_ws_frames_sent_total", "ratecast_ws_bytes_sent_total", "ratecast_ws_resyncs_total",
-    "ratecast_ws_slow_consumer_closes_total", "ratecast_ws_resumes_total",
-    "ratecast_ws_delivery_delay_seconds",
-}
+# Metric names of the binary contract: dashboards and alerts may use nothing else. One list,
+# shared with the test that scrapes the running binary (test_metric_contract.py).
+CONTRACT_METRICS = contract()
 ALERTS = {"RatecastDataStale", "RatecastUpstreamErrors", "RatecastNoReadyPods",
           "RatecastSlowConsumerClosesRising", "RatecastNearConnectionLimit"}
 ALB_SETS = ["dev", "staging", "prod", "all"]
@@ -49,11 +42,6 @@ def selects(selector, labels):
 
 def port_number(docs, name):
     return next(p["containerPort"] for p in container(docs)["ports"] if p["name"] == name)
-
-
-def metric_names(promql):
-    names = set(re.findall(r"\bratecast_[a-z_]+", promql))
-    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)

@@ -1,6 +1,7 @@
 data "aws_partition" "current" {}
 
 resource "aws_ecr_repository" "this" {
+  #checkov:skip=CKV_AWS_51:Immutable except cosign's sha256-<digest>.sig/.att tags (IMMUTABLE_WITH_EXCLUSION, which this check predates): cosign must re-push them on a retried publish, and each names the digest it signs.
   for_each = var.repositories
 
   name = each.key
