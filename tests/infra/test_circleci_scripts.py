@@ -117,15 +117,20 @@ def test_continue_plans_when_there_is_nothing_to_compare_with(repo, stubs):
     assert run_continue(repo, env, "")["parameters"] == {"infra-changed": True}
 
 
-def test_deploy_verifies_then_upgrades_atomically_with_the_env_values_then_tests(tmp_path, stubs):
-    env, calls = stubs
+def deploy_env(tmp_path, env, target, chart_version, chart_repository):
+    """The deploy job's environment: its context's variables and the publish jobs' workspace files."""
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "image.env").write_text("IMAGE_DIGEST=sha256:abc\n")
-    (workspace / "chart.env").write_text("CHART_VERSION=0.1.0-g123456789abc\nCHART_REPOSITORY=charts/ratecast\n")
-    env.update(WORKSPACE=str(workspace), EKS_CLUSTER_NAME="ratecast-staging", AWS_REGION="eu-west-1",
+    (workspace / "chart.env").write_text(f"CHART_VERSION={chart_version}\nCHART_REPOSITORY={chart_repository}\n")
+    env.update(WORKSPACE=str(workspace), EKS_CLUSTER_NAME=f"ratecast-{target}", AWS_REGION="eu-west-1",
                ECR_REGISTRY="1.dkr.ecr.eu-west-1.amazonaws.com", COSIGN_PUBLIC_KEY="pem",
                INGRESS_CERTIFICATE_ARN="arn:aws:acm:eu-west-1:1:certificate/x")
+
+
+def test_deploy_verifies_then_upgrades_atomically_with_the_env_values_then_tests(tmp_path, stubs):
+    env, calls = stubs
+    deploy_env(tmp_path, env, "staging", "0.1.0-g123456789abc", "charts/ratecast")
     # Like the real cosign, verify fails without registry credentials: they come from `cosign login`.
     behave(tmp_path, "cosign", f"""\
         if [ "$1" = login ]; then touch "{tmp_path}/docker-credentials"; fi
@@ -314,12 +319,7 @@ def test_chart_already_in_ecr_is_not_pushed_again(tmp_path, stubs):
 
 def test_deploy_installs_the_chart_from_the_repository_it_was_published_to(tmp_path, stubs):
     env, calls = stubs
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
-    (workspace / "image.env").write_text("IMAGE_DIGEST=sha256:abc\n")
-    (workspace / "chart.env").write_text("CHART_VERSION=0.1.0-gabc\nCHART_REPOSITORY=charts/main/ratecast\n")
-    env.update(WORKSPACE=str(workspace), EKS_CLUSTER_NAME="ratecast-dev", AWS_REGION="eu-west-1",
-               ECR_REGISTRY=REGISTRY, COSIGN_PUBLIC_KEY="pem", INGRESS_CERTIFICATE_ARN="arn:x")
+    deploy_env(tmp_path, env, "dev", "0.1.0-gabc", "charts/main/ratecast")
     result = run("deploy.sh", "dev", env=env)
     assert result.returncode == 0, result.stderr
     (upgrade,) = [c for c in calls() if c.startswith("helm upgrade")]

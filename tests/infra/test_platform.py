@@ -58,11 +58,17 @@ def test_alerts_reach_slack_and_critical_ones_page_in_prod():
 
 
 def test_monitoring_installs_after_the_bootstrap_chart_and_that_after_the_controllers():
+    stages = blocks(PLATFORM / "main.tf", "module")
     releases = resources(PLATFORM, "helm_release")
-    assert releases["bootstrap"]["depends_on"] == ["${helm_release.controller}"]
-    assert releases["monitoring"]["depends_on"] == ["${helm_release.bootstrap}"]
-    assert releases["monitoring"]["for_each"] == "${local.monitoring_releases}"
-    assert releases["controller"]["for_each"] == "${local.controllers}"
+    assert stages["controllers"]["source"] == stages["monitoring"]["source"] == "./releases"
+    assert " in local.controllers :" in stages["controllers"]["releases"]
+    assert " in local.monitoring_releases :" in stages["monitoring"]["releases"]
+    assert releases["bootstrap"]["depends_on"] == ["${module.controllers}"]
+    assert "${helm_release.bootstrap}" in stages["monitoring"]["depends_on"]
+    assert stages["monitoring"]["create_namespace"] is False, "the bootstrap chart owns the monitoring namespace"
+    # Every release is atomic and waits: a broken controller fails the apply.
+    (release,) = resources(PLATFORM / "releases", "helm_release").values()
+    assert release["atomic"] is True and release["wait"] is True
 
 
 def test_cluster_autoscaler_image_matches_the_cluster_minor():
@@ -73,8 +79,11 @@ def test_cluster_autoscaler_image_matches_the_cluster_minor():
     for minor, tag in tags.items():
         assert tag.startswith(f"v{minor}."), (minor, tag)
     # An upgrade to a minor without a tag stops at plan time.
-    (precondition,) = resources(PLATFORM, "helm_release")["controller"]["lifecycle"][0]["precondition"]
+    check = resources(PLATFORM, "terraform_data")["autoscaler_image_for_this_minor"]
+    (precondition,) = check["lifecycle"][0]["precondition"]
     assert precondition["condition"] == "${local.cluster_autoscaler_image_tag != null}"
+    controllers = blocks(PLATFORM / "main.tf", "module")["controllers"]
+    assert "${terraform_data.autoscaler_image_for_this_minor}" in controllers["depends_on"]
     platform_call = blocks(INFRA / "modules" / "environment" / "main.tf", "module")["platform"]
     assert platform_call["kubernetes_version"] == "${var.kubernetes_version}"
 

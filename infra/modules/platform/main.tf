@@ -219,20 +219,14 @@ module "pod_identity" {
   tags = var.tags
 }
 
-resource "helm_release" "controller" {
-  for_each = local.controllers
+# The release fields only (the map also carries each controller's service account).
+locals {
+  release_fields = ["namespace", "repository", "chart", "version", "values"]
+}
 
-  name             = each.key
-  namespace        = each.value.namespace
-  create_namespace = true
-  repository       = each.value.repository
-  chart            = each.value.chart
-  version          = each.value.version
-  values           = [each.value.values]
-
-  atomic  = true
-  wait    = true
-  timeout = 900
+# The cluster autoscaler's image must exist for the cluster's minor: fail the plan otherwise.
+resource "terraform_data" "autoscaler_image_for_this_minor" {
+  input = local.cluster_autoscaler_image_tag
 
   lifecycle {
     precondition {
@@ -240,29 +234,27 @@ resource "helm_release" "controller" {
       error_message = "cluster_autoscaler_image_tags has no tag for Kubernetes ${local.kubernetes_minor}: add the autoscaler release of that minor before upgrading the cluster."
     }
   }
-
-  # Credentials must exist before the pods start, or they cache "no credentials".
-  depends_on = [module.pod_identity]
 }
 
-resource "helm_release" "monitoring" {
-  for_each = local.monitoring_releases
+module "controllers" {
+  source = "./releases"
 
-  name             = each.key
-  namespace        = each.value.namespace
+  releases         = { for name, c in local.controllers : name => { for k in local.release_fields : k => c[k] } }
+  create_namespace = true
+
+  # Credentials must exist before the pods start, or they cache "no credentials".
+  depends_on = [module.pod_identity, terraform_data.autoscaler_image_for_this_minor]
+}
+
+module "monitoring" {
+  source = "./releases"
+
+  releases = { for name, c in local.monitoring_releases : name => { for k in local.release_fields : k => c[k] } }
+  # The bootstrap chart creates (and labels) the monitoring namespace, the StorageClass of
+  # Prometheus' volume and the ExternalSecret of Alertmanager's receivers.
   create_namespace = false
-  repository       = each.value.repository
-  chart            = each.value.chart
-  version          = each.value.version
-  values           = [each.value.values]
 
-  atomic  = true
-  wait    = true
-  timeout = 900
-
-  # The bootstrap chart creates the monitoring namespace, the StorageClass of Prometheus' volume
-  # and the ExternalSecret of Alertmanager's receivers.
-  depends_on = [helm_release.bootstrap]
+  depends_on = [module.pod_identity, helm_release.bootstrap]
 }
 
 # The app and monitoring namespaces (with their labels), the ClusterSecretStore, the
@@ -299,5 +291,5 @@ resource "helm_release" "bootstrap" {
   atomic = true
   wait   = true
 
-  depends_on = [helm_release.controller]
+  depends_on = [module.controllers]
 }
