@@ -15,7 +15,8 @@ Usage:
     when given, else fresh clones).
 
 Writes infra/module-inputs/<namespace>_<name>_<provider>@<version>.json:
-  {"source", "version", "inputs": {name: {"required": bool, "attributes": [...]}}}
+  {"source", "version", "inputs": {name: {"required": bool, "attributes": [...]}},
+   "providers": {name: version constraint of the release's versions.tf}}
 where "attributes" lists the top-level attributes of an object / map(object) input type (so
 node-group and add-on keys are checked too).
 """
@@ -96,8 +97,12 @@ def record(source, version, git_dir):
                            "attributes": type_attributes(body)}
     if not inputs:
         sys.exit(f"{source} {tag}: no variables found in {git_dir}")
+    # The provider versions the release requires: the roots' constraints must allow them.
+    versions = subprocess.run(["git", "-C", str(git_dir), "show", f"{tag}:versions.tf"],
+                              check=True, capture_output=True, text=True).stdout
+    providers = dict(re.findall(r'source\s*=\s*"hashicorp/(\w+)"\s*\n\s*version\s*=\s*"([^"]+)"', versions))
     path = out_path(source, version)
-    path.write_text(json.dumps({"source": source, "version": version, "inputs": inputs},
+    path.write_text(json.dumps({"source": source, "version": version, "inputs": inputs, "providers": providers},
                                indent=1, sort_keys=True) + "\n")
     print(f"{path.relative_to(REPO)}: {len(inputs)} inputs")
 

@@ -11,18 +11,23 @@ import sys
 
 import pytest
 
-from hcl import INFRA, META_ARGS, blocks, tf_files
+from hcl import INFRA, META_ARGS, blocks, parse, tf_files
 
 INPUTS = INFRA / "module-inputs"
 
 
-def recorded(source, version):
+def recorded_release(call):
+    source, version = call["source"], call["version"]
     path = INPUTS / f"{source.replace('/', '_')}@{version}.json"
     assert path.is_file(), (f"no input list for {source} {version}: run "
                             f"infra/tools/record-module-inputs.py {source} {version}")
     data = json.loads(path.read_text())
     assert data["source"] == source and data["version"] == version
-    return data["inputs"]
+    return data
+
+
+def recorded(source, version):
+    return recorded_release({"source": source, "version": version})["inputs"]
 
 
 def registry_calls():
@@ -109,3 +114,25 @@ def test_the_recorder_lists_the_pinned_modules():
                           "print(sorted(m.pinned_modules()))"], capture_output=True, text=True, check=True).stdout
     pins = sorted({(b["source"], b["version"]) for _, _, b in registry_calls()})
     assert out.strip() == str(pins)
+
+
+def lower_bound(constraint):
+    m = re.match(r"(?:~>|>=)\s*(\d+)\.(\d+)", constraint)
+    assert m, constraint
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_the_roots_provider_constraints_allow_what_the_pinned_releases_require():
+    # A root that allowed an older AWS provider than a module needs would lock (and plan with)
+    # a provider the module refuses; the module releases' own versions.tf were recorded.
+    root = parse(INFRA / "envs" / "_common" / "versions.tf")["terraform"][0]["required_providers"][0]
+    for _, _, body in registry_calls():
+        for provider, constraint in recorded_release(body)["providers"].items():
+            if provider in root:
+                assert lower_bound(root[provider]["version"]) >= lower_bound(constraint), (
+                    f"{body['source']} {body['version']} needs {provider} {constraint}, roots allow {root[provider]['version']}")
+    # The repo's own modules ask for no less either.
+    for versions in (INFRA / "modules").rglob("versions.tf"):
+        aws = parse(versions)["terraform"][0]["required_providers"][0].get("aws")
+        if aws:
+            assert lower_bound(aws["version"]) >= lower_bound(root["aws"]["version"]), versions

@@ -5,7 +5,7 @@ terraform {
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = "~> 6.20"
+      version = "~> 6.28"
     }
     helm = {
       source  = "hashicorp/helm"

@@ -26,9 +26,9 @@ variable "mutable_tag_patterns" {
 }
 
 variable "signature_keep_count" {
-  description = "How many cosign signature/attestation artefacts (sha256-* tags) each repository keeps. Each published digest has up to 5 (index and two platform signatures, two SBOM attestations), so it must cover 5 x (release_keep_count + keep_count): a release whose signature expired could not be verified on rollback."
+  description = "How many cosign signature/attestation artefacts (sha256-* tags) each repository keeps, newest first. Each published digest has up to 5 (index and two platform signatures, two SBOM attestations), so the signatures of the last signature_keep_count / 5 published digests (1000 by default) survive, at least 5 x (release_keep_count + keep_count): a release whose signature expired could not be verified on rollback (re-running its tag's publish job re-scans and re-signs it)."
   type        = number
-  default     = 2500
+  default     = 5000
 }
 
 variable "release_keep_count" {
