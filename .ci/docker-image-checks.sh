@@ -27,8 +27,8 @@ check_image_size() {
 
 check_image_contents() {
   local image=$1 container listing files setuid forbidden
-  container=$(docker create "$image")
-  listing=$(docker export "$container" | tar -tv)
+  container=$(docker create "$image") || { echo "FAIL: cannot create a container of $image" >&2; return 1; }
+  listing=$(docker export "$container" | tar -tv) || { docker rm "$container" >/dev/null; echo "FAIL: cannot list $image" >&2; return 1; }
   docker rm "$container" >/dev/null
   files=$(awk '{ print $6 }' <<<"$listing")
   setuid=$(awk '$1 ~ /^-.*[sS]/ { print $6 }' <<<"$listing")
