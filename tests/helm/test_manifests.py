@@ -425,3 +425,23 @@ def test_local_values_with_an_httproute_instead(tmp_path):
     route = find(docs, "HTTPRoute")["spec"]
     assert route["parentRefs"] == [{"name": "local", "namespace": "gateway"}]
     assert "nodePort" not in find(docs, "Service")["spec"]["ports"][0]
+
+
+def test_cluster_mode_is_off_by_default():
+    for value_set in VALUE_SETS:
+        docs = render(value_set)
+        assert "RATECAST_REDIS_URL" not in env(docs), value_set
+        assert not [d for d in docs if d["kind"] == "ExternalSecret" and d["metadata"]["name"] == "ratecast-redis"]
+
+
+def test_cluster_mode_passes_the_redis_url_and_opens_egress_to_redis():
+    # Prepared for issue 13 (the server's --redis-url): the URL from a Secret, egress to Redis only.
+    docs = render("prod", ["cluster.redis.enabled=true", "cluster.redis.egressCidrs={10.30.0.0/16}",
+                           "cluster.redis.externalSecret.enabled=true",
+                           "cluster.redis.externalSecret.remoteKey=ratecast/prod/redis"])
+    assert env(docs)["RATECAST_REDIS_URL"] == {"secretKeyRef": {"name": "ratecast-redis", "key": "url"}}
+    es = find(docs, "ExternalSecret", "ratecast-redis")["spec"]
+    assert es["data"] == [{"secretKey": "url", "remoteRef": {"key": "ratecast/prod/redis", "property": "url"}}]
+    egress = find(docs, "NetworkPolicy")["spec"]["egress"]
+    redis = [rule for rule in egress if rule["ports"] == [{"port": 6379, "protocol": "TCP"}]]
+    assert redis == [{"ports": [{"port": 6379, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}]}]

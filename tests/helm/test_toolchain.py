@@ -119,6 +119,7 @@ def test_schema_rejects_bad_values(bad, message):
      "className is required"),
     (["apiKey.value=k", "externalSecret.enabled=true"], "exclusive"),
     (["autoscaling.enabled=true", "autoscaling.minReplicas=5", "autoscaling.maxReplicas=3"], "must not exceed"),
+    (["cluster.redis.enabled=true"], "cluster.redis.egressCidrs"),
 ])
 def test_inconsistent_values_fail_with_a_reason(sets, message):
     assert message in render_error(*sets)

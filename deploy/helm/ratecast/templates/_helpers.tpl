@@ -121,6 +121,9 @@ namespace="{{ .Release.Namespace }}", job="{{ include "ratecast.fullname" . }}"
 {{- if and .Values.ingress.enabled (eq .Values.ingress.controller "generic") (not .Values.ingress.className) }}
 {{- fail "ingress.className is required with ingress.controller generic (the IngressClass of your controller)" }}
 {{- end }}
+{{- if and .Values.cluster.redis.enabled .Values.networkPolicy.enabled (not .Values.cluster.redis.egressCidrs) }}
+{{- fail "cluster.redis.egressCidrs must hold the Redis endpoints' CIDR (the VPC CIDR): the NetworkPolicy allows no other egress" }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
