@@ -54,7 +54,8 @@ def test_alerts_reach_slack_and_critical_ones_page_in_prod():
     assert secret["name"] == "ratecast/${var.environment}/alertmanager-receivers"
     # ESO may read it (and the API key) only.
     assert locals_()["eso_readable_secret_arns"] == (
-        "${concat([aws_secretsmanager_secret.api_key.arn], aws_secretsmanager_secret.alertmanager_receivers[*].arn)}")
+        "${concat([aws_secretsmanager_secret.api_key.arn], aws_secretsmanager_secret.alertmanager_receivers[*].arn, "
+        "var.extra_readable_secret_arns)}")
 
 
 def test_monitoring_installs_after_the_bootstrap_chart_and_that_after_the_controllers():
@@ -92,3 +93,27 @@ def test_the_hpa_metric_is_served_from_the_persistent_prometheus():
     adapter = controller_values("prometheus-adapter")
     assert "ratecast_ws_connections" in adapter
     assert "kube-prometheus-stack-prometheus.monitoring.svc" in adapter
+
+
+def test_cluster_mode_valkey_is_private_encrypted_and_off_until_the_server_uses_it():
+    # Prepared for issue 13: sized per environment, not created yet.
+    sizes = {e: env_module(e)["redis"] for e in ENVS}
+    assert all(s["enabled"] is False for s in sizes.values())
+    assert [sizes[e]["node_count"] for e in ENVS] == [1, 2, 3], "one node in dev, failover from staging on"
+    cache = INFRA / "modules" / "cache"
+    valkey = blocks(cache / "main.tf", "module")["valkey"]
+    assert valkey["engine"] == "valkey"
+    assert valkey["transit_encryption_enabled"] is True and valkey["transit_encryption_mode"] == "required"
+    assert valkey["at_rest_encryption_enabled"] is True and valkey["auth_token"] == "${random_password.auth_token.result}"
+    assert valkey["automatic_failover_enabled"] == valkey["multi_az_enabled"] == "${var.node_count > 1}"
+    # Reachable from the nodes only.
+    (rule,) = valkey["security_group_rules"].values()
+    assert set(rule) == {"description", "referenced_security_group_id"}
+    assert rule["referenced_security_group_id"] == "${var.node_security_group_id}"
+    call = blocks(INFRA / "modules" / "environment" / "main.tf", "module")["cache"]
+    assert call["node_security_group_id"] == "${module.cluster.node_security_group_id}"
+    assert call["count"] == "${var.redis.enabled ? 1 : 0}"
+    # Its URL is readable by External Secrets, for the chart's cluster.redis.externalSecret.
+    assert resources(cache, "aws_secretsmanager_secret")["url"]["name"] == "ratecast/${var.environment}/redis"
+    platform = blocks(INFRA / "modules" / "environment" / "main.tf", "module")["platform"]
+    assert platform["extra_readable_secret_arns"] == "${module.cache[*].url_secret_arn}"

@@ -68,6 +68,7 @@ def test_registry_modules_are_pinned_to_exact_releases_of_the_required_majors():
         "terraform-aws-modules/vpc/aws": 6,
         "terraform-aws-modules/eks/aws": 21,
         "terraform-aws-modules/eks-pod-identity/aws": 2,
+        "terraform-aws-modules/elasticache/aws": 1,
     }
     seen = {}
     for path, name, body in registry_module_calls():

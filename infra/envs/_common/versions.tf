@@ -11,5 +11,9 @@ terraform {
       source  = "hashicorp/helm"
       version = "~> 3.1"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.7"
+    }
   }
 }

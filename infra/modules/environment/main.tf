@@ -121,7 +121,25 @@ module "platform" {
   kubernetes_version          = var.kubernetes_version
   enable_monitoring           = var.enable_monitoring
   alert_receivers             = var.alert_receivers
+  extra_readable_secret_arns  = module.cache[*].url_secret_arn
   secret_recovery_window_days = var.secret_recovery_window_days
   autoscaler_priorities       = { for p, regexes in local.autoscaler_tiers : p => regexes if length(regexes) > 0 }
+  tags                        = local.tags
+}
+
+# Cluster mode's Valkey (issue 13), off until the server reads RATECAST_REDIS_URL.
+module "cache" {
+  source = "../cache"
+  count  = var.redis.enabled ? 1 : 0
+
+  name                        = local.name
+  environment                 = var.environment
+  node_type                   = var.redis.node_type
+  node_count                  = var.redis.node_count
+  vpc_id                      = module.network.vpc_id
+  subnet_ids                  = module.network.private_subnet_ids
+  node_security_group_id      = module.cluster.node_security_group_id
+  kms_key_arn                 = module.platform.secrets_kms_key_arn
+  secret_recovery_window_days = var.secret_recovery_window_days
   tags                        = local.tags
 }

@@ -107,6 +107,16 @@ variable "alert_receivers" {
   default = { slack_channel = "#ratecast-alerts" }
 }
 
+variable "redis" {
+  description = "Cluster mode's ElastiCache Valkey (issue 13): enabled, node_type, node_count (1: one node; more: primary + replicas with automatic failover and Multi-AZ). Its URL goes to Secrets Manager ratecast/<environment>/redis."
+  type = object({
+    enabled    = optional(bool, false)
+    node_type  = optional(string, "cache.t4g.micro")
+    node_count = optional(number, 1)
+  })
+  default = {}
+}
+
 variable "log_retention_days" {
   description = "Retention of the control-plane and VPC flow log groups, in days."
   type        = number

@@ -146,6 +146,7 @@ locals {
   eso_readable_secret_arns = concat(
     [aws_secretsmanager_secret.api_key.arn],
     aws_secretsmanager_secret.alertmanager_receivers[*].arn,
+    var.extra_readable_secret_arns,
   )
 
   # Every alert goes to Slack; with PagerDuty on, critical ones page as well. Watchdog (always

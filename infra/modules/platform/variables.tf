@@ -115,6 +115,12 @@ variable "chart_versions" {
   default = {}
 }
 
+variable "extra_readable_secret_arns" {
+  description = "Other Secrets Manager secrets External Secrets may read (cluster mode's Valkey URL), besides the API key and the Alertmanager receivers."
+  type        = list(string)
+  default     = []
+}
+
 variable "tags" {
   description = "Tags added to every AWS resource."
   type        = map(string)
