@@ -445,3 +445,26 @@ def test_cluster_mode_passes_the_redis_url_and_opens_egress_to_redis():
     egress = find(docs, "NetworkPolicy")["spec"]["egress"]
     redis = [rule for rule in egress if rule["ports"] == [{"port": 6379, "protocol": "TCP"}]]
     assert redis == [{"ports": [{"port": 6379, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}]}]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_pod_meets_pod_security_restricted(value_set):
+    # The app namespace enforces Pod Security Admission `restricted` (Terraform's bootstrap
+    # chart): a pod that does not meet it, the helm test pod included, is refused at deploy time.
+    docs = render(value_set)
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    pods += [d["spec"] for d in docs if d["kind"] == "Pod"]
+    assert pods
+    for spec in pods:
+        pod_ctx = spec.get("securityContext", {})
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+        assert all("hostPath" not in v for v in spec.get("volumes", []))
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            ctx = c.get("securityContext", {})
+            assert ctx.get("allowPrivilegeEscalation") is False, c["name"]
+            assert ctx.get("capabilities", {}).get("drop") == ["ALL"], c["name"]
+            assert not set(ctx.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}, c["name"]
+            assert ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True, c["name"]
+            seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {}))
+            assert seccomp.get("type") in ("RuntimeDefault", "Localhost"), c["name"]
+            assert not ctx.get("privileged"), c["name"]
