@@ -4,7 +4,8 @@ source "$(dirname "$0")/../lib.sh"
 cd "$REPO_ROOT"
 
 command -v cargo >/dev/null || { echo "cargo is required (rustup: https://rustup.rs)" >&2; exit 1; }
-ensure_apt pkg-config procps
+# redis-server: the cluster-mode tests (tests/cluster.rs) start their own on free ports.
+ensure_apt pkg-config procps redis-server
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
