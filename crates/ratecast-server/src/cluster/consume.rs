@@ -23,6 +23,10 @@ use ratecast_protocol::frames::{Delta, ServerFrame};
 use ratecast_protocol::time::unix_ms;
 use ratecast_protocol::{Rates, UpstreamState};
 
+/// Longest wait between attempts while Redis is away: how soon after it returns every replica
+/// is current again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
 /// Entries taken per read.
 const READ_COUNT: usize = 128;
 
@@ -96,7 +100,7 @@ impl Reader {
                     }
                     let delay = backoff(
                         Duration::from_millis(100),
-                        Duration::from_secs(5),
+                        MAX_RETRY_DELAY,
                         failures,
                         &mut rand::rng(),
                     );
@@ -178,6 +182,8 @@ impl Reader {
             let seq: u64 = field("seq")?.parse().ok()?;
             let held = self.store.seq();
             if seq <= held {
+                // Already applied (a reload overlapped the read): nothing to do, and its
+                // upstream state is older than the one held.
                 return None;
             }
             if seq != held + 1 {
