@@ -86,7 +86,7 @@ fn help_documents_every_flag_with_its_env_twin() {
 #[test]
 fn api_key_never_reaches_the_logs() {
     // Unreachable upstream: the poller logs its failures; the key must not appear in them.
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args([
             "serve",
             "--listen",
@@ -109,10 +109,10 @@ fn api_key_never_reaches_the_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    let logs = logs_after(&mut child, "upstream poll failed");
     sigterm(child.id());
-    let out = child.wait_with_output().unwrap();
-    let logs = String::from_utf8_lossy(&out.stderr);
+    child.wait().unwrap();
+    let logs = logs.join().unwrap().join("\n");
     assert!(logs.contains("upstream poll failed"), "{logs}");
     assert!(!logs.contains("CG-topsecret"));
     assert!(
@@ -120,6 +120,32 @@ fn api_key_never_reaches_the_logs() {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
         "json logs"
     );
+}
+
+/// Collects the child's stderr lines on a thread; returns once a line holds `needle` (a
+/// readiness wait instead of a fixed sleep), with the thread to join for the whole log.
+fn logs_after(
+    child: &mut std::process::Child,
+    needle: &str,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (seen, wait) = std::sync::mpsc::channel();
+    let needle = needle.to_owned();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(&needle) {
+                let _ = seen.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    wait.recv_timeout(Duration::from_secs(10))
+        .expect("the awaited log line within 10 s");
+    reader
 }
 
 fn sigterm(pid: u32) {
@@ -148,7 +174,7 @@ fn sigterm_exits_zero_within_the_grace_period() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let _logs = logs_after(&mut child, "ratecast serving");
     let started = Instant::now();
     sigterm(child.id());
     let status = child.wait().unwrap();

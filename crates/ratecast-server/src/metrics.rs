@@ -29,6 +29,7 @@ pub struct Metrics {
     pub ws_resyncs: Counter,
     pub ws_slow_consumer_closes: Counter,
     pub ws_delivery_delay: Histogram,
+    pub ws_shard_lagged: Counter,
 }
 
 static METADATA: Metadata<'static> =
@@ -83,6 +84,8 @@ impl Metrics {
                 .register_counter(&m("ratecast_ws_slow_consumer_closes_total"), &METADATA),
             ws_delivery_delay: recorder
                 .register_histogram(&m("ratecast_ws_delivery_delay_seconds"), &METADATA),
+            ws_shard_lagged: recorder
+                .register_counter(&m("ratecast_ws_shard_lagged_total"), &METADATA),
             recorder,
             handle,
         }
@@ -213,5 +216,15 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "ratecast_ws_delivery_delay_seconds",
         Some(Unit::Seconds),
         "Delay from publish to frame written (sampled).",
+    ),
+    (
+        "ratecast_ws_budget_closes_total",
+        None,
+        "Connections closed with 1008 for going over a per-connection budget (frame_rate, reply_queue).",
+    ),
+    (
+        "ratecast_ws_shard_lagged_total",
+        None,
+        "Times a fan-out shard fell behind the broadcast buffer and resynced its subscribers.",
     ),
 ];
