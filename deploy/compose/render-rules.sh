@@ -11,6 +11,7 @@
 #
 # Usage: deploy/compose/render-rules.sh [OUT]   (default: deploy/compose/prometheus/alerts.yaml)
 #        deploy/compose/render-rules.sh --check  fail if the committed file differs
+# shellcheck source=.ci/lib.sh
 source "$(dirname "$0")/../../.ci/lib.sh"
 cd "$REPO_ROOT"
 
