@@ -233,6 +233,10 @@ thaw_feed() { freeze_feed; }
 # needs_cluster DRILL : exits with 3 ("depends on cluster mode") when the stack runs without it.
 needs_cluster() {
   if ! cluster_mode; then
+    # A binary with cluster mode whose replicas show no leader gauge is a failure, not a skip.
+    if [ "$DEMO_TARGET" = native ] && [ "${CLUSTER:-0}" = 1 ]; then
+      fail "the replicas run with --redis-url but expose no ratecast_cluster_leader"
+    fi
     happened "DEPENDS ON CLUSTER MODE (issue 13): the replicas expose no ratecast_cluster_leader, so $1 cannot run here; not run, not passed"
     exit 3
   fi
