@@ -29,11 +29,11 @@ log "checks: one PDF page per slide, every picture the slides name exists"
 slides=$(( $(grep -c '^---$' slides.md) - 1 ))
 pages=$(pdfinfo dist/slides.pdf | awk '/^Pages:/ { print $2 }')
 [ "$pages" -eq "$slides" ] || { echo "dist/slides.pdf has $pages pages for $slides slides" >&2; exit 1; }
-missing=0
+absent=0
 while read -r picture; do
-  [ -s "$picture" ] || { echo "slides.md shows $picture, which does not exist" >&2; missing=1; }
+  [ -s "$picture" ] || { echo "slides.md shows $picture, which does not exist" >&2; absent=1; }
 done < <(grep -o '!\[[^]]*\]([^)]*)' slides.md | sed 's/.*](\(.*\))/\1/')
-[ "$missing" -eq 0 ]
+[ "$absent" -eq 0 ]
 grep -q '{{' slides.md && { echo "slides.md still has placeholders" >&2; exit 1; }
 pdftoppm -r 40 -png -f 1 -l 1 dist/slides.pdf dist/first-page
 echo "slides: $slides, dist/slides.html ($(stat -c %s dist/slides.html) B), dist/slides.pdf ($pages pages)"
