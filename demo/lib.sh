@@ -208,7 +208,7 @@ print('<html><body style="margin:0;background:#111;color:#ddd">'
       '<pre style="font:15px/1.25 DejaVu Sans Mono,monospace;padding:16px;margin:0">'
       + html.escape(text) + '</pre></body></html>')
 PY
-  screenshot "$1" "file://$html" 1100x660
+  screenshot "$1" "file://$html" 1100x700
   rm -f "$html"
 }
 

@@ -28,7 +28,7 @@ spawn() {
 
 wait_http() {
   local url=$1 limit=${2:-30} deadline=$((SECONDS + ${2:-30}))
-  until curl -fsS --max-time 2 -o /dev/null "$url"; do
+  until curl -fs --max-time 2 -o /dev/null "$url"; do
     [ "$SECONDS" -ge "$deadline" ] && { echo "not up within ${limit}s: $url" >&2; return 1; }
     sleep 0.2
   done

@@ -39,9 +39,9 @@ python3 -c 'import json,sys; f=json.loads(sys.argv[1]); sys.exit(0 if f["snapsho
 happened "a snapshot of the units, then contiguous deltas about once a second"
 
 if [ "$DEMO_TARGET" = native ] && have_chromium && command -v tmux >/dev/null; then
-  screenshot "$DEMO_OUT/wall.png" "$LB_HTTP/?wall=1&symbols=usd,eur,gbp,eth,sol,xau&base=usd"
+  screenshot "$DEMO_OUT/wall.png" "$LB_HTTP/?wall=1&symbols=usd,eur,gbp,eth,xau,xag&base=usd"
   session="ratecast-demo-$$"
-  tmux new-session -d -s "$session" -x 110 -y 36 "$RATECAST_BIN watch --url $LB_WS"
+  tmux new-session -d -s "$session" -x 110 -y 32 "$RATECAST_BIN watch --url $LB_WS"
   sleep 5
   tmux capture-pane -p -t "$session" >"$DEMO_OUT/watch.txt"
   tmux kill-session -t "$session"

@@ -17,6 +17,16 @@ wait_until 60 "RatecastDataStale inactive before the drill" alert_is RatecastDat
 watch_for "the wall: the status turns 'Stale' with the data's age counting up"
 watch_for "Prometheus $PROM/alerts : RatecastDataStale pending, then firing; Grafana 'Data age'"
 
+# A wall that was open before the outage, as a real one is: its picture once it shows Stale.
+shot=""
+if [ "$DEMO_TARGET" = native ] && [ -d "$REPO_ROOT/tests/browser/node_modules/playwright-core" ]; then
+  shot_out=$(mktemp)
+  node "$DEMO_DIR/wall-shot.mjs" "$LB_HTTP/?wall=1&symbols=usd,eur,gbp,eth,xau&base=usd" \
+    "$DEMO_OUT/wall-stale.png" Stale 6000 90000 >"$shot_out" &
+  shot=$!
+  sleep 4
+fi
+
 t0=$(now_ms)
 toggle_all
 happened "SIGUSR1 sent: the demo source now fails like an unreachable CoinGecko"
@@ -24,8 +34,14 @@ wait_until 60 "the API reports stale data" stale
 t_stale=$(now_ms)
 rates_json | python3 -c 'import json,sys; b=json.load(sys.stdin); print("   API:", json.dumps({k: b.get(k) for k in ("stale", "upstream", "reason") if k in b}))'
 happened "stale after $(( (t_stale - t0) / 1000 )) s"
-if [ "$DEMO_TARGET" = native ] && have_chromium; then
-  screenshot "$DEMO_OUT/wall-stale.png" "$LB_HTTP/?wall=1&symbols=usd,eur,gbp,eth,sol,xau&base=usd"
+if [ -n "$shot" ]; then
+  wait "$shot" || fail "the open wall never showed Stale"
+  wall_status=$(cat "$shot_out")
+  rm -f "$shot_out"
+  echo "   the open wall: $wall_status"
+  python3 -c 'import json,sys; w=json.loads(sys.argv[1]); sys.exit(0 if w["status"].startswith("Stale") and "data" in w["age"] else 1)' "$wall_status" \
+    || fail "the wall does not show Stale with the age of the data"
+  happened "the wall shows '$(python3 -c 'import json,sys; w=json.loads(sys.argv[1]); print(w["status"] + " · " + w["age"])' "$wall_status")' ($DEMO_OUT/wall-stale.png)"
 fi
 wait_until 120 "RatecastDataStale fires" alert_is RatecastDataStale firing
 t_fire=$(now_ms)
@@ -42,6 +58,6 @@ wait_until 60 "RatecastDataStale resolves" alert_is RatecastDataStale inactive
 t_resolved=$(now_ms)
 happened "RatecastDataStale resolved $(( (t_resolved - t_back) / 1000 )) s after the source came back"
 
-json_out outage "$(printf '{"stale_after_s": %s, "alert_firing_after_s": %s, "data_age_at_firing_s": %s, "fresh_after_recovery_s": %s, "alert_resolved_after_recovery_s": %s, "outage_s": %s}' \
-  "$(( (t_stale - t0) / 1000 ))" "$(( (t_fire - t0) / 1000 ))" "${age_at_fire:-null}" \
+json_out outage "$(printf '{"wall": %s, "stale_after_s": %s, "alert_firing_after_s": %s, "data_age_at_firing_s": %s, "fresh_after_recovery_s": %s, "alert_resolved_after_recovery_s": %s, "outage_s": %s}' \
+  "${wall_status:-null}" "$(( (t_stale - t0) / 1000 ))" "$(( (t_fire - t0) / 1000 ))" "${age_at_fire:-null}" \
   "$(( (t_fresh - t_back) / 1000 ))" "$(( (t_resolved - t_back) / 1000 ))" "$(( (t_back - t0) / 1000 ))")"
