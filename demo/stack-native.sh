@@ -43,10 +43,11 @@ start_replica() {
   # shellcheck disable=SC2153 # CLUSTER comes from the env file sourced above
   [ "$CLUSTER" = 1 ] && redis=(--redis-url "redis://127.0.0.1:$REDIS_PORT")
   # The compose stack's settings (compose.yaml), plus the caps lifted for 1,000 loopback
-  # subscribers and a 5 s write timeout so the slow-consumer drill ends in seconds.
+  # subscribers.
   spawn "ratecast-$n" env RUST_LOG=info RATECAST_LOG_FORMAT=json "$RATECAST_BIN" serve --demo \
     --listen "127.0.0.1:${!port_var}" --metrics-listen "127.0.0.1:${!metrics_var}" \
     --poll-interval 1s --stale-after 10s --max-backoff 10s --shutdown-grace 10s --write-timeout 5s \
+    --socket-send-buffer 8192 \
     --trusted-proxy 127.0.0.1/32 --max-connections-per-ip 100000 --connection-rate-per-second 0 \
     "${redis[@]}"
   wait_http "http://127.0.0.1:${!port_var}/readyz"

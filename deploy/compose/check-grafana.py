@@ -15,6 +15,7 @@ Usage: check-grafana.py PROMETHEUS_URL
 import json
 import pathlib
 import sys
+import time
 import urllib.parse
 import urllib.request
 
@@ -52,6 +53,14 @@ def main(prom):
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home.startswith(dash_dir + "/") and (DASHBOARDS / home[len(dash_dir) + 1:]).is_file(), home
     assert mounts.get("./deploy/compose/grafana/provisioning") == "/etc/grafana/provisioning", mounts
+
+    # Prometheus answers before its first scrapes: wait for all three replicas, then a few more
+    # scrapes so that rate() has two samples to work with.
+    deadline = time.monotonic() + 60
+    while len(query(prom, 'ratecast_seq{namespace="demo"}')) < 3:
+        assert time.monotonic() < deadline, "Prometheus did not scrape the 3 replicas within 60 s"
+        time.sleep(1)
+    time.sleep(5)
 
     dashboard = json.loads((DASHBOARDS / "ratecast.json").read_text())
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
