@@ -14,7 +14,9 @@ drills=("$@")
 # The run every figure names: the commit (with -dirty for uncommitted changes), the machine,
 # its load, the build and the stack.
 commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && commit+=-dirty
+# What the test command regenerates (figures, pictures, the deck) does not make a run dirty.
+[ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no -- . \
+  ':(exclude)docs/presentation' ':(exclude)docs/screenshots' 2>/dev/null)" ] && commit+=-dirty
 bin_info=compose-image
 [ "$DEMO_TARGET" = native ] && bin_info=$("$RATECAST_BIN" --version 2>/dev/null || echo ratecast)
 python3 - "$DEMO_OUT/run.json" "$commit" "$DEMO_TARGET" "$bin_info" "${RATECAST_PROFILE:-}" <<'PY'
