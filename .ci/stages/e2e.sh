@@ -13,18 +13,11 @@ stage_start=$SECONDS
 ensure_apt redis-server haproxy chromium tmux curl shellcheck docker-compose fonts-dejavu-core
 ensure_pip pyyaml
 
-# Debian's prometheus package would start a server when installed: take the binary out of it.
-PROMETHEUS_BIN="$RATECAST_CACHE/prometheus/prometheus"
-if [ ! -x "$PROMETHEUS_BIN" ]; then
-  log "extracting prometheus from Debian's package"
-  tmp=$(mktemp -d)
-  (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 \
-    || { as_root apt-get update -qq && touch "$APT_UPDATED" && apt-get download prometheus >/dev/null 2>&1; }; })
-  mkdir -p "$(dirname "$PROMETHEUS_BIN")"
-  dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -xO ./usr/bin/prometheus >"$PROMETHEUS_BIN"
-  chmod 0755 "$PROMETHEUS_BIN"
-  rm -rf "$tmp"
-fi
+# Helm (to render the chart's rules) and prometheus, taken out of Debian's package rather than
+# installed (installing it would start a server), from the helm stage's installer.
+tool_env=$(bash .ci/helm/install-tools.sh)
+eval "export ${tool_env//$'\n'/ }"
+PROMETHEUS_BIN=$PROMETHEUS
 export PROMETHEUS_BIN
 "$PROMETHEUS_BIN" --version 2>&1 | head -n1
 
@@ -33,7 +26,7 @@ shellcheck -x demo/*.sh demo/drills/*.sh deploy/compose/*.sh .ci/stages/e2e.sh .
 
 log "compose.yaml: docker-compose config (no images are pulled here)"
 docker-compose -f compose.yaml config -q
-python3 - <<'PY'
+"$VENV/bin/python" - <<'PY'
 import yaml
 c = yaml.safe_load(open("compose.yaml"))
 s = c["services"]
@@ -56,6 +49,10 @@ PY
 
 log "the rules Prometheus loads are the chart's (deploy/compose/render-rules.sh --check)"
 bash deploy/compose/render-rules.sh --check
+
+log "npm ci (tests/browser: playwright-core drives Debian's Chromium for the wall's pictures)"
+command -v npm >/dev/null || ensure_apt nodejs npm
+(cd tests/browser && npm ci --no-audit --no-fund --prefer-offline --loglevel=error)
 
 log "cargo build --bin ratecast"
 cargo build --quiet --bin ratecast
