@@ -41,7 +41,8 @@ start_replica() {
   local port_var="PORT_$n" metrics_var="METRICS_PORT_$n"
   local redis=()
   # shellcheck disable=SC2153 # CLUSTER comes from the env file sourced above
-  [ "$CLUSTER" = 1 ] && redis=(--redis-url "redis://127.0.0.1:$REDIS_PORT")
+  # A 5 s lease (default 10 s) as in compose.yaml, so a takeover shows within the drill.
+  [ "$CLUSTER" = 1 ] && redis=(--redis-url "redis://127.0.0.1:$REDIS_PORT" --cluster-lease-ttl 5s)
   # The compose stack's settings (compose.yaml), plus the caps lifted for 1,000 loopback
   # subscribers.
   spawn "ratecast-$n" env RUST_LOG=info RATECAST_LOG_FORMAT=json "$RATECAST_BIN" serve --demo \

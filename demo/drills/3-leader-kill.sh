@@ -15,7 +15,7 @@ watch_for "the wall: no gap; clients of ratecast-$old reconnect to the others an
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-ratecast_cli loadtest --url '{WS}' --clients 300 --ramp 300/s --duration 25s --reconnect --json >"$tmp/load.json" &
+ratecast_cli loadtest --url '{WS}' --clients 300 --ramp 300/s --duration 40s --reconnect --json >"$tmp/load.json" &
 load=$!
 start=$SECONDS
 sleep 4
@@ -29,8 +29,10 @@ new=$(leader)
 happened "ratecast-$new took over after $(( (t_takeover - t_kill) / 1000 )).$(( (t_takeover - t_kill) % 1000 / 100 )) s"
 replica_start "$old"
 happened "ratecast-$old started again (now a follower)"
-# Freeze the feed 4 s before the generator ends (it ends ~1 s ramp + 25 s after it started).
-sleep $(( start + 22 - SECONDS > 0 ? start + 22 - SECONDS : 0 ))
+# Freeze the feed ~4 s before the generator ends (~1 s of ramp + 40 s after it started), so that
+# every subscriber can settle on the same final seq.
+[ $((SECONDS - start)) -lt 36 ] || fail "the takeover took longer than the load test; lengthen it"
+sleep $(( start + 37 - SECONDS ))
 freeze_feed
 wait "$load" || { thaw_feed; fail "the load generator failed"; }
 thaw_feed
