@@ -6,9 +6,10 @@
 
 # shellcheck source=.ci/docker-build.sh
 source "$(dirname "$0")/../docker-build.sh"
+# shellcheck source=.ci/docker-image-checks.sh
+source "$(dirname "$0")/../docker-image-checks.sh"
 
 GRACE=10                         # RATECAST_SHUTDOWN_GRACE of the test run, seconds
-MAX_SIZE=$((30 * 1000 * 1000))   # issue 6: final image <= 30 MB
 NAME=ratecast-ci-docker-$$
 HARDENED=(--read-only --cap-drop ALL --security-opt no-new-privileges --user 65532:65532)
 
@@ -34,10 +35,12 @@ export REVISION
 build_ratecast_image "$IMAGE"
 
 log "image make-up"
-size=$(inspect '{{.Size}}')
-echo "image size: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.1f MB", s / 1e6 }'))"
-[ "$size" -le "$MAX_SIZE" ] || fail "image is $size bytes, over $MAX_SIZE"
-pass "size <= $MAX_SIZE bytes"
+# What the size and no-shell claims were measured against: with no registry reachable the
+# runtime base is .ci/docker-base-images.sh's stand-in of distroless, not the real one. CircleCI's
+# publish-image job runs the same checks (.ci/docker-image-checks.sh) on the real image.
+runtime_base=$(dockerfile_arg RUNTIME_IMAGE "$REPO_ROOT/Dockerfile")
+echo "runtime base $runtime_base: $(image_base_provenance "$runtime_base")"
+check_image_size "$IMAGE" || fail "image size"
 [ "$(inspect '{{.Config.User}}')" = 65532:65532 ] || fail "user is '$(inspect '{{.Config.User}}')'"
 [ "$(inspect '{{json .Config.Entrypoint}}')" = '["/usr/local/bin/ratecast"]' ] || fail "entrypoint"
 [ "$(inspect '{{json .Config.Cmd}}')" = '["serve"]' ] || fail "cmd"
@@ -48,17 +51,7 @@ inspect '{{json .Config.ExposedPorts}}' | grep -q '"8080/tcp"' || fail "8080 not
 [ "$(inspect '{{index .Config.Labels "org.opencontainers.image.version"}}')" != "" ] || fail "version label"
 pass "user 65532:65532, entrypoint, CMD serve, HEALTHCHECK, EXPOSE 8080, OCI labels"
 
-docker create --name "$NAME-fs" "$IMAGE" >/dev/null
-listing=$(docker export "$NAME-fs" | tar -tv)
-docker rm "$NAME-fs" >/dev/null
-files=$(awk '{ print $6 }' <<<"$listing")
-setuid=$(awk '$1 ~ /^-.*[sS]/ { print $6 }' <<<"$listing")
-[ -z "$setuid" ] || fail "setuid/setgid files: $setuid"
-grep -qx 'usr/local/bin/ratecast' <<<"$files" || fail "binary missing"
-grep -qx 'etc/ssl/certs/ca-certificates.crt' <<<"$files" || fail "CA bundle missing"
-forbidden=$(grep -E '(^|/)(sh|bash|dash|ash|busybox|apt|apt-get|dpkg|curl|wget)$' <<<"$files" || true)
-[ -z "$forbidden" ] || fail "runtime image has: $forbidden"
-pass "no shell, package manager, downloader or setuid file; binary and CA bundle present ($(wc -l <<<"$files") paths)"
+check_image_contents "$IMAGE" || fail "image contents"
 
 log "run $IMAGE hardened, demo mode"
 docker run -d --name "$NAME" "${HARDENED[@]}" -p 127.0.0.1::8080 \

@@ -3,10 +3,15 @@
 # git-SHA tag, fails on HIGH/CRITICAL vulnerabilities that have a fix (trivy), attests a CycloneDX
 # SBOM per platform and signs the image (cosign, KMS key). Only a signed digest is deployable, so
 # an image that failed the scan never leaves ECR. A release tag vX.Y.Z adds the tag X.Y.Z to the
-# digest already built from that commit: nothing is rebuilt between staging and prod.
+# digest already built from that commit: nothing is rebuilt between staging and prod. Each
+# platform's image is pulled back and held to the docker stage's checks (.ci/docker-image-checks.sh:
+# size limit, no shell): there they run on a local stand-in of the distroless base, here on the
+# real image.
 # Env: ECR_REGISTRY, COSIGN_KEY (awskms:///alias/ratecast-cosign), CIRCLE_SHA1, CIRCLE_TAG;
 #      BUILDX_CACHE (local layer cache dir), OUT_DIR (reports, SBOMs), WORKSPACE (image.env).
 set -euo pipefail
+# shellcheck source=.ci/docker-image-checks.sh
+source "$(dirname "$0")/../../.ci/docker-image-checks.sh"
 : "${ECR_REGISTRY:?}" "${COSIGN_KEY:?}" "${CIRCLE_SHA1:?}"
 repo_name=ratecast
 repo="$ECR_REGISTRY/$repo_name"
@@ -40,6 +45,12 @@ else
   echo "$repo:$CIRCLE_SHA1 already pushed as $digest (tags are immutable): not rebuilding"
 fi
 image="$repo@$digest"
+
+for arch in amd64 arm64; do
+  docker pull --quiet --platform "linux/$arch" "$image" >/dev/null
+  check_image_size "$image"
+  check_image_contents "$image"
+done
 
 if cosign verify --key "$COSIGN_KEY" "$image" >/dev/null 2>&1; then
   echo "$image is already scanned and signed"

@@ -226,20 +226,26 @@ data "aws_iam_policy_document" "terraform_state" {
 
 locals {
   ci_roles = {
+    # vcs_refs: the git refs (CircleCI v2 token `sub` ... /vcs-ref/<ref>) whose jobs may assume
+    # the role, matching the workflow filters of .circleci/continue.yml; [] = any ref (plan runs
+    # on every branch and is read-only).
     publish = {
       description = "CircleCI: push the image and the chart to ECR, sign with cosign"
       policy_json = data.aws_iam_policy_document.publish.json
       managed     = {}
+      vcs_refs    = ["refs/heads/main", "refs/tags/v*"]
     }
     terraform-plan = {
       description = "CircleCI: terraform plan of every root (read-only)"
       policy_json = data.aws_iam_policy_document.terraform_state.json
       managed     = { read-only = "arn:${data.aws_partition.current.partition}:iam::aws:policy/ReadOnlyAccess" }
+      vcs_refs    = []
     }
     terraform-apply = {
       description = "CircleCI: terraform apply, behind an approval job"
       policy_json = null
       managed     = {}
+      vcs_refs    = ["refs/heads/main"]
     }
   }
 }
@@ -255,6 +261,7 @@ module "ci_role" {
   circleci_project_ids = var.circleci_project_ids
   policy_json          = each.value.policy_json
   managed_policy_arns  = each.value.managed
+  vcs_refs             = each.value.vcs_refs
   max_session_duration = 7200
 }
 

@@ -4,9 +4,9 @@ variable "state_bucket_name" {
 }
 
 variable "repositories" {
-  description = "ECR repositories: the image and the OCI Helm chart."
+  description = "ECR repositories: the image, the released OCI Helm chart (X.Y.Z) and the main-branch charts (X.Y.Z-g<sha>), apart so the release lifecycle pattern never matches a pre-release."
   type        = set(string)
-  default     = ["ratecast", "charts/ratecast"]
+  default     = ["ratecast", "charts/ratecast", "charts/main/ratecast"]
 }
 
 variable "pull_account_ids" {

@@ -2,8 +2,8 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatAmount, formatPercent } from '../../web/assets/format.js';
-import { RateState } from '../../web/assets/state.js';
+import { formatAge, formatAmount, formatPercent } from '../../web/assets/format.js';
+import { RateState, describeStatus } from '../../web/assets/state.js';
 
 const rate = (value, unit = '$', type = 'fiat') => ({ name: 'x', unit, value, type });
 
@@ -73,11 +73,129 @@ test('numbers read sensibly from sats to gold, with the unit where it belongs', 
   assert.equal(formatAmount(587119903.705, '₫'), '₫587,119,904');
   assert.equal(formatAmount(100000000, 'sats'), '100,000,000\u202fsats');
   assert.equal(formatAmount(24711.871, '$'), '$24,711.87');
-  assert.equal(formatAmount(13.411, 'XAU'), '13.41\u202fXAU');
-  assert.equal(formatAmount(0.0000404661, 'BTC'), '0.00004047\u202fBTC');
-  assert.equal(formatAmount(1 / 587119903.705, 'BTC'), '1.703E-9\u202fBTC');
+  // Five significant digits below 100 (issue 14: "$1.0716"); these were four before.
+  assert.equal(formatAmount(13.411, 'XAU'), '13.411\u202fXAU');
+  assert.equal(formatAmount(0.0000404661, 'BTC'), '0.000040466\u202fBTC');
+  assert.equal(formatAmount(1 / 587119903.705, 'BTC'), '1.7032E-9\u202fBTC');
   assert.equal(formatAmount(446097.215, 'R'), 'R446,097');
+  // Prices in USD from the recorded payload: value(usd) / value(code).
+  const usd = 24711.871;
+  assert.equal(formatAmount(usd / 14.553, '$'), '$1,698.06');
+  assert.equal(formatAmount(usd / 23059.66, '$'), '$1.0716');
+  assert.equal(formatAmount(usd / 13.411, '$'), '$1,842.66');
+  assert.equal(formatAmount(0.0000123, '$'), '$0.0000123');
+  assert.equal(formatAmount(41819, '$'), '$41,819.00');
+  assert.equal(formatAmount(1, '$'), '$1');
+  assert.equal(formatAge(12_400), '12 s ago');
+  assert.equal(formatAge(4 * 60_000), '4 min ago');
   assert.equal(formatPercent(0.01), '+1.00%');
   assert.equal(formatPercent(-0.0000123), '-0.0012%');
   assert.equal(formatPercent(0), '0.00%');
+});
+
+/** A state after `frames`, with the link open. */
+function stateAfter(...frames) {
+  const state = new RateState();
+  for (const frame of frames) {
+    if (frame.type === 'snapshot') state.applySnapshot(frame);
+    else if (frame.type === 'status') state.applyStatus(frame);
+    else if (frame.type === 'heartbeat') state.applyHeartbeat(frame);
+  }
+  return state;
+}
+
+const down = {
+  status: 'down', last_success: null, last_error: 'connect', consecutive_failures: 3,
+};
+
+test('status: connecting, then waiting for data (never live without it), with why and next try', () => {
+  const now = Date.now();
+  assert.equal(describeStatus(new RateState(), 'connecting', now).state, 'connecting');
+  // An open link without data is not live, whatever the server says of its upstream.
+  const empty = describeStatus(new RateState(), 'live', now);
+  assert.deepEqual(empty, { state: 'waiting', why: null, ageMs: null, nextMs: null });
+  // Today's server: the upstream fields only.
+  const today = stateAfter({ type: 'status', ts: now, source: 'coingecko', stale: true, upstream: down });
+  assert.deepEqual(describeStatus(today, 'live', now), {
+    state: 'waiting', why: 'CoinGecko unreachable (connect), 3 failed tries', ageMs: null, nextMs: null,
+  });
+  // The contract of issue 14: the server's reason and the poller's next attempt.
+  const next = new Date(now + 4000).toISOString();
+  const told = stateAfter({
+    type: 'status', ts: now, source: 'coingecko', stale: true, reason: 'CoinGecko unreachable: connect',
+    updated_at: null, checked_at: null, upstream: { ...down, next_attempt: next },
+  });
+  const status = describeStatus(told, 'live', now);
+  assert.equal(status.state, 'waiting');
+  assert.equal(status.why, 'CoinGecko unreachable: connect');
+  assert.ok(Math.abs(status.nextMs - 4000) < 50, `next try in ${status.nextMs} ms`);
+  assert.equal(describeStatus(told, 'reconnecting', now).state, 'reconnecting');
+});
+
+test('status: live with data; stale with age and why; no heartbeat; demo', () => {
+  const now = Date.now();
+  const fresh = stateAfter(snapshot(5, { btc: rate(1), usd: rate(100) }, now - 3000));
+  assert.equal(describeStatus(fresh, 'live', now).state, 'live');
+  assert.ok(Math.abs(describeStatus(fresh, 'live', now).ageMs - 3000) < 50);
+  assert.deepEqual(describeStatus(fresh, 'silent', now).why, 'no heartbeat');
+  assert.equal(describeStatus(fresh, 'silent', now).state, 'stale');
+  const stale = stateAfter(
+    snapshot(5, { btc: rate(1), usd: rate(100) }, now - 60_000),
+    { type: 'status', ts: now, source: 'coingecko', stale: true, reason: 'CoinGecko unreachable: timeout',
+      upstream: { ...down, last_error: 'timeout' } },
+  );
+  const status = describeStatus(stale, 'live', now);
+  assert.equal(status.state, 'stale');
+  assert.equal(status.why, 'CoinGecko unreachable: timeout');
+  assert.ok(Math.abs(status.ageMs - 60_000) < 50, `age ${status.ageMs}`);
+  // Stale with a healthy upstream (the data outlived the threshold) still says why.
+  const old = stateAfter({ ...snapshot(5, { btc: rate(1) }, now - 60_000), stale: true });
+  assert.equal(describeStatus(old, 'live', now).why, 'no fresh data');
+  const demo = stateAfter({ ...snapshot(5, { btc: rate(1) }, now), source: 'demo' });
+  assert.equal(describeStatus(demo, 'live', now).state, 'demo');
+});
+
+test('data age counts from checked_at (heartbeats refresh it), on the server clock', () => {
+  const now = Date.now();
+  // The server's clock runs 10 min behind the browser's; its snapshot is an hour old in data
+  // terms but was confirmed current 2 s ago.
+  const skew = 10 * 60_000;
+  const state = stateAfter(
+    { ...snapshot(5, { btc: rate(1) }, now - skew - 3600_000), checked_at: now - skew - 2000 },
+    { type: 'heartbeat', seq: 5, ts: now - skew, checked_at: now - skew - 2000 },
+  );
+  assert.ok(Math.abs(state.dataAge(now) - 2000) < 50, `age ${state.dataAge(now)}`);
+  // The next heartbeat brings a newer confirmation.
+  state.applyHeartbeat({ type: 'heartbeat', seq: 5, ts: now - skew, checked_at: now - skew - 1000 });
+  assert.ok(Math.abs(state.dataAge(now) - 1000) < 50, `age ${state.dataAge(now)}`);
+  // Without checked_at (today's server) the frame times stand in.
+  const plain = stateAfter(snapshot(5, { btc: rate(1) }, now - 5000));
+  assert.ok(Math.abs(plain.dataAge(now) - 5000) < 50, `age ${plain.dataAge(now)}`);
+});
+
+test('history stays bounded at several changes a second, keeping its first point', () => {
+  const state = new RateState();
+  const start = Date.now() - 3600_000;
+  state.applySnapshot(snapshot(1, { btc: rate(1), usd: rate(100) }, start));
+  for (let i = 1; i <= 5000; i++) {
+    state.applyDelta({ seq: 1 + i, ts: start + i * 250, changed: { usd: rate(100 + (i % 7)) }, removed: [] },
+      { contiguous: true });
+  }
+  const points = state.history.get('usd');
+  assert.ok(points.length <= 720, `${points.length} points`);
+  assert.deepEqual(points[0], [start, 100]);
+  assert.equal(points[points.length - 1][0], start + 5000 * 250);
+});
+
+test('a fresh delta clears the stale flag; a replayed old one does not', () => {
+  const now = Date.now();
+  const state = stateAfter(
+    snapshot(5, { btc: rate(1), usd: rate(100) }, now - 60_000),
+    { type: 'status', ts: now, source: 'coingecko', stale: true, upstream: { ...down, status: 'ok' } },
+  );
+  const delta = (seq, ts) => ({ type: 'delta', seq, ts, changed: { usd: rate(100 + seq) }, removed: [] });
+  state.applyDelta(delta(6, now - 50_000), { contiguous: true });
+  assert.equal(describeStatus(state, 'live', now).state, 'stale');
+  state.applyDelta(delta(7, now - 100), { contiguous: true });
+  assert.equal(describeStatus(state, 'live', now).state, 'live');
 });

@@ -19,14 +19,18 @@ export function fixtureRates() {
 
 /**
  * CoinGecko's GET /api/v3/exchange_rates on 127.0.0.1:0, answering from `rates`, which the test
- * edits to drive deltas. `failing = true` answers 503, as an upstream outage.
+ * edits to drive deltas. `failing = true` answers 503, as an upstream outage; `onRequest`, when
+ * set, runs before each answer (the kiosk run moves the rates there: one change per poll).
  */
 export async function startFakeUpstream(rates) {
-  const upstream = { rates, failing: false };
+  const upstream = { rates, failing: false, onRequest: null };
   const server = http.createServer((req, res) => {
     if (req.method !== 'GET' || new URL(req.url, 'http://x').pathname !== '/api/v3/exchange_rates') {
       res.writeHead(404).end();
-    } else if (upstream.failing) {
+      return;
+    }
+    upstream.onRequest?.(upstream.rates);
+    if (upstream.failing) {
       res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"down"}');
     } else {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ rates: upstream.rates }));
@@ -47,12 +51,16 @@ export async function freePort() {
   return port;
 }
 
-/** Starts `ratecast serve` and resolves once /readyz says it holds data (its log level: RUST_LOG). */
-export async function startRatecast({ port, upstreamUrl, demo = false }) {
+/**
+ * Starts `ratecast serve` and resolves once /readyz says it holds data, or with `ready: false`
+ * once it answers at all (/healthz: an upstream that never answers leaves it without data).
+ * Its log level: RUST_LOG.
+ */
+export async function startRatecast({ port, upstreamUrl, demo = false, ready = true, pollInterval = '200ms' }) {
   const args = [
     'serve',
     '--listen', `127.0.0.1:${port}`,
-    '--poll-interval', '200ms',
+    '--poll-interval', pollInterval,
     '--heartbeat-interval', '1s',
     '--stale-after', '5s',
     '--shutdown-grace', '2s',
@@ -68,7 +76,7 @@ export async function startRatecast({ port, upstreamUrl, demo = false }) {
   for (;;) {
     if (child.exitCode !== null) throw new Error(`ratecast exited with ${child.exitCode}`);
     try {
-      if ((await fetch(`${url}/readyz`)).ok) break;
+      if ((await fetch(`${url}/${ready ? 'readyz' : 'healthz'}`)).ok) break;
     } catch {
       // not listening yet
     }
@@ -120,6 +128,14 @@ export async function openPage(browser, url, problems, options = {}) {
   await page.addInitScript(() => {
     document.addEventListener('securitypolicyviolation', (event) => {
       console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`);
+    });
+    // Every text the status line ever showed, so a test can assert what was never said.
+    window.statusLog = [];
+    document.addEventListener('DOMContentLoaded', () => {
+      const status = document.querySelector('#status');
+      window.statusLog.push(status.textContent);
+      new MutationObserver(() => window.statusLog.push(status.textContent))
+        .observe(status, { childList: true, characterData: true, subtree: true });
     });
   });
   await page.goto(url);

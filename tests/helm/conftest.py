@@ -26,7 +26,8 @@ VALUE_SETS = {
     "staging": ([CHART / "values-staging.yaml"], PIPELINE_SETS),
     "prod": ([CHART / "values-prod.yaml"], PIPELINE_SETS),
     "all": ([VALUES / "all.yaml"], ()),
-    "all-nginx": ([VALUES / "all-nginx.yaml"], ()),
+    "all-generic": ([VALUES / "all-generic.yaml"], ()),
+    "local": ([CHART / "values-local.yaml"], ()),
 }
 
 

@@ -4,25 +4,20 @@ import json
 import re
 
 import pytest
+import yaml
 
-from conftest import CHART, FULLNAME, NAMESPACE, VALUE_SETS, container, env, find, kinds, render
+from conftest import (CHART, FULLNAME, NAMESPACE, VALUE_SETS, container, env, find, helm, helm_binaries, kinds, render,
+                      template_args)
+from metrics_contract import contract, metric_names
 
 HARDENED_CONTAINER = {
     "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "readOnlyRootFilesystem": True,
     "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-# Metric names of the binary contract: dashboards and alerts may use nothing else.
-CONTRACT_METRICS = {
-    "ratecast_upstream_requests_total", "ratecast_upstream_request_duration_seconds",
-    "ratecast_upstream_last_success_timestamp_seconds", "ratecast_data_age_seconds",
-    "ratecast_deltas_published_total", "ratecast_seq", "ratecast_upstream_up",
-    "ratecast_http_requests_total", "ratecast_http_request_duration_seconds", "ratecast_ws_connections",
-    "ratecast_ws_connections_accepted_total", "ratecast_ws_connections_refused_total",
-    "ratecast_ws_frames_sent_total", "ratecast_ws_bytes_sent_total", "ratecast_ws_resyncs_total",
-    "ratecast_ws_slow_consumer_closes_total", "ratecast_ws_resumes_total",
-    "ratecast_ws_delivery_delay_seconds",
-}
+# Metric names of the binary contract: dashboards and alerts may use nothing else. One list,
+# shared with the test that scrapes the running binary (test_metric_contract.py).
+CONTRACT_METRICS = contract()
 ALERTS = {"RatecastDataStale", "RatecastUpstreamErrors", "RatecastNoReadyPods",
           "RatecastSlowConsumerClosesRising", "RatecastNearConnectionLimit"}
 ALB_SETS = ["dev", "staging", "prod", "all"]
@@ -47,11 +42,6 @@ def selects(selector, labels):
 
 def port_number(docs, name):
     return next(p["containerPort"] for p in container(docs)["ports"] if p["name"] == name)
-
-
-def metric_names(promql):
-    names = set(re.findall(r"\bratecast_[a-z_]+", promql))
-    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -134,7 +124,7 @@ def test_config_maps_to_the_contract_environment():
 
 
 def test_chart_managed_secret_rolls_the_pods():
-    docs = render("all-nginx")
+    docs = render("all-generic")
     secret = find(docs, "Secret", f"{FULLNAME}-api-key")
     assert base64.b64decode(secret["data"]["api-key"]).decode() == "dev-key-not-secret"
     assert env(docs)["RATECAST_API_KEY"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
@@ -160,6 +150,8 @@ def test_alb_ingress_is_sticky_and_keeps_websockets_open(value_set):
     tg = dict(kv.split("=") for kv in a["alb.ingress.kubernetes.io/target-group-attributes"].split(","))
     assert tg["stickiness.enabled"] == "true" and tg["stickiness.type"] == "lb_cookie"
     assert int(tg["stickiness.lb_cookie.duration_seconds"]) >= 3600
+    # Not a day: after a scale-out, returning clients would keep landing on the old pods.
+    assert int(tg["stickiness.lb_cookie.duration_seconds"]) <= 3600
     # The ALB drains a target exactly as long as the pod keeps serving after it is told to stop.
     pre_stop = container(docs)["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert int(tg["deregistration_delay.timeout_seconds"]) == pre_stop + seconds(env(docs)["RATECAST_SHUTDOWN_GRACE"])
@@ -181,16 +173,20 @@ def test_alb_deregistration_delay_override_and_user_annotations():
     assert a["alb.ingress.kubernetes.io/group.name"] == "ratecast"
 
 
-def test_nginx_ingress_uses_cookie_affinity_and_long_timeouts():
-    ingress = find(render("all-nginx"), "Ingress")
+def test_generic_ingress_carries_only_the_users_annotations():
+    # Any controller other than the ALB: its class, TLS and its own affinity/timeout annotations
+    # come from the values; the chart adds none (and no ALB ones).
+    ingress = find(render("all-generic"), "Ingress")
     a = ingress["metadata"]["annotations"]
-    assert ingress["spec"]["ingressClassName"] == "nginx"
-    assert a["nginx.ingress.kubernetes.io/affinity"] == "cookie"
-    assert a["nginx.ingress.kubernetes.io/affinity-mode"] == "persistent"
-    assert int(a["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
-    assert int(a["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 600
+    assert ingress["spec"]["ingressClassName"] == "traefik"
+    assert a == {"traefik.ingress.kubernetes.io/service.sticky.cookie": "true"}
     assert ingress["spec"]["tls"] == [{"hosts": ["ratecast.example.com"], "secretName": "ratecast-tls"}]
-    assert not any(k.startswith("alb.") for k in a)
+
+
+def test_chart_has_no_ingress_nginx_branch():
+    # Retired upstream in March 2026: no security fixes, so the chart no longer steers anyone to it.
+    for path in (p for p in (CHART / "templates").rglob("*") if p.is_file()):
+        assert "nginx.ingress.kubernetes.io" not in path.read_text(), path
 
 
 def test_httproute_targets_the_service():
@@ -231,7 +227,7 @@ def test_fixed_replicas_without_hpa(value_set, replicas):
 
 @pytest.mark.parametrize("value_set, budget", [
     ("default", {"maxUnavailable": 1}), ("staging", {"minAvailable": 1}), ("prod", {"maxUnavailable": 1}),
-    ("all-nginx", {"minAvailable": "50%"}), ("dev", None)])
+    ("all-generic", {"minAvailable": "50%"}), ("dev", None)])
 def test_pod_disruption_budget(value_set, budget):
     docs = render(value_set)
     if budget is None:
@@ -256,7 +252,7 @@ def network_policy_rules(value_set):
     ("prod", [{"ipBlock": {"cidr": "10.30.0.0/16"}}]),
     ("all", [{"ipBlock": {"cidr": "10.0.0.0/16"}},
              {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}]),
-    ("all-nginx", [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]),
+    ("all-generic", [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "traefik"}}}]),
 ])
 def test_network_policy_ingress(value_set, app_sources):
     docs, _, ingress = network_policy_rules(value_set)
@@ -293,7 +289,7 @@ def test_service_monitor_scrapes_the_metrics_port():
 
 
 def test_pod_monitor_option():
-    docs = render("all-nginx")
+    docs = render("all-generic")
     assert "ServiceMonitor" not in kinds(docs)
     monitor = find(docs, "PodMonitor")["spec"]
     assert selects(monitor["selector"]["matchLabels"], pod_labels(docs))
@@ -372,3 +368,103 @@ def test_shared_environments_require_the_api_key(value_set):
     assert ref["optional"] is False
     key = find(docs, "ExternalSecret", ref["name"])["spec"]["data"][0]["remoteRef"]["key"]
     assert key == f"ratecast/{value_set}/coingecko-api-key"
+
+
+def render_values_file(tmp_path, text, value_set="default"):
+    """Renders with an extra values file: numbers in a file are read as float64 by Helm, unlike
+    --set, which is what turned 1000000 into "1e+06"."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(text)
+    out = helm(helm_binaries()["HELM4"], *template_args(value_set), "-f", str(extra)).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_large_numbers_render_as_integers(tmp_path):
+    docs = render_values_file(tmp_path, """
+config: {maxConnections: 1000000, maxConnectionsPerIp: 2000000, shutdownGraceSeconds: 20}
+""")
+    e = env(docs)
+    assert e["RATECAST_MAX_CONNECTIONS"] == "1000000"
+    assert e["RATECAST_MAX_CONNECTIONS_PER_IP"] == "2000000"
+    assert e["RATECAST_SHUTDOWN_GRACE"] == "20s"
+
+
+@pytest.mark.parametrize("cidrs, expected", [
+    # CoinGecko's CDN range alone: the metadata address is not inside it, so no except at all.
+    (["104.16.0.0/12"], [{"ipBlock": {"cidr": "104.16.0.0/12"}}]),
+    (["104.16.0.0/12", "0.0.0.0/0"], [{"ipBlock": {"cidr": "104.16.0.0/12"}},
+                                       {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]),
+    (["169.254.0.0/16"], [{"ipBlock": {"cidr": "169.254.0.0/16", "except": ["169.254.169.254/32"]}}]),
+    (["169.254.169.0/25"], [{"ipBlock": {"cidr": "169.254.169.0/25"}}]),
+    (["::/0"], [{"ipBlock": {"cidr": "::/0"}}]),
+])
+def test_https_egress_except_only_within_its_cidr(tmp_path, cidrs, expected):
+    # The API server rejects an except entry outside its ipBlock's CIDR.
+    docs = render_values_file(tmp_path, "networkPolicy: {httpsEgressCidrs: %s}\n" % cidrs)
+    https = find(docs, "NetworkPolicy")["spec"]["egress"][1]
+    assert https["to"] == expected
+
+
+def test_local_values_run_offline_on_a_node_port():
+    docs = render("local")
+    assert "Ingress" not in kinds(docs) and "ServiceMonitor" not in kinds(docs)
+    service = find(docs, "Service")["spec"]
+    assert service["type"] == "NodePort"
+    assert service["ports"][0]["nodePort"] == 30080 and service["ports"][0]["name"] == "http"
+    c = container(docs)
+    assert c["imagePullPolicy"] == "Never" and c["image"] == "ratecast:local"
+    assert env(docs)["RATECAST_DEMO"] == "true"
+    assert find(docs, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_local_values_with_an_httproute_instead(tmp_path):
+    # docs/local-kubernetes.md's Gateway API variant.
+    docs = render("local", ["service.type=ClusterIP", "httpRoute.enabled=true",
+                            "httpRoute.parentRefs[0].name=local", "httpRoute.parentRefs[0].namespace=gateway",
+                            "networkPolicy.ingressFrom.namespaces={gateway}"])
+    route = find(docs, "HTTPRoute")["spec"]
+    assert route["parentRefs"] == [{"name": "local", "namespace": "gateway"}]
+    assert "nodePort" not in find(docs, "Service")["spec"]["ports"][0]
+
+
+def test_cluster_mode_is_off_by_default():
+    for value_set in VALUE_SETS:
+        docs = render(value_set)
+        assert "RATECAST_REDIS_URL" not in env(docs), value_set
+        assert not [d for d in docs if d["kind"] == "ExternalSecret" and d["metadata"]["name"] == "ratecast-redis"]
+
+
+def test_cluster_mode_passes_the_redis_url_and_opens_egress_to_redis():
+    # Prepared for issue 13 (the server's --redis-url): the URL from a Secret, egress to Redis only.
+    docs = render("prod", ["cluster.redis.enabled=true", "cluster.redis.egressCidrs={10.30.0.0/16}",
+                           "cluster.redis.externalSecret.enabled=true",
+                           "cluster.redis.externalSecret.remoteKey=ratecast/prod/redis"])
+    assert env(docs)["RATECAST_REDIS_URL"] == {"secretKeyRef": {"name": "ratecast-redis", "key": "url"}}
+    es = find(docs, "ExternalSecret", "ratecast-redis")["spec"]
+    assert es["data"] == [{"secretKey": "url", "remoteRef": {"key": "ratecast/prod/redis", "property": "url"}}]
+    egress = find(docs, "NetworkPolicy")["spec"]["egress"]
+    redis = [rule for rule in egress if rule["ports"] == [{"port": 6379, "protocol": "TCP"}]]
+    assert redis == [{"ports": [{"port": 6379, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}]}]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_pod_meets_pod_security_restricted(value_set):
+    # The app namespace enforces Pod Security Admission `restricted` (Terraform's bootstrap
+    # chart): a pod that does not meet it, the helm test pod included, is refused at deploy time.
+    docs = render(value_set)
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    pods += [d["spec"] for d in docs if d["kind"] == "Pod"]
+    assert pods
+    for spec in pods:
+        pod_ctx = spec.get("securityContext", {})
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+        assert all("hostPath" not in v for v in spec.get("volumes", []))
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            ctx = c.get("securityContext", {})
+            assert ctx.get("allowPrivilegeEscalation") is False, c["name"]
+            assert ctx.get("capabilities", {}).get("drop") == ["ALL"], c["name"]
+            assert not set(ctx.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}, c["name"]
+            assert ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True, c["name"]
+            seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {}))
+            assert seccomp.get("type") in ("RuntimeDefault", "Localhost"), c["name"]
+            assert not ctx.get("privileged"), c["name"]

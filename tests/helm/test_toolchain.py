@@ -90,6 +90,15 @@ def test_validators_reject_broken_manifests(tmp_path):
     ("config.logFormat=xml", "logFormat"),
     ("config.pollInterval=soon", "pollInterval"),
     ("ingress.controller=traefik", "controller"),
+    # ingress-nginx is retired upstream (March 2026): no branch of its own any more.
+    ("ingress.controller=nginx", "controller"),
+    # A day-long cookie keeps returning clients on the old pods after a scale-out.
+    ("ingress.alb.stickinessDurationSeconds=86400", "stickinessDurationSeconds"),
+    # A budget that allows no disruption blocks every node drain.
+    ("podDisruptionBudget.maxUnavailable=0", "maxUnavailable"),
+    ("podDisruptionBudget.maxUnavailable=0%", "maxUnavailable"),
+    ("podDisruptionBudget.minAvailable=100%", "minAvailable"),
+    ("service.nodePort=8080", "nodePort"),
     ("ingress.alb.idleTimeoutSeconds=60", "idleTimeoutSeconds"),
     ("networkPolicy.ingressFrom.cidrs[0]=everyone", "cidrs"),
     ("autoscaling.minReplicas=0", "minReplicas"),
@@ -105,9 +114,12 @@ def test_schema_rejects_bad_values(bad, message):
     (["terminationGracePeriodSeconds=15"], "must cover"),
     (["ingress.enabled=true"], "certificateArn is required"),
     (["ingress.enabled=true", "ingress.alb.certificateArn=arn:x"], "VPC CIDR"),
-    (["ingress.enabled=true", "ingress.controller=nginx"], "ingress-nginx namespace"),
+    (["ingress.enabled=true", "ingress.controller=generic", "ingress.className=traefik"], "ingress controller's namespace"),
+    (["ingress.enabled=true", "ingress.controller=generic", "networkPolicy.ingressFrom.namespaces={traefik}"],
+     "className is required"),
     (["apiKey.value=k", "externalSecret.enabled=true"], "exclusive"),
     (["autoscaling.enabled=true", "autoscaling.minReplicas=5", "autoscaling.maxReplicas=3"], "must not exceed"),
+    (["cluster.redis.enabled=true"], "cluster.redis.egressCidrs"),
 ])
 def test_inconsistent_values_fail_with_a_reason(sets, message):
     assert message in render_error(*sets)
@@ -133,3 +145,17 @@ def test_packaged_chart_renders_like_the_source(tmp_path):
     helm(helm4, "package", str(CHART), "--destination", str(tmp_path))
     (package,) = tmp_path.glob("ratecast-*.tgz")
     assert helm(helm4, *template_args("all", chart=package)).stdout == render_text("all")
+
+
+def test_an_enabled_ingress_needs_a_host(tmp_path):
+    # An Ingress with no rules and no default backend is rejected by the API server at deploy
+    # time; the schema refuses it at render time. (A values file: `--set hosts={}` is [""].)
+    no_hosts = tmp_path / "no-hosts.yaml"
+    no_hosts.write_text("ingress: {hosts: []}\n")
+    ready = ["--set", "ingress.enabled=true", "--set", "ingress.alb.certificateArn=arn:x",
+             "--set", "networkPolicy.ingressFrom.cidrs={10.0.0.0/16}"]
+    out = helm(helm_binaries()["HELM4"], *template_args("default"), "-f", str(no_hosts), *ready, check=False)
+    assert out.returncode != 0 and "/ingress/hosts" in out.stderr and "minItems" in out.stderr
+    # The same values with the default host render; disabled, an empty list is fine.
+    helm(helm_binaries()["HELM4"], *template_args("default"), *ready)
+    helm(helm_binaries()["HELM4"], *template_args("default"), "-f", str(no_hosts))

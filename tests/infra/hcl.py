@@ -36,7 +36,13 @@ def blocks(path_or_dir, kind):
 def resources(directory, rtype):
     """{name: body} of the resources (or data sources with rtype 'data.x') of a directory."""
     kind, rtype = ("data", rtype[5:]) if rtype.startswith("data.") else ("resource", rtype)
-    return blocks(directory, kind).get(rtype, {})
+    paths = sorted(Path(directory).glob("*.tf")) if Path(directory).is_dir() else [Path(directory)]
+    found = {}
+    # Merged per name: each resource block is its own {type: {name: body}} entry.
+    for p in paths:
+        for entry in parse(p).get(kind, []):
+            found.update(entry.get(rtype, {}))
+    return found
 
 
 def env_module(env):
@@ -44,3 +50,14 @@ def env_module(env):
     modules = blocks(INFRA / "envs" / env / "main.tf", "module")
     assert list(modules) == ["ratecast"], f"{env}: expected one module call 'ratecast', got {list(modules)}"
     return modules["ratecast"]
+
+
+def node_group_totals(env):
+    """The env's node groups with sizes summed over their AZs: a group with one_per_az = true is
+    one managed node group per AZ, each with the sizes given."""
+    az_count = env_module(env)["az_count"]
+    totals = {}
+    for name, group in env_module(env)["node_groups"].items():
+        per = az_count if group.get("one_per_az") else 1
+        totals[name] = {**group, **{k: group[k] * per for k in ("min_size", "desired_size", "max_size")}}
+    return totals

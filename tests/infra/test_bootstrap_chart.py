@@ -67,3 +67,41 @@ def test_dashboard_namespace_gets_configmap_rights():
 def test_region_is_required():
     result = helm("template", "x", str(CHART), "--set", "externalSecret.remoteKey=k", check=False)
     assert result.returncode != 0 and "region is required" in result.stderr
+
+
+def test_app_namespace_injects_alb_readiness_gates_and_enforces_restricted_pods():
+    # Without the readiness gate, a rollout of 1-3 pods ends old pods before the new ALB targets
+    # are healthy: 502/503s on every deploy.
+    ns = render()[("Namespace", None, "ratecast")]
+    labels = ns["metadata"]["labels"]
+    assert labels["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+
+
+def test_monitoring_namespace_storage_class_and_alertmanager_receivers():
+    docs = render("--set", "dashboardNamespace=monitoring", "--set", "alertmanagerReceivers.enabled=true",
+                  "--set", "alertmanagerReceivers.remoteKey=ratecast/dev/alertmanager-receivers")
+    ns = docs[("Namespace", None, "monitoring")]["metadata"]["labels"]
+    # node-exporter needs host namespaces: only `privileged` admits it.
+    assert ns["pod-security.kubernetes.io/enforce"] == "privileged"
+    sc = docs[("StorageClass", None, "gp3-encrypted")]
+    assert sc["provisioner"] == "ebs.csi.aws.com"
+    assert sc["parameters"] == {"type": "gp3", "encrypted": "true"}
+    assert sc["volumeBindingMode"] == "WaitForFirstConsumer" and sc["reclaimPolicy"] == "Retain"
+    es = docs[("ExternalSecret", "monitoring", "alertmanager-receivers")]["spec"]
+    assert es["target"]["name"] == "alertmanager-receivers"
+    assert es["dataFrom"] == [{"extract": {"key": "ratecast/dev/alertmanager-receivers"}}]
+
+
+def test_terraform_passes_what_the_bootstrap_chart_reads():
+    from hcl import blocks, resources
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    bootstrap = resources(INFRA / "modules" / "platform", "helm_release")["bootstrap"]
+    passed = bootstrap["values"][0]
+    for key in ("appNamespace", "storageClass", "alertmanagerReceivers", "dashboardNamespace"):
+        assert key in values and key in passed, key
+    # The release lives outside the namespaces it creates, so it can own (and label) them.
+    assert bootstrap["namespace"] == "kube-system" and "create_namespace" not in bootstrap
+    assert blocks(INFRA / "modules" / "platform", "locals")["storage_class"] == values["storageClass"]["name"]

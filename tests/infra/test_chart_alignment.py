@@ -5,7 +5,7 @@ import re
 import pytest
 import yaml
 
-from hcl import ENVS, INFRA, REPO, blocks, env_module
+from hcl import ENVS, INFRA, REPO, blocks, env_module, node_group_totals
 
 CHART = REPO / "deploy" / "helm" / "ratecast"
 
@@ -66,8 +66,12 @@ def test_cluster_has_what_the_chart_renders(env):
 def test_pods_fit_the_zones(env):
     v = values(env)
     if v.get("topologySpread", {}).get("zoneWhenUnsatisfiable") == "DoNotSchedule":
-        groups = env_module(env)["node_groups"].values()
+        groups = node_group_totals(env).values()
         assert min(g["min_size"] for g in groups if g["capacity_type"] == "ON_DEMAND") >= env_module(env)["az_count"]
+        # A pod held Pending by DoNotSchedule needs a node in one particular zone: the cluster
+        # autoscaler can only add one through a node group confined to that zone.
+        for name, g in env_module(env)["node_groups"].items():
+            assert g.get("one_per_az") is True, f"{env}/{name}: DoNotSchedule zone spread needs one node group per AZ"
 
 
 def test_network_policies_are_enforced_and_let_prometheus_in():

@@ -210,3 +210,52 @@ def test_contexts_and_their_variables_are_documented():
         if var in ("IMAGE_DIGEST", "CHART_VERSION"):
             continue  # produced by the pipeline itself (workspace files)
         assert f"`{var}`" in docs, f"{var} is not documented in docs/ci-cd.md"
+
+
+def job_scripts(job):
+    """The text of a job's steps plus the pipeline scripts they run."""
+    steps = yaml.safe_dump(job["steps"])
+    scripts = re.findall(r"\.circleci/scripts/([\w-]+\.sh)", steps)
+    return steps + "".join((CIRCLECI / "scripts" / s).read_text() for s in scripts)
+
+
+def test_docker_layer_caching_only_where_the_engines_store_is_used():
+    # DLC saves the engine's own image store; a buildx docker-container builder keeps its layers
+    # in the builder container, so DLC on such a job is paid for and unused.
+    config = continued()
+    for name, job in config["jobs"].items():
+        machine = config["executors"].get(job.get("executor"), {}).get("machine")
+        dlc = isinstance(machine, dict) and machine.get("docker_layer_caching", False)
+        if "--driver docker-container" in job_scripts(job):
+            assert not dlc, f"{name}: builds with buildx's container driver on an executor with DLC"
+    assert config["executors"][config["jobs"]["publish-image"]["executor"]]["machine"].get("docker_layer_caching") is None
+
+
+def test_macos_job_builds_and_tests_the_client_crates():
+    config = continued()
+    job = config["jobs"]["macos-client"]
+    assert "macos" in config["executors"][job["executor"]]
+    text = yaml.safe_dump(job["steps"])
+    assert "sh.rustup.rs" in text
+    assert "cargo test --locked -p ratecast-client -p ratecast-protocol" in text
+    entries = dict(workflow_entries("app"))
+    assert "macos-client" in entries and entries["macos-client"]["filters"] == entries["lint-rust"]["filters"]
+    # A release is only published once the client passed on macOS too.
+    for publish in ("publish-image", "publish-chart"):
+        assert "macos-client" in entries[publish]["requires"]
+
+
+def test_aws_login_keeps_the_oidc_token_fresh_in_the_background():
+    steps = continued()["commands"]["aws-login"]["steps"]
+    runs = [s["run"] for s in steps]
+    assert runs[0]["command"].startswith(".circleci/scripts/aws-oidc-login.sh")
+    assert runs[1]["command"] == ".circleci/scripts/oidc-token-refresh.sh" and runs[1]["background"] is True
+
+
+def test_the_image_limits_are_defined_once_for_the_docker_stage_and_the_publish_job():
+    checks = REPO / ".ci" / "docker-image-checks.sh"
+    assert re.search(r"^MAX_IMAGE_BYTES=\$\(\(30 \* 1000 \* 1000\)\)$", checks.read_text(), re.M)
+    for user in (REPO / ".ci" / "stages" / "docker.sh", CIRCLECI / "scripts" / "publish-image.sh"):
+        text = user.read_text()
+        assert "docker-image-checks.sh" in text and "check_image_size" in text and "check_image_contents" in text
+        assert "1000 * 1000" not in text, f"{user.name} defines a limit of its own"

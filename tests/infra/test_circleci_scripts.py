@@ -20,7 +20,7 @@ def stubs(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
-    for tool in ("aws", "helm", "cosign", "curl", "circleci-agent", "docker", "trivy"):
+    for tool in ("aws", "helm", "cosign", "curl", "circleci-agent", "circleci", "docker", "trivy"):
         stub = bin_dir / tool
         stub.write_text(textwrap.dedent(f"""\
             #!/usr/bin/env bash
@@ -117,19 +117,33 @@ def test_continue_plans_when_there_is_nothing_to_compare_with(repo, stubs):
     assert run_continue(repo, env, "")["parameters"] == {"infra-changed": True}
 
 
-def test_deploy_verifies_then_upgrades_atomically_with_the_env_values_then_tests(tmp_path, stubs):
-    env, calls = stubs
+def deploy_env(tmp_path, env, target, chart_version, chart_repository):
+    """The deploy job's environment: its context's variables and the publish jobs' workspace files."""
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "image.env").write_text("IMAGE_DIGEST=sha256:abc\n")
-    (workspace / "chart.env").write_text("CHART_VERSION=0.1.0-g123456789abc\n")
-    env.update(WORKSPACE=str(workspace), EKS_CLUSTER_NAME="ratecast-staging", AWS_REGION="eu-west-1",
+    (workspace / "chart.env").write_text(f"CHART_VERSION={chart_version}\nCHART_REPOSITORY={chart_repository}\n")
+    env.update(WORKSPACE=str(workspace), EKS_CLUSTER_NAME=f"ratecast-{target}", AWS_REGION="eu-west-1",
                ECR_REGISTRY="1.dkr.ecr.eu-west-1.amazonaws.com", COSIGN_PUBLIC_KEY="pem",
                INGRESS_CERTIFICATE_ARN="arn:aws:acm:eu-west-1:1:certificate/x")
+
+
+def test_deploy_verifies_then_upgrades_atomically_with_the_env_values_then_tests(tmp_path, stubs):
+    env, calls = stubs
+    deploy_env(tmp_path, env, "staging", "0.1.0-g123456789abc", "charts/ratecast")
+    # Like the real cosign, verify fails without registry credentials: they come from `cosign login`.
+    behave(tmp_path, "cosign", f"""\
+        if [ "$1" = login ]; then touch "{tmp_path}/docker-credentials"; fi
+        if [ "$1" = verify ] && [ ! -f "{tmp_path}/docker-credentials" ]; then echo "UNAUTHORIZED" >&2; exit 1; fi
+        """)
     result = run("deploy.sh", "staging", env=env)
     assert result.returncode == 0, result.stderr
     log = calls()
     order = [c.split()[0] + " " + c.split()[1] for c in log]
+    # Logged in to the registry (cosign's and helm's credentials) before anything reads it.
+    assert order.index("aws ecr") < order.index("cosign login") < order.index("cosign verify")
+    assert order.index("helm registry") < order.index("helm upgrade")
+    assert "cosign login 1.dkr.ecr.eu-west-1.amazonaws.com --username AWS --password-stdin" in log
     assert order.index("cosign verify") < order.index("helm upgrade") < order.index("helm test")
     (upgrade,) = [c for c in log if c.startswith("helm upgrade")]
     for part in ("--install ratecast oci://1.dkr.ecr.eu-west-1.amazonaws.com/charts/ratecast",
@@ -202,7 +216,15 @@ def publish(tmp_path, stubs):
           done
         fi
         if [ "$2 $3" = "imagetools inspect" ]; then echo '{INDEX}'; fi
+        # The pulled platform image: its size and filesystem, for .ci/docker-image-checks.sh.
+        if [ "$1 $2" = "image inspect" ]; then cat "{tmp_path}/image-size"; fi
+        if [ "$1" = create ]; then echo container-id; fi
+        if [ "$1" = export ]; then tar -C "{tmp_path}/rootfs" -cf - usr etc; fi
         """)
+    (tmp_path / "image-size").write_text("21951165\n")
+    for path in ("usr/local/bin/ratecast", "etc/ssl/certs/ca-certificates.crt"):
+        (tmp_path / "rootfs" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "rootfs" / path).write_text("x")
     behave(tmp_path, "cosign", 'if [ "$1" = verify ]; then exit 1; fi\n')
     behave(tmp_path, "trivy", """\
         while [ $# -gt 0 ]; do [ "$1" = --output ] && echo "no findings" >"$2"; shift; done
@@ -277,8 +299,12 @@ def test_chart_version_is_a_unique_prerelease_on_main_and_the_release_on_tags(tm
     log = calls()
     app_version = version if tag else SHA
     assert f"helm package deploy/helm/ratecast --version {version} --app-version {app_version} --destination /tmp/chart" in log
-    assert f"helm push /tmp/chart/ratecast-{version}.tgz oci://{REGISTRY}/charts" in log
-    assert (tmp_path / "ws" / "chart.env").read_text() == f"CHART_VERSION={version}\n"
+    # Releases and main's pre-releases in separate repositories (ECR lifecycle patterns cannot
+    # tell X.Y.Z from X.Y.Z-g<sha>).
+    namespace = "charts" if tag else "charts/main"
+    assert f"helm push /tmp/chart/ratecast-{version}.tgz oci://{REGISTRY}/{namespace}" in log
+    assert f"aws ecr describe-images --repository-name {namespace}/ratecast --image-ids imageTag={version}" in log
+    assert (tmp_path / "ws" / "chart.env").read_text() == f"CHART_VERSION={version}\nCHART_REPOSITORY={namespace}/ratecast\n"
 
 
 def test_chart_already_in_ecr_is_not_pushed_again(tmp_path, stubs):
@@ -289,3 +315,70 @@ def test_chart_already_in_ecr_is_not_pushed_again(tmp_path, stubs):
     assert result.returncode == 0, result.stderr
     assert not any(c.startswith(("helm package", "helm push")) for c in calls())
     assert (tmp_path / "ws" / "chart.env").exists()
+
+
+def test_deploy_installs_the_chart_from_the_repository_it_was_published_to(tmp_path, stubs):
+    env, calls = stubs
+    deploy_env(tmp_path, env, "dev", "0.1.0-gabc", "charts/main/ratecast")
+    result = run("deploy.sh", "dev", env=env)
+    assert result.returncode == 0, result.stderr
+    (upgrade,) = [c for c in calls() if c.startswith("helm upgrade")]
+    assert f"oci://{REGISTRY}/charts/main/ratecast --version 0.1.0-gabc" in upgrade
+
+
+def jwt(claims):
+    import base64
+    part = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"e30.{part}.sig"
+
+
+def test_oidc_refresh_swaps_in_a_new_token_with_the_same_audience(tmp_path, stubs):
+    env, calls = stubs
+    token_file = tmp_path / "token"
+    token_file.write_text("old")
+    env.update(CIRCLE_OIDC_TOKEN_V2=jwt({"aud": "org-123", "sub": "org/org-123/project/p/user/u"}),
+               AWS_WEB_IDENTITY_TOKEN_FILE=str(token_file))
+    behave(tmp_path, "circleci", 'echo "new-token"\n')
+    result = run("oidc-token-refresh.sh", "--once", env=env)
+    assert result.returncode == 0, result.stderr
+    assert 'circleci run oidc get --claims {"aud":"org-123"}' in calls()
+    assert token_file.read_text().strip() == "new-token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_oidc_refresh_keeps_the_old_token_when_the_cli_fails(tmp_path, stubs):
+    env, _ = stubs
+    token_file = tmp_path / "token"
+    token_file.write_text("old")
+    env.update(CIRCLE_OIDC_TOKEN_V2=jwt({"aud": ["org-123"]}), AWS_WEB_IDENTITY_TOKEN_FILE=str(token_file))
+    behave(tmp_path, "circleci", "exit 1\n")
+    result = run("oidc-token-refresh.sh", "--once", env=env)
+    assert result.returncode == 0 and "keeping the current one" in result.stderr
+    assert token_file.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("token.")] == []
+
+
+def test_publish_holds_each_platform_image_to_the_docker_stage_limits(tmp_path, publish):
+    env, calls = publish
+    result = run("publish-image.sh", env=env)
+    assert result.returncode == 0, result.stderr
+    log = calls()
+    for arch in ("amd64", "arm64"):
+        assert f"docker pull --quiet --platform linux/{arch} {REGISTRY}/ratecast@sha256:idx" in log
+    assert result.stdout.count("ok: size <= 30000000 bytes") == 2
+    assert result.stdout.count("ok: no shell") == 2
+
+
+@pytest.mark.parametrize("defect", ["size", "shell"])
+def test_publish_fails_before_signing_an_image_over_the_limits(tmp_path, publish, defect):
+    env, calls = publish
+    if defect == "size":
+        (tmp_path / "image-size").write_text("30000001\n")
+    else:
+        (tmp_path / "rootfs" / "bin").mkdir()
+        (tmp_path / "rootfs" / "bin" / "sh").write_text("x")
+        behave(tmp_path, "docker", (tmp_path / "behaviour" / "docker.sh").read_text().replace("usr etc", "usr etc bin"))
+    result = run("publish-image.sh", env=env)
+    assert result.returncode != 0
+    assert ("over 30000000" if defect == "size" else "runtime image has: bin/sh") in result.stderr
+    assert not any(c.startswith(("cosign sign", "cosign attest")) for c in calls())

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from hcl import ENVS, INFRA, blocks, env_module, parse
+from hcl import ENVS, INFRA, blocks, env_module, node_group_totals, parse
 
 SHARED = ("versions.tf", "provider-aws.tf", "provider-helm.tf", "variables.tf", "variables-circleci.tf", "outputs.tf")
 # Graviton families carry a "g" after the generation digit (t4g, m7g, c7gn...).
@@ -14,7 +14,8 @@ SIZE_VCPU = {"medium": 1, "large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16}
 
 
 def node_groups(env):
-    return env_module(env)["node_groups"]
+    """Sizes are the group's total over its AZs (one_per_az groups are one group per AZ)."""
+    return node_group_totals(env)
 
 
 def nat_gateways(env):

@@ -5,7 +5,7 @@ import re
 
 import yaml
 
-from hcl import INFRA, blocks, resources
+from hcl import ENVS, INFRA, blocks, env_module, resources
 
 MODULES = INFRA / "modules"
 
@@ -52,9 +52,23 @@ def test_eks_encrypts_secrets_logs_control_plane_and_uses_access_entries():
 
 def test_eks_addons():
     addons = eks_call()["addons"]
-    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "metrics-server"}
+    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "metrics-server",
+                           "aws-ebs-csi-driver"}
     assert addons["vpc-cni"]["before_compute"] is True
     assert addons["eks-pod-identity-agent"]["before_compute"] is True
+    # EBS CSI (Prometheus' volume): its role through Pod Identity, like every controller's.
+    (association,) = addons["aws-ebs-csi-driver"]["pod_identity_association"]
+    assert association == {"role_arn": "${module.ebs_csi_pod_identity.iam_role_arn}", "service_account": "ebs-csi-controller-sa"}
+    ebs = blocks(MODULES / "cluster" / "main.tf", "module")["ebs_csi_pod_identity"]
+    assert ebs["attach_aws_ebs_csi_policy"] is True
+
+
+def test_eks_upgrade_policy_and_prod_deletion_protection():
+    eks = eks_call()
+    # STANDARD: upgraded at the end of standard support instead of billed for extended support.
+    assert eks["upgrade_policy"] == {"support_type": "STANDARD"}
+    assert eks["deletion_protection"] == "${var.deletion_protection}"
+    assert {e: env_module(e).get("deletion_protection", False) for e in ENVS} == {"dev": False, "staging": False, "prod": True}
 
 
 def test_node_groups_are_al2023_arm64_with_encrypted_disks_and_imdsv2():
@@ -73,7 +87,7 @@ def test_kubernetes_version_is_current():
 
 def test_vpc_v6_with_load_balancer_subnet_tags_and_nat_switch():
     vpc = blocks(MODULES / "network" / "main.tf", "module")["vpc"]
-    assert vpc["source"] == "terraform-aws-modules/vpc/aws" and vpc["version"] == "~> 6.0"
+    assert vpc["source"] == "terraform-aws-modules/vpc/aws" and vpc["version"].startswith("6.")
     assert vpc["public_subnet_tags"] == {"kubernetes.io/role/elb": "1"}
     assert vpc["private_subnet_tags"] == {"kubernetes.io/role/internal-elb": "1"}
     assert vpc["single_nat_gateway"] == "${var.single_nat_gateway}"
@@ -83,17 +97,22 @@ def test_vpc_v6_with_load_balancer_subnet_tags_and_nat_switch():
 
 def test_ecr_repositories_are_immutable_scanned_encrypted_and_expire():
     (repo,) = resources(MODULES / "registry", "aws_ecr_repository").values()
-    assert repo["image_tag_mutability"] == "IMMUTABLE"
+    # Immutable but for cosign's sha256-<digest>.sig/.att tags, which cosign re-pushes on a retry.
+    assert repo["image_tag_mutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    (exclusion,) = repo["dynamic"][0]["image_tag_mutability_exclusion_filter"]["content"]
+    assert exclusion["filter_type"] == "WILDCARD"
+    variables = blocks(MODULES / "registry", "variable")
+    assert variables["mutable_tag_patterns"]["default"] == ["sha256-*"]
     assert repo["image_scanning_configuration"][0]["scan_on_push"] is True
     assert repo["encryption_configuration"][0]["encryption_type"] == "KMS"
     assert resources(MODULES / "registry", "aws_ecr_lifecycle_policy")
     global_vars = blocks(INFRA / "global", "variable")
-    assert set(global_vars["repositories"]["default"]) == {"ratecast", "charts/ratecast"}
+    assert set(global_vars["repositories"]["default"]) == {"ratecast", "charts/ratecast", "charts/main/ratecast"}
 
 
 def test_api_key_flows_from_secrets_manager_to_the_charts_existing_secret():
     platform = MODULES / "platform"
-    (secret,) = resources(platform, "aws_secretsmanager_secret").values()
+    secret = resources(platform, "aws_secretsmanager_secret")["api_key"]
     assert secret["name"] == "ratecast/${var.environment}/coingecko-api-key"
     assert secret["kms_key_id"] == "${aws_kms_key.secrets.arn}"
     variables = blocks(platform, "variable")
@@ -125,7 +144,11 @@ def test_controllers_get_aws_access_through_pod_identity():
     text = (platform / "main.tf").read_text()
     for flag in ("attach_aws_lb_controller_policy", "attach_external_secrets_policy", "attach_cluster_autoscaler_policy"):
         assert flag in text
-    assert 'external_secrets_secrets_manager_create_permission = false' in text
+    # ESO reads only: the module's create permission (external_secrets_create_permission since
+    # v1.0.0, default false) is never turned on, and the pre-1.0 name is gone.
+    assert "external_secrets_secrets_manager_create_permission" not in text
+    assert pod_identity.get("external_secrets_create_permission", False) is False
+    assert pod_identity["use_name_prefix"] is False
     # Controllers in the helm_release map: the load balancer controller knows its VPC (IMDS hop limit 1).
     for name in ("aws-load-balancer-controller", "external-secrets", "cluster-autoscaler", "kube-prometheus-stack"):
         assert f"{name} = {{" in text
@@ -138,7 +161,10 @@ def test_ci_roles_trust_only_the_circleci_project_by_oidc():
     assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
     conditions = {c["variable"]: c for c in statement["condition"]}
     assert conditions["${local.issuer}:aud"]["test"] == "StringEquals"
-    assert "project/${p}/user/*" in json.dumps(conditions["${local.issuer}:sub"]["values"])
+    assert conditions["${local.issuer}:sub"]["values"] == "${local.subjects}"
+    subjects = blocks(MODULES / "ci-role" / "main.tf", "locals")["subjects"]
+    assert "project/${p}/user/*" in json.dumps(subjects)
+    assert "/vcs-origin/*/vcs-ref/${ref}" in json.dumps(subjects)
     provider = resources(INFRA / "global", "aws_iam_openid_connect_provider")["circleci"]
     assert provider["url"] == "https://oidc.circleci.com/org/${var.circleci_org_id}"
     # Nothing creates access keys: every pipeline credential comes from OIDC.
@@ -154,3 +180,35 @@ def test_ci_deploy_role_is_namespace_scoped_on_the_cluster():
     assert deployer["namespace"] == "${var.app_namespace}"
     cluster_text = (MODULES / "cluster" / "main.tf").read_text()
     assert "AmazonEKSAdminPolicy" in cluster_text and 'type = "namespace"' in cluster_text
+
+
+def test_ecr_lifecycle_keeps_signatures_and_matches_only_releases_as_releases():
+    policy = resources(MODULES / "registry", "aws_ecr_lifecycle_policy")["this"]["policy"]
+    text = json.dumps(policy)
+    # Signatures are kept by the first rule, so a rolled-back release still verifies.
+    assert text.index("sha256-*") < text.index("release_tag_patterns")
+    variables = blocks(MODULES / "registry", "variable")
+    keep = variables["signature_keep_count"]["default"]
+    assert keep >= 5 * (variables["release_keep_count"]["default"] + variables["keep_count"]["default"])
+    # The release pattern must not match what else is pushed to a repository: git-SHA image tags,
+    # cosign tags, and (pushed apart, to charts/main/ratecast) pre-release chart versions.
+    patterns = variables["release_tag_patterns"]["default"]
+
+    def matches(tag):
+        return any(re.fullmatch(p.replace(".", r"\.").replace("*", ".*"), tag) for p in patterns)
+    assert matches("1.4.2")
+    for tag in ("3f1c2a9e0b7d4c6a8e5f1b2c3d4e5f6a7b8c9d0e", "sha256-3f1c2a.sig", "sha256-3f1c2a.att"):
+        assert not matches(tag), tag
+    publish = (INFRA.parent / ".circleci" / "scripts" / "publish-chart.sh").read_text()
+    assert "charts/main/ratecast" in publish, "pre-release charts must not share the release repository"
+
+
+def test_ci_roles_that_change_things_are_bound_to_their_git_refs():
+    ci_roles = blocks(INFRA / "global" / "main.tf", "locals")["ci_roles"]
+    assert ci_roles["terraform-apply"]["vcs_refs"] == ["refs/heads/main"]
+    assert ci_roles["publish"]["vcs_refs"] == ["refs/heads/main", "refs/tags/v*"]
+    assert ci_roles["terraform-plan"]["vcs_refs"] == []
+    deploy_refs = blocks(MODULES / "environment" / "main.tf", "locals")["deploy_refs"]
+    assert deploy_refs == {"dev": ["refs/heads/main"], "staging": ["refs/tags/v*"], "prod": ["refs/tags/v*"]}
+    call = blocks(MODULES / "environment" / "main.tf", "module")["ci_deploy_role"]
+    assert call["vcs_refs"] == "${local.deploy_refs[var.environment]}"

@@ -61,18 +61,24 @@ def registry_module_calls():
                 yield path, name, body
 
 
-def test_registry_modules_are_pinned_to_the_required_majors():
-    expected = {
-        "terraform-aws-modules/vpc/aws": "~> 6.0",
-        "terraform-aws-modules/eks/aws": "~> 21.0",
-        "terraform-aws-modules/eks-pod-identity/aws": "~> 2.0",
+def test_registry_modules_are_pinned_to_exact_releases_of_the_required_majors():
+    # Exact versions: the recorded input lists (infra/module-inputs, test_module_contracts.py)
+    # describe one release, and a range would let `terraform init` pick another.
+    majors = {
+        "terraform-aws-modules/vpc/aws": 6,
+        "terraform-aws-modules/eks/aws": 21,
+        "terraform-aws-modules/eks-pod-identity/aws": 2,
+        "terraform-aws-modules/elasticache/aws": 1,
     }
     seen = {}
     for path, name, body in registry_module_calls():
-        assert body["source"] in expected, f"{path}: unexpected registry module {body['source']}"
-        assert body.get("version") == expected[body["source"]], f"{path}: module {name} pin"
-        seen[body["source"]] = True
-    assert set(seen) == set(expected)
+        assert body["source"] in majors, f"{path}: unexpected registry module {body['source']}"
+        version = body.get("version", "")
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{path}: module {name} must pin an exact version, got {version!r}"
+        assert int(version.split(".")[0]) == majors[body["source"]], f"{path}: module {name} pin {version}"
+        seen.setdefault(body["source"], set()).add(version)
+    assert set(seen) == set(majors)
+    assert all(len(v) == 1 for v in seen.values()), f"one release per module across infra/: {seen}"
 
 
 def local_module_calls():

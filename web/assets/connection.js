@@ -15,7 +15,8 @@ export class Connection {
    * @param {string[]} options.symbols codes to subscribe to; empty for the full feed
    * @param {() => number|null} options.since the last seq applied, for resuming
    * @param {(frame: object) => void} options.onFrame every parsed frame
-   * @param {(state: 'connecting'|'live'|'reconnecting'|'silent') => void} options.onState
+   * @param {(state: 'connecting'|'live'|'reconnecting'|'silent') => void} options.onState the
+   *   link only ('live' = open and heard from); whether there is data is the state's business
    */
   constructor({ symbols, since, onFrame, onState }) {
     Object.assign(this, { symbols, since, onFrame, onState });
@@ -49,6 +50,12 @@ export class Connection {
   #open() {
     const socket = new WebSocket(this.#url());
     this.socket = socket;
+    // Open means the server answers: the page can say "waiting for data" rather than
+    // "connecting" even before the first frame (a server without data sends none at once).
+    socket.addEventListener('open', () => {
+      this.lastFrame = Date.now();
+      if (this.state !== 'live') this.#setState('live');
+    });
     socket.addEventListener('message', (event) => {
       this.lastFrame = Date.now();
       let frame;
@@ -57,10 +64,10 @@ export class Connection {
       } catch {
         return; // not ours to show; the next snapshot or delta carries on
       }
-      if (this.attempt !== 0 || this.state !== 'live') {
-        this.attempt = 0;
-        this.#setState('live');
-      }
+      // The backoff restarts only once the server has said something, so a peer that accepts
+      // and drops at once is still retried slowly.
+      this.attempt = 0;
+      if (this.state !== 'live') this.#setState('live');
       if (frame.type === 'heartbeat') this.#beat();
       this.onFrame(frame);
     });

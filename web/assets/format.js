@@ -1,5 +1,5 @@
-// Number and time formatting: Intl.NumberFormat in the viewer's locale, digits chosen by magnitude
-// so sats, VND and gold all read sensibly.
+// Number and time formatting: Intl.NumberFormat in the viewer's locale, digits chosen by
+// significant digits so $0.0000123, $1.0716, $1,698.06 and ₫587,119,904 all read well.
 
 const formats = new Map();
 
@@ -9,7 +9,14 @@ function numberFormat(options) {
   return formats.get(key);
 }
 
-/** Plain number: whole units when huge, cents in the thousands, four significant digits below. */
+// Five significant digits tell a 0.01 % move apart at any magnitude, which is what a rate
+// screen is for; cents are kept where a value has them ($1,698.06, not $1,698.1).
+const SIGNIFICANT = 5;
+
+/**
+ * Plain number: whole units from 100,000 (VND, IDR, sats), cents from 100, five significant
+ * digits below ($1.0716, $0.0074568), scientific notation under 0.000001 (1.7032E-9).
+ */
 export function formatNumber(value) {
   const size = Math.abs(value);
   if (size >= 1e5) return numberFormat({ maximumFractionDigits: 0 }).format(value);
@@ -17,15 +24,15 @@ export function formatNumber(value) {
     return numberFormat({ minimumFractionDigits: 2, maximumFractionDigits: 2 }).format(value);
   }
   if (size >= 1e-6 || size === 0) {
-    return numberFormat({ maximumSignificantDigits: 4 }).format(value);
+    return numberFormat({ maximumSignificantDigits: SIGNIFICANT }).format(value);
   }
-  return numberFormat({ notation: 'scientific', maximumSignificantDigits: 4 }).format(value);
+  return numberFormat({ notation: 'scientific', maximumSignificantDigits: SIGNIFICANT }).format(value);
 }
 
 // Sign-like units ("$", "€", "R$", "R") go before the number; words ("ETH", "sats", "kr.") after.
 const PREFIX_UNIT = /\p{Sc}|^\p{L}$/u;
 
-/** "$24,711.87", "14.55 ETH", "100,000,000 sats". */
+/** "$24,711.87", "14.553 ETH", "100,000,000 sats". */
 export function formatAmount(value, unit) {
   const number = formatNumber(value);
   if (!unit) return number;
@@ -40,12 +47,18 @@ export function formatPercent(ratio) {
   return numberFormat(options).format(ratio);
 }
 
-const relative = new Intl.RelativeTimeFormat(undefined, { numeric: 'always', style: 'short' });
-
-/** Age of a timestamp as "12 sec. ago", "3 min. ago". */
-export function formatAge(ms) {
+/**
+ * A duration as "12 s", "3 min", "2 h": short enough to read across a room, and with no
+ * locale abbreviation ("sec.") to stumble over.
+ */
+export function formatDuration(ms) {
   const seconds = Math.max(0, Math.round(ms / 1000));
-  if (seconds < 90) return relative.format(-seconds, 'second');
-  if (seconds < 90 * 60) return relative.format(-Math.round(seconds / 60), 'minute');
-  return relative.format(-Math.round(seconds / 3600), 'hour');
+  if (seconds < 90) return `${seconds} s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
+  return `${Math.round(seconds / 3600)} h`;
+}
+
+/** Age of a timestamp: "12 s ago", "3 min ago". */
+export function formatAge(ms) {
+  return `${formatDuration(ms)} ago`;
 }

@@ -1,7 +1,7 @@
 // Rendering: the team table and the wall tiles. Each code owns a few cells that are updated in place,
 // so a delta touches only the cells of the codes it changed.
 
-import { formatAge, formatAmount, formatPercent } from './format.js';
+import { formatAge, formatAmount, formatDuration, formatPercent } from './format.js';
 import { createSparkline, drawSparkline } from './sparkline.js';
 
 const FLASH_MS = 1200;
@@ -69,21 +69,24 @@ class Cells {
 
 /** Team mode: one table, a tbody per type, rows sortable and filterable. */
 export class TableView {
-  constructor(table, baseLabel) {
+  constructor(table, valueLabel) {
     this.table = table;
-    this.baseLabel = baseLabel;
+    this.valueLabel = valueLabel;
     this.groups = new Map();
     this.cells = new Map();
     this.sort = 'name';
     this.query = '';
   }
 
-  setBase(base) {
-    this.baseLabel.textContent = `1 ${base.toUpperCase()} =`;
+  /** The value column's heading says what its numbers are. */
+  setMode({ quote, perBtc }) {
+    const label = perBtc ? '1 BTC =' : `Price in ${quote.toUpperCase()}`;
+    if (this.valueLabel.textContent !== label) this.valueLabel.textContent = label;
   }
 
-  setValue(cells, ratio, unit) {
-    cells.setValue(ratio, unit);
+  /** `top`/`bottom`: {code, unit}; the cell reads "1 BOTTOM = ratio TOP". */
+  setValue(cells, ratio, top) {
+    cells.setValue(ratio, top.unit);
   }
 
   add(code, rate) {
@@ -173,21 +176,29 @@ function sortDirection(sort) {
   return sort === 'name' ? 'ascending' : 'descending';
 }
 
+/** Width of `text` in digit widths, roughly: separators and spaces are about half a digit, so
+ * "$24,711.87" (9) and "$0.0074568" (9.5) get the same, largest size that fits. */
+function textWidth(text) {
+  let width = 0;
+  for (const char of text) width += /[.,\s]/u.test(char) ? 0.5 : 1;
+  return width;
+}
+
 /** Wall mode: one large tile per chosen symbol, in the order given, laid out to fill the screen. */
 export class TileView {
   constructor(container, symbols) {
     this.container = container;
     this.symbols = symbols;
     this.cells = new Map();
-    this.base = null;
-    addEventListener('resize', () => this.#layout());
+    // The freshness line under the tiles grows into a banner when the data is stale: the tiles
+    // follow their container's size, not just the window's.
+    new ResizeObserver(() => this.#layout()).observe(container);
   }
 
-  setBase(base, baseRate) {
-    this.base = base;
-    this.baseRate = baseRate;
-  }
+  /** Each tile says what it counts ("1 ETH ="), so there is no shared heading to change. */
+  setMode() {}
 
+  /** Price large; the change and the sparkline beneath; the inverse small at the foot. */
   add(code, rate) {
     if (!this.symbols.includes(code)) return null;
     const tile = element('article', 'tile');
@@ -199,9 +210,9 @@ export class TileView {
     cells.per = element('p', 'per');
     const value = element('p', 'value');
     value.append(cells.amount, cells.marker);
-    const foot = element('footer');
-    foot.append(cells.inverse, cells.change);
-    tile.append(head, cells.per, value, cells.spark, foot);
+    const movement = element('div', 'movement');
+    movement.append(cells.change, cells.spark);
+    tile.append(head, cells.per, value, movement, cells.inverse);
     this.cells.set(code, cells);
     const order = (c) => this.symbols.indexOf(c);
     const next = [...this.container.children].find((t) => order(t.dataset.code) > order(code));
@@ -216,12 +227,13 @@ export class TileView {
     this.#layout();
   }
 
-  /** Tiles also read the other way round: "1 EUR = $1.07" under "€0.93". */
-  setValue(cells, ratio, unit) {
-    cells.setValue(ratio, unit);
-    cells.per.textContent = `1 ${this.base.toUpperCase()} =`;
-    cells.amount.parentElement.style.setProperty('--chars', Math.max(cells.amount.textContent.length, 4));
-    const inverse = `1 ${cells.code.toUpperCase()} = ${formatAmount(1 / ratio, this.baseRate.unit)}`;
+  /** "1 ETH =" / "$1,698.06" large / "1 USD = 0.00058891 ETH" small. */
+  setValue(cells, ratio, top, bottom) {
+    cells.setValue(ratio, top.unit);
+    const per = `1 ${bottom.code.toUpperCase()} =`;
+    if (cells.per.textContent !== per) cells.per.textContent = per;
+    cells.amount.parentElement.style.setProperty('--chars', Math.max(textWidth(cells.amount.textContent), 4));
+    const inverse = `1 ${top.code.toUpperCase()} = ${formatAmount(1 / ratio, bottom.unit)}`;
     if (cells.inverse.textContent !== inverse) cells.inverse.textContent = inverse;
   }
 
@@ -244,12 +256,54 @@ export class TileView {
   }
 }
 
-/** The status line: the state word is the only live region; the age beside it is not announced. */
-export function renderStatus(nodes, { state, detail, ageMs, demo }) {
-  const label = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', stale: 'Stale' }[state];
-  const text = detail ? `${label} — ${detail}` : label;
-  if (nodes.status.textContent !== text) nodes.status.textContent = text;
-  nodes.bar.dataset.state = state;
-  nodes.age.textContent = ageMs === null ? '' : `data ${formatAge(ageMs)}`;
+const STATUS_LABEL = {
+  connecting: 'Connecting…',
+  waiting: 'Waiting for first data',
+  live: 'Live',
+  stale: 'Stale',
+  reconnecting: 'Reconnecting…',
+  demo: 'Demo',
+};
+
+/** "updated 12 s ago · next try in 4 s": the parts of a status that count time. */
+function timing({ ageMs, nextMs }) {
+  const parts = [];
+  if (ageMs !== null) parts.push(`updated ${formatAge(ageMs)}`);
+  if (nextMs !== null) parts.push(`next try in ${formatDuration(nextMs)}`);
+  return parts.join(' · ');
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+/**
+ * The status line: state and why are the only live region (they change rarely); the ticking age
+ * beside it is not announced. Live and demo data need no age in the bar.
+ */
+export function renderStatus(nodes, status, demo) {
+  const label = STATUS_LABEL[status.state];
+  setText(nodes.status, status.why ? `${label} — ${status.why}` : label);
+  nodes.bar.dataset.state = status.state;
+  const calm = status.state === 'live' || status.state === 'demo';
+  setText(nodes.age, calm ? '' : timing(status));
   nodes.demo.hidden = !demo;
+}
+
+/**
+ * The wall's data age in large type, "updated 12 s ago"; a banner readable across the room
+ * when the data is not confirmed current (stale, link lost) or there is none yet.
+ */
+export function renderFreshness(nodes, status) {
+  const calm = status.state === 'live' || status.state === 'demo';
+  nodes.root.dataset.state = status.state;
+  nodes.root.classList.toggle('alarm', !calm);
+  if (calm) {
+    setText(nodes.age, status.ageMs === null ? '' : `updated ${formatAge(status.ageMs)}`);
+    setText(nodes.why, '');
+    return;
+  }
+  const when = timing(status);
+  setText(nodes.age, when ? `${STATUS_LABEL[status.state]} — ${when}` : STATUS_LABEL[status.state]);
+  setText(nodes.why, status.why ?? '');
 }

@@ -2,7 +2,12 @@
 // Pure data, no DOM and no network, so the rules about seq and resyncs live in one place.
 
 const HISTORY_SPAN_MS = 24 * 3600 * 1000; // what /api/v1/history keeps
-const HISTORY_MAX_POINTS = 3000; // a day of 30 s polls
+// A sparkline is a few hundred pixels wide: more points than this add nothing to see, and a
+// feed of several changes a second would otherwise grow the page's memory for a whole day.
+const HISTORY_MAX_POINTS = 720;
+
+// A delta younger than this (server clock) counts as the server's word that the data is current.
+const FRESH_DELTA_MS = 5000;
 
 /** What one frame changed: code -> previous BTC value (null when the code is new), and removals. */
 function emptyChanges() {
@@ -17,8 +22,17 @@ export class RateState {
     this.source = null;
     this.stale = false;
     this.upstream = null;
-    /** Newest moment the data was known good (ms), for "data 3 min old". */
+    /** The server's words for why the data is stale or missing, when it says. */
+    this.reason = null;
+    /** When the server's poller tries the upstream next (ms, server clock), when it says. */
+    this.nextAttempt = null;
+    /** Newest moment the data was known good (ms, server clock), for "updated 12 s ago": the
+     * server's checked_at (its last successful poll) when it sends one, else the newest frame
+     * time that carried good data. */
     this.dataTs = null;
+    /** Browser clock minus server clock (ms, network delay included) from the newest frame, so
+     * that a wall PC whose clock is off still shows the right age. */
+    this.clockOffset = 0;
     /** code -> [[ts_ms, btc_value], ...], oldest first. */
     this.history = new Map();
   }
@@ -32,7 +46,9 @@ export class RateState {
     for (const [code, rate] of Object.entries(frame.rates)) this.#put(code, rate, frame.ts, changes);
     this.seq = frame.seq;
     this.#setSource(frame);
-    if (!frame.stale) this.#seen(frame.ts);
+    this.#checked(frame);
+    // A snapshot's ts is when its data was published, stale or not (the server keeps it).
+    this.#seen(frame.ts);
     return changes;
   }
 
@@ -47,15 +63,46 @@ export class RateState {
     for (const [code, rate] of Object.entries(frame.changed)) this.#put(code, rate, frame.ts, changes);
     for (const code of frame.removed ?? []) this.#remove(code, changes);
     this.seq = frame.seq;
+    this.#checked(frame);
     this.#seen(frame.ts);
+    // A delta published just now comes from a poll that just succeeded: the data is current.
+    // (Today's server clears its stale flag on such a delta without a status frame; a replayed
+    // delta of a resume is old and proves nothing.)
+    if (Date.now() - this.clockOffset - frame.ts < FRESH_DELTA_MS) this.stale = false;
     return changes;
   }
 
+  /** Status frames say what the upstream is doing; their optional fields (reason, checked_at,
+   * upstream.next_attempt) are used when the server sends them. */
   applyStatus(frame) {
     this.#setSource(frame);
+    this.#clock(frame);
     this.upstream = frame.upstream ?? this.upstream;
+    if (Object.hasOwn(frame, 'reason')) this.reason = frame.reason || null;
+    const next = Date.parse(this.upstream?.next_attempt ?? '');
+    this.nextAttempt = Number.isNaN(next) ? null : next;
     const lastSuccess = Date.parse(this.upstream?.last_success ?? '');
-    if (!Number.isNaN(lastSuccess)) this.#seen(lastSuccess);
+    if (!Number.isNaN(lastSuccess) && this.hasData) this.#seen(lastSuccess);
+  }
+
+  /** Heartbeats refresh the data's age (checked_at) between changes. */
+  applyHeartbeat(frame) {
+    this.#clock(frame);
+  }
+
+  /** True once a snapshot arrived: before it the page has nothing true to show. */
+  get hasData() {
+    return this.seq !== null;
+  }
+
+  /** Age of the data (ms) at browser time `now`, or null without data. */
+  dataAge(now) {
+    return this.dataTs === null ? null : Math.max(0, now - this.clockOffset - this.dataTs);
+  }
+
+  /** Time until the server's next upstream attempt (ms), or null when it did not say. */
+  nextAttemptIn(now) {
+    return this.nextAttempt === null ? null : Math.max(0, this.nextAttempt - (now - this.clockOffset));
   }
 
   /** Merges fetched history with the points the live feed appended while the fetch ran. */
@@ -125,13 +172,86 @@ export class RateState {
     this.stale = Boolean(frame.stale);
   }
 
+  /** Heartbeats and status frames are stamped as they are sent, so they set the clock offset
+   * (a snapshot or a replayed delta carries the time of its data instead). */
+  #clock(frame) {
+    if (Number.isFinite(frame.ts)) this.clockOffset = Date.now() - frame.ts;
+    this.#checked(frame);
+  }
+
+  /** checked_at is the server's last confirmation that the data is current. */
+  #checked(frame) {
+    if (Number.isFinite(frame.checked_at) && this.hasData) this.#seen(frame.checked_at);
+  }
+
   #seen(ts) {
     this.dataTs = Math.max(ts, this.dataTs ?? 0);
   }
 }
 
+/**
+ * Drops points older than the history span; past HISTORY_MAX_POINTS, every other point of the
+ * older half goes, so the line keeps its first point (the window change) and its whole span.
+ */
 function trim(points) {
   const since = Date.now() - HISTORY_SPAN_MS;
-  const start = Math.max(points.findIndex(([ts]) => ts >= since), points.length - HISTORY_MAX_POINTS, 0);
-  return start > 0 ? points.slice(start) : points;
+  // A unit that has not moved for a day keeps its points: a flat line is still true.
+  const start = points.findIndex(([ts]) => ts >= since);
+  let kept = start > 0 ? points.slice(start) : points;
+  if (kept.length > HISTORY_MAX_POINTS) {
+    const half = kept.length >> 1;
+    kept = [...kept.slice(0, half).filter((_, i) => i % 2 === 0), ...kept.slice(half)];
+  }
+  return kept;
+}
+
+// What a failure kind (upstream.last_error) means to someone reading the screen.
+const FAILURE_WORDS = {
+  connect: 'unreachable',
+  timeout: 'not answering',
+  rate_limited: 'rate limiting us',
+  http_5xx: 'failing',
+  http_other: 'refusing the request',
+  too_large: 'answering too much',
+  body: 'cutting its answer short',
+  invalid_payload: 'answering nonsense',
+};
+
+/** Why, from the upstream fields alone (servers that send no `reason`): "CoinGecko unreachable
+ * (connect), 3 failed tries". Null while the upstream is fine. */
+function upstreamWhy(upstream, source) {
+  if (!upstream || upstream.status === 'ok' || !upstream.last_error) return null;
+  const who = source === 'coingecko' ? 'CoinGecko' : 'upstream';
+  const words = FAILURE_WORDS[upstream.last_error] ?? 'failing';
+  const tries = upstream.consecutive_failures > 1 ? `, ${upstream.consecutive_failures} failed tries` : '';
+  return `${who} ${words} (${upstream.last_error})${tries}`;
+}
+
+/**
+ * What the status line says, from the link and the data the page holds:
+ * - connecting: no socket yet;
+ * - waiting: the server answers but holds no data yet (why, and the next attempt, when known);
+ * - live: data held, confirmed current by the server;
+ * - stale: data held but not confirmed current (the server's flag, or no heartbeat): age, why;
+ * - reconnecting: the socket dropped;
+ * - demo: live data from the server's demo source.
+ * Never live without data.
+ *
+ * @param {RateState} state
+ * @param {'connecting'|'live'|'reconnecting'|'silent'} link the Connection's state
+ * @param {number} now browser time (ms)
+ * @returns {{state: string, why: string|null, ageMs: number|null, nextMs: number|null}}
+ */
+export function describeStatus(state, link, now) {
+  const ageMs = state.dataAge(now);
+  const nextMs = state.nextAttemptIn(now);
+  const upstream = () => state.reason ?? upstreamWhy(state.upstream, state.source);
+  if (link === 'connecting' || link === 'reconnecting') return { state: link, why: null, ageMs, nextMs: null };
+  if (!state.hasData) {
+    const why = link === 'silent' ? 'no heartbeat' : upstream();
+    return { state: 'waiting', why, ageMs: null, nextMs };
+  }
+  if (link === 'silent') return { state: 'stale', why: 'no heartbeat', ageMs, nextMs: null };
+  if (state.stale) return { state: 'stale', why: upstream() ?? 'no fresh data', ageMs, nextMs };
+  return { state: state.source === 'demo' ? 'demo' : 'live', why: null, ageMs, nextMs: null };
 }

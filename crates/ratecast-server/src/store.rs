@@ -231,12 +231,16 @@ impl Store {
     fn reason(&self, inner: &Inner) -> Option<String> {
         let upstream = &inner.upstream;
         let failing = upstream.consecutive_failures > 0;
-        let error = upstream.last_error.as_deref().map(describe_error);
+        let error = upstream
+            .last_error
+            .as_deref()
+            .map(|kind| describe_error(self.config.source, kind));
         match (&inner.view, inner.stale, failing, error) {
-            (None, _, true, Some(error)) => Some(format!("no data yet: {error}")),
+            (None, _, true, Some(error)) => Some(error),
             (Some(_), true, true, Some(error)) => Some(error),
             (Some(_), true, _, _) => Some(format!(
-                "the upstream has not confirmed the rates for over {}",
+                "{} has not confirmed the rates for over {}",
+                upstream_name(self.config.source),
                 humantime::format_duration(self.config.stale_after)
             )),
             _ => None,
@@ -382,16 +386,24 @@ impl Store {
     }
 }
 
+fn upstream_name(source: Source) -> &'static str {
+    match source {
+        Source::CoinGecko => "CoinGecko",
+        Source::Demo => "the demo source",
+    }
+}
+
 /// Words for an upstream failure kind (the bounded labels of `UpstreamError::kind`).
-fn describe_error(kind: &str) -> String {
+fn describe_error(source: Source, kind: &str) -> String {
+    let upstream = upstream_name(source);
     match kind {
-        "timeout" => "the upstream did not answer in time".into(),
-        "connect" => "cannot connect to the upstream".into(),
-        "rate_limited" => "the upstream rate limit was hit (HTTP 429)".into(),
-        "http_5xx" => "the upstream has a server error".into(),
-        "http_other" => "the upstream refused the request".into(),
-        "too_large" | "body" | "invalid_payload" => "the upstream sent an unusable answer".into(),
-        other => format!("upstream error: {other}"),
+        "timeout" => format!("{upstream} did not answer in time"),
+        "connect" => format!("{upstream} is unreachable"),
+        "rate_limited" => format!("{upstream}'s rate limit was hit (HTTP 429)"),
+        "http_5xx" => format!("{upstream} has a server error"),
+        "http_other" => format!("{upstream} refused the request"),
+        "too_large" | "body" | "invalid_payload" => format!("{upstream} sent an unusable answer"),
+        other => format!("{upstream} failed: {other}"),
     }
 }
 

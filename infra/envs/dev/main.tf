@@ -20,8 +20,12 @@ module "ratecast" {
 
   # The chart renders a ServiceMonitor in every env: its CRD must exist.
   enable_monitoring           = true
+  alert_receivers             = { slack_channel = "#ratecast-dev" }
   log_retention_days          = 7
   secret_recovery_window_days = 0
+
+  # Cluster mode's Valkey (issue 13): sized, off until the server reads RATECAST_REDIS_URL.
+  redis = { enabled = false, node_type = "cache.t4g.micro", node_count = 1 }
 
   circleci_org_id              = var.circleci_org_id
   circleci_project_ids         = var.circleci_project_ids

@@ -20,8 +20,12 @@ module "ratecast" {
   }
 
   enable_monitoring           = true
+  alert_receivers             = { slack_channel = "#ratecast-staging" }
   log_retention_days          = 30
   secret_recovery_window_days = 7
+
+  # Cluster mode's Valkey (issue 13): sized, off until the server reads RATECAST_REDIS_URL.
+  redis = { enabled = false, node_type = "cache.t4g.small", node_count = 2 }
 
   circleci_org_id              = var.circleci_org_id
   circleci_project_ids         = var.circleci_project_ids

@@ -1,10 +1,19 @@
 locals {
   issuer = "oidc.circleci.com/org/${var.circleci_org_id}"
+  # CircleCI's v2 token subject: org/<org>/project/<project>/user/<user>/vcs-origin/<origin>/vcs-ref/<ref>.
+  # With vcs_refs set, only jobs built from those refs match; contexts and approval jobs still gate
+  # who runs them, but a branch pushed by anyone can no longer reach the role.
+  subjects = length(var.vcs_refs) == 0 ? [
+    for p in var.circleci_project_ids : "org/${var.circleci_org_id}/project/${p}/user/*"
+    ] : flatten([
+      for p in var.circleci_project_ids : [
+        for ref in var.vcs_refs : "org/${var.circleci_org_id}/project/${p}/user/*/vcs-origin/*/vcs-ref/${ref}"
+      ]
+  ])
 }
 
 # Only jobs of the listed projects in this organization get the role: CircleCI puts the org ID in
-# `aud` and org/project/user in `sub`. IAM cannot match branches or contexts from CircleCI
-# tokens, so the pipeline gates its use with restricted contexts and approval jobs.
+# `aud` and org/project/user (v2 token: also vcs-origin and vcs-ref) in `sub`.
 data "aws_iam_policy_document" "trust" {
   statement {
     actions = ["sts:AssumeRoleWithWebIdentity"]
@@ -23,7 +32,7 @@ data "aws_iam_policy_document" "trust" {
     condition {
       test     = "StringLike"
       variable = "${local.issuer}:sub"
-      values   = [for p in var.circleci_project_ids : "org/${var.circleci_org_id}/project/${p}/user/*"]
+      values   = local.subjects
     }
   }
 }

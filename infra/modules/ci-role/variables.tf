@@ -28,6 +28,17 @@ variable "circleci_project_ids" {
   }
 }
 
+variable "vcs_refs" {
+  description = "Git refs whose jobs may assume the role, matched against the vcs-ref of CircleCI's v2 OIDC token subject (IAM StringLike: refs/heads/main, refs/tags/v*). Empty: any ref of the projects."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for r in var.vcs_refs : startswith(r, "refs/heads/") || startswith(r, "refs/tags/")])
+    error_message = "vcs_refs are full git refs: refs/heads/<branch> or refs/tags/<tag>."
+  }
+}
+
 variable "policy_json" {
   description = "Inline policy of the role (JSON). null for none."
   type        = string

@@ -35,16 +35,27 @@ locals {
     } },
   )
 
-  node_groups = { for name, g in var.node_groups : name => {
+  # A group with one_per_az becomes one managed node group per AZ (<name>-<zone letter>), each in
+  # its AZ's subnet only: the cluster autoscaler can then add a node in the zone a pending pod
+  # needs, which a topology spread with whenUnsatisfiable DoNotSchedule requires (it cannot pick
+  # the AZ of a node group that spans several).
+  expanded_node_groups = merge([for name, g in var.node_groups : (
+    g.one_per_az
+    ? { for i, subnet in var.subnet_ids : "${name}-${substr(var.subnet_azs[i], -1, 1)}" => merge(g, { group = name, subnet_ids = [subnet] }) }
+    : { (name) = merge(g, { group = name, subnet_ids = var.subnet_ids }) }
+  )]...)
+
+  node_groups = { for name, g in local.expanded_node_groups : name => {
     ami_type       = "AL2023_ARM_64_STANDARD"
     capacity_type  = g.capacity_type
     instance_types = g.instance_types
     min_size       = g.min_size
     max_size       = g.max_size
     desired_size   = g.desired_size
+    subnet_ids     = g.subnet_ids
 
     labels = merge(g.labels, {
-      "ratecast.io/node-group" = name
+      "ratecast.io/node-group" = g.group
       "ratecast.io/capacity"   = lower(g.capacity_type)
     })
     taints = g.taints
@@ -79,10 +90,16 @@ locals {
 module "eks" {
   #checkov:skip=CKV_TF_1:Terraform Registry module, pinned to a major version (registry sources take no commit hash); the CircleCI plan shows any change before apply.
   source  = "terraform-aws-modules/eks/aws"
-  version = "~> 21.0"
+  version = "21.19.0"
 
   name               = var.name
   kubernetes_version = var.kubernetes_version
+
+  # STANDARD: when a version leaves standard support, EKS upgrades the control plane instead of
+  # moving it to extended support, billed at six times the standard hourly rate.
+  upgrade_policy = { support_type = "STANDARD" }
+  # prod: `terraform destroy` or a console click cannot delete the cluster until this is turned off.
+  deletion_protection = var.deletion_protection
 
   vpc_id     = var.vpc_id
   subnet_ids = var.subnet_ids
@@ -117,9 +134,34 @@ module "eks" {
     kube-proxy             = {}
     coredns                = {}
     metrics-server         = {}
+    # Persistent volumes (Prometheus' TSDB, which the HPA's connection metric is read from); the
+    # controller's AWS role comes through Pod Identity, like the other controllers'.
+    aws-ebs-csi-driver = {
+      pod_identity_association = [{
+        role_arn        = module.ebs_csi_pod_identity.iam_role_arn
+        service_account = "ebs-csi-controller-sa"
+      }]
+    }
   }
 
   eks_managed_node_groups = local.node_groups
+
+  tags = var.tags
+}
+
+# The EBS CSI controller's role; the add-on above creates the Pod Identity association.
+module "ebs_csi_pod_identity" {
+  #checkov:skip=CKV_TF_1:Terraform Registry module, pinned to an exact version (registry sources take no commit hash); the CircleCI plan shows any change before apply.
+  source  = "terraform-aws-modules/eks-pod-identity/aws"
+  version = "2.8.1"
+
+  # Exact names: see the platform module's pod_identity (name_prefix is limited to 38 characters,
+  # and the module's default policy name is the same in every environment of the account).
+  name               = "${var.name}-ebs-csi"
+  use_name_prefix    = false
+  policy_name_prefix = "${var.name}-"
+
+  attach_aws_ebs_csi_policy = true
 
   tags = var.tags
 }

@@ -19,6 +19,22 @@ variable "subnet_ids" {
   type        = list(string)
 }
 
+variable "subnet_azs" {
+  description = "Availability zone of each of subnet_ids, in the same order: names the per-AZ node groups."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_azs) > 0
+    error_message = "Give the AZ of every subnet."
+  }
+}
+
+variable "deletion_protection" {
+  description = "EKS deletion protection: the cluster cannot be deleted until it is turned off (prod)."
+  type        = bool
+  default     = false
+}
+
 variable "endpoint_public_access_cidrs" {
   description = "CIDRs allowed to reach the public API endpoint. Empty (the default) keeps the endpoint private-only; the private endpoint is always on."
   type        = list(string)
@@ -35,7 +51,9 @@ variable "node_groups" {
     EKS managed node groups, all Graviton (arm64) on Amazon Linux 2023. Per group:
     capacity_type ON_DEMAND or SPOT; instance_types (several for SPOT, to widen the spot pools);
     min_size / max_size / desired_size (desired is only used at creation, the cluster autoscaler
-    owns it afterwards); disk_size_gib of the gp3 root volume; labels and taints.
+    owns it afterwards); one_per_az: one group per AZ, each with these sizes (what a zone
+    topology spread with DoNotSchedule needs from the autoscaler); disk_size_gib of the gp3 root
+    volume; labels and taints.
   EOT
   type = map(object({
     capacity_type  = string
@@ -43,6 +61,7 @@ variable "node_groups" {
     min_size       = number
     max_size       = number
     desired_size   = number
+    one_per_az     = optional(bool, false)
     disk_size_gib  = optional(number, 20)
     labels         = optional(map(string), {})
     taints = optional(map(object({

@@ -21,6 +21,14 @@ locals {
   cluster_arn    = "${local.arn_of}:eks:${local.region}:${data.aws_caller_identity.current.account_id}:cluster/${local.name}"
   deployer_group = "ratecast:deployers"
 
+  # The refs whose pipelines deploy each environment (the deploy-<env> filters of
+  # .circleci/continue.yml): main to dev, release tags to staging and prod.
+  deploy_refs = {
+    dev     = ["refs/heads/main"]
+    staging = ["refs/tags/v*"]
+    prod    = ["refs/tags/v*"]
+  }
+
   # Managed node group ASGs are named eks-<group>-<uuid>; on-demand groups are tried first.
   autoscaler_tiers = {
     "50" = [for n, g in var.node_groups : "^eks-${n}-.*" if g.capacity_type == "ON_DEMAND"]
@@ -52,10 +60,13 @@ data "aws_iam_policy_document" "deploy" {
     resources = ["*"]
   }
 
+  # The chart (helm pull) and the image's cosign signature (cosign verify reads the .sig from
+  # the image repository): tests/infra/test_deploy_access.py checks this covers every repository
+  # .circleci/scripts/deploy.sh reads.
   statement {
-    sid       = "PullChart"
+    sid       = "PullChartAndVerifyImage"
     actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
-    resources = ["${local.arn_of}:ecr:${local.region}:${data.aws_caller_identity.current.account_id}:repository/${var.chart_repository_name}"]
+    resources = [for r in var.deploy_repository_names : "${local.arn_of}:ecr:${local.region}:${data.aws_caller_identity.current.account_id}:repository/${r}"]
   }
 }
 
@@ -68,6 +79,7 @@ module "ci_deploy_role" {
   oidc_provider_arn    = data.aws_iam_openid_connect_provider.circleci.arn
   circleci_org_id      = var.circleci_org_id
   circleci_project_ids = var.circleci_project_ids
+  vcs_refs             = local.deploy_refs[var.environment]
   policy_json          = data.aws_iam_policy_document.deploy.json
   tags                 = local.tags
 }
@@ -79,6 +91,8 @@ module "cluster" {
   kubernetes_version           = var.kubernetes_version
   vpc_id                       = module.network.vpc_id
   subnet_ids                   = module.network.private_subnet_ids
+  subnet_azs                   = module.network.azs
+  deletion_protection          = var.deletion_protection
   endpoint_public_access_cidrs = var.endpoint_public_access_cidrs
   node_groups                  = var.node_groups
   log_retention_days           = var.log_retention_days
@@ -104,8 +118,28 @@ module "platform" {
   vpc_id                      = module.network.vpc_id
   app_namespace               = var.app_namespace
   deployer_group              = local.deployer_group
+  kubernetes_version          = var.kubernetes_version
   enable_monitoring           = var.enable_monitoring
+  alert_receivers             = var.alert_receivers
+  extra_readable_secret_arns  = module.cache[*].url_secret_arn
   secret_recovery_window_days = var.secret_recovery_window_days
   autoscaler_priorities       = { for p, regexes in local.autoscaler_tiers : p => regexes if length(regexes) > 0 }
+  tags                        = local.tags
+}
+
+# Cluster mode's Valkey (issue 13), off until the server reads RATECAST_REDIS_URL.
+module "cache" {
+  source = "../cache"
+  count  = var.redis.enabled ? 1 : 0
+
+  name                        = local.name
+  environment                 = var.environment
+  node_type                   = var.redis.node_type
+  node_count                  = var.redis.node_count
+  vpc_id                      = module.network.vpc_id
+  subnet_ids                  = module.network.private_subnet_ids
+  node_security_group_id      = module.cluster.node_security_group_id
+  kms_key_arn                 = module.platform.secrets_kms_key_arn
+  secret_recovery_window_days = var.secret_recovery_window_days
   tags                        = local.tags
 }

@@ -62,3 +62,8 @@ output "certificate_arn" {
   description = "Validated ACM certificate of app_hostname: INGRESS_CERTIFICATE_ARN of the env's deploy context. null without dns_zone_name."
   value       = local.create_certificate ? aws_acm_certificate_validation.app[0].certificate_arn : null
 }
+
+output "redis_url_secret_name" {
+  description = "Secrets Manager secret with cluster mode's Valkey URL (the chart's cluster.redis.externalSecret.remoteKey); null while var.redis.enabled is false."
+  value       = one(module.cache[*].url_secret_name)
+}

@@ -29,6 +29,12 @@ variable "kubernetes_version" {
   default     = "1.35"
 }
 
+variable "deletion_protection" {
+  description = "EKS deletion protection (prod): the cluster cannot be deleted until it is turned off."
+  type        = bool
+  default     = false
+}
+
 variable "node_groups" {
   description = "Graviton managed node groups, typed and validated by the cluster module's node_groups. The cluster autoscaler fills ON_DEMAND groups first, SPOT groups after."
   type        = any
@@ -68,10 +74,10 @@ variable "ci_terraform_role_names" {
   }
 }
 
-variable "chart_repository_name" {
-  description = "ECR repository of the OCI Helm chart (created by infra/global), pulled by the deploy role."
-  type        = string
-  default     = "charts/ratecast"
+variable "deploy_repository_names" {
+  description = "ECR repositories (created by infra/global) the deploy role reads: the released and main-branch OCI charts it installs and the image repository holding the cosign signatures it verifies."
+  type        = list(string)
+  default     = ["ratecast", "charts/ratecast", "charts/main/ratecast"]
 }
 
 variable "app_namespace" {
@@ -90,6 +96,25 @@ variable "enable_monitoring" {
   description = "Install kube-prometheus-stack and prometheus-adapter (namespace monitoring): needed when the chart renders a ServiceMonitor, PrometheusRule, dashboard or the connections-based HPA."
   type        = bool
   default     = false
+}
+
+variable "alert_receivers" {
+  description = "Alertmanager receivers (with enable_monitoring): slack_channel gets every alert, pagerduty = true also pages critical ones. Credentials: Secrets Manager ratecast/<environment>/alertmanager-receivers."
+  type = object({
+    slack_channel = string
+    pagerduty     = optional(bool, false)
+  })
+  default = { slack_channel = "#ratecast-alerts" }
+}
+
+variable "redis" {
+  description = "Cluster mode's ElastiCache Valkey (issue 13): enabled, node_type, node_count (1: one node; more: primary + replicas with automatic failover and Multi-AZ). Its URL goes to Secrets Manager ratecast/<environment>/redis."
+  type = object({
+    enabled    = optional(bool, false)
+    node_type  = optional(string, "cache.t4g.micro")
+    node_count = optional(number, 1)
+  })
+  default = {}
 }
 
 variable "log_retention_days" {

@@ -16,7 +16,7 @@ locals {
 module "vpc" {
   #checkov:skip=CKV_TF_1:Terraform Registry module, pinned to a major version (registry sources take no commit hash); the CircleCI plan shows any change before apply.
   source  = "terraform-aws-modules/vpc/aws"
-  version = "~> 6.0"
+  version = "6.6.0"
 
   name = var.name
   cidr = var.cidr

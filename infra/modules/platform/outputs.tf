@@ -22,3 +22,8 @@ output "controller_role_arns" {
   description = "Pod Identity role ARNs of the controllers, by controller."
   value       = { for name, m in module.pod_identity : name => m.iam_role_arn }
 }
+
+output "secrets_kms_key_arn" {
+  description = "KMS key of the environment's Secrets Manager secrets (also encrypts cluster mode's Valkey)."
+  value       = aws_kms_key.secrets.arn
+}

@@ -66,3 +66,17 @@ resource "aws_secretsmanager_secret" "api_key" {
   recovery_window_in_days = var.secret_recovery_window_days
   tags                    = var.tags
 }
+
+# Alertmanager's receiver credentials, a JSON object with the keys `slack-webhook-url` and (with
+# PagerDuty on) `pagerduty-routing-key`, put by an operator like the API key (infra/README.md).
+# The bootstrap chart's ExternalSecret writes it to Secret alertmanager-receivers in monitoring.
+resource "aws_secretsmanager_secret" "alertmanager_receivers" {
+  #checkov:skip=CKV2_AWS_57:Slack webhook URLs and PagerDuty routing keys are issued by those services; AWS cannot rotate them. Rotation is a manual runbook step (infra/README.md).
+  count = var.enable_monitoring ? 1 : 0
+
+  name                    = "ratecast/${var.environment}/alertmanager-receivers"
+  description             = "Alertmanager receivers of ratecast ${var.environment}: JSON {slack-webhook-url, pagerduty-routing-key}"
+  kms_key_id              = aws_kms_key.secrets.arn
+  recovery_window_in_days = var.secret_recovery_window_days
+  tags                    = var.tags
+}

@@ -61,6 +61,36 @@ variable "enable_monitoring" {
   default     = false
 }
 
+variable "kubernetes_version" {
+  description = "Kubernetes <major>.<minor> of the cluster: selects the cluster autoscaler image of that minor."
+  type        = string
+}
+
+variable "cluster_autoscaler_image_tags" {
+  description = "Cluster autoscaler image tag per Kubernetes minor (the autoscaler is released per minor and supports only its own). Add the next minor's tag before upgrading the cluster: the plan fails otherwise."
+  type        = map(string)
+  default = {
+    "1.33" = "v1.33.0"
+    "1.34" = "v1.34.0"
+    "1.35" = "v1.35.0"
+  }
+}
+
+variable "prometheus_storage_size" {
+  description = "Size of Prometheus' persistent volume (encrypted gp3, EBS CSI) when enable_monitoring is true."
+  type        = string
+  default     = "20Gi"
+}
+
+variable "alert_receivers" {
+  description = "Where Alertmanager sends alerts: slack_channel gets every alert (webhook URL from the Secrets Manager secret ratecast/<environment>/alertmanager-receivers, key slack-webhook-url); pagerduty = true also pages critical alerts (key pagerduty-routing-key)."
+  type = object({
+    slack_channel = string
+    pagerduty     = optional(bool, false)
+  })
+  default = { slack_channel = "#ratecast-alerts" }
+}
+
 variable "prometheus_retention" {
   description = "Prometheus retention when enable_monitoring is true."
   type        = string
@@ -83,6 +113,12 @@ variable "chart_versions" {
     prometheus_adapter           = optional(string, "4.11.0")
   })
   default = {}
+}
+
+variable "extra_readable_secret_arns" {
+  description = "Other Secrets Manager secrets External Secrets may read (cluster mode's Valkey URL), besides the API key and the Alertmanager receivers."
+  type        = list(string)
+  default     = []
 }
 
 variable "tags" {

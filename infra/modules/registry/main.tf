@@ -1,11 +1,23 @@
 data "aws_partition" "current" {}
 
 resource "aws_ecr_repository" "this" {
+  #checkov:skip=CKV_AWS_51:Immutable except cosign's sha256-<digest>.sig/.att tags (IMMUTABLE_WITH_EXCLUSION, which this check predates): cosign must re-push them on a retried publish, and each names the digest it signs.
   for_each = var.repositories
 
   name = each.key
-  # A tag, once pushed, always names the same digest: deployments and cosign signatures stay valid.
-  image_tag_mutability = "IMMUTABLE"
+  # A tag, once pushed, always names the same digest: deployments stay valid. Except cosign's
+  # sha256-<digest>.sig / .att tags: cosign re-pushes them (adding a signature or attestation to
+  # the same digest), so a publish retried after a partial failure would fail on IMMUTABLE. They
+  # name a digest in their own tag, so they cannot be pointed at another image.
+  image_tag_mutability = "IMMUTABLE_WITH_EXCLUSION"
+
+  dynamic "image_tag_mutability_exclusion_filter" {
+    for_each = var.mutable_tag_patterns
+    content {
+      filter      = image_tag_mutability_exclusion_filter.value
+      filter_type = "WILDCARD"
+    }
+  }
 
   image_scanning_configuration {
     scan_on_push = true
@@ -23,11 +35,26 @@ resource "aws_ecr_lifecycle_policy" "this" {
   for_each = aws_ecr_repository.this
 
   repository = each.value.name
-  # A rule never expires an image matched by a higher-priority rule, so releases are kept first.
+  # A rule never expires an image matched by a higher-priority rule, so signatures come first,
+  # then releases. The tag sets are disjoint (ECR still counts an image matched by a higher rule
+  # in a lower rule's count): signatures sha256-<hex>.sig/.att have one dot, releases X.Y.Z two,
+  # git-SHA image tags none; pre-release charts live in their own repository (see
+  # infra/global), so `*.*.*` only ever matches releases.
   policy = jsonencode({
     rules = [
       {
         rulePriority = 1
+        description  = "Keep the signatures and attestations of the kept artefacts"
+        selection = {
+          tagStatus      = "tagged"
+          tagPatternList = ["sha256-*"]
+          countType      = "imageCountMoreThan"
+          countNumber    = var.signature_keep_count
+        }
+        action = { type = "expire" }
+      },
+      {
+        rulePriority = 2
         description  = "Keep the last ${var.release_keep_count} releases"
         selection = {
           tagStatus      = "tagged"
@@ -38,7 +65,7 @@ resource "aws_ecr_lifecycle_policy" "this" {
         action = { type = "expire" }
       },
       {
-        rulePriority = 2
+        rulePriority = 3
         description  = "Expire untagged manifests after ${var.untagged_expiry_days} days"
         selection = {
           tagStatus   = "untagged"
@@ -49,7 +76,7 @@ resource "aws_ecr_lifecycle_policy" "this" {
         action = { type = "expire" }
       },
       {
-        rulePriority = 3
+        rulePriority = 4
         description  = "Keep the last ${var.keep_count} other artefacts"
         selection = {
           tagStatus   = "any"

@@ -115,10 +115,55 @@ namespace="{{ .Release.Namespace }}", job="{{ include "ratecast.fullname" . }}"
 {{- if and .Values.networkPolicy.enabled .Values.ingress.enabled (eq .Values.ingress.controller "alb") (not .Values.networkPolicy.ingressFrom.cidrs) }}
 {{- fail "networkPolicy.ingressFrom.cidrs must hold the VPC CIDR: with ALB target-type ip traffic reaches pods from the ALB's VPC addresses" }}
 {{- end }}
-{{- if and .Values.networkPolicy.enabled .Values.ingress.enabled (eq .Values.ingress.controller "nginx") (not .Values.networkPolicy.ingressFrom.namespaces) }}
-{{- fail "networkPolicy.ingressFrom.namespaces must name the ingress-nginx namespace" }}
+{{- if and .Values.networkPolicy.enabled .Values.ingress.enabled (eq .Values.ingress.controller "generic") (not .Values.networkPolicy.ingressFrom.namespaces) }}
+{{- fail "networkPolicy.ingressFrom.namespaces must name the ingress controller's namespace" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (eq .Values.ingress.controller "generic") (not .Values.ingress.className) }}
+{{- fail "ingress.className is required with ingress.controller generic (the IngressClass of your controller)" }}
+{{- end }}
+{{- if and .Values.cluster.redis.enabled .Values.networkPolicy.enabled (not .Values.cluster.redis.egressCidrs) }}
+{{- fail "cluster.redis.egressCidrs must hold the Redis endpoints' CIDR (the VPC CIDR): the NetworkPolicy allows no other egress" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- end }}
+
+{{/*
+A number as the app reads it: Helm reads values-file numbers as float64, and `quote` prints
+1000000.0 as "1e+06", which the server rejects. Integers print as integers; anything else as is.
+*/}}
+{{- define "ratecast.str" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- . -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+IPv4 CIDR arithmetic for the NetworkPolicy: (dict "cidr" C "ip" I) renders "true" when the block
+I (a.b.c.d/n) lies inside C. IPv6 blocks are never inside an IPv4 one and vice versa; between two
+IPv6 blocks only C = ::/0 is decided (true).
+*/}}
+{{- define "ratecast.ipv4" -}}
+{{- $o := splitList "." . -}}
+{{- add (mul (atoi (index $o 0)) 16777216) (mul (atoi (index $o 1)) 65536) (mul (atoi (index $o 2)) 256) (atoi (index $o 3)) -}}
+{{- end }}
+{{- define "ratecast.cidrContains" -}}
+{{- $outer := splitList "/" .cidr -}}
+{{- $inner := splitList "/" .ip -}}
+{{- $v6 := contains ":" .cidr -}}
+{{- if ne $v6 (contains ":" .ip) -}}
+false
+{{- else if $v6 -}}
+{{- eq .cidr "::/0" -}}
+{{- else -}}
+{{- $bits := atoi (index $outer 1) -}}
+{{- $block := 1 -}}
+{{- range until (sub 32 $bits | int) }}{{ $block = mul $block 2 }}{{ end -}}
+{{- $a := include "ratecast.ipv4" (index $outer 0) | atoi -}}
+{{- $b := include "ratecast.ipv4" (index $inner 0) | atoi -}}
+{{- and (ge (atoi (index $inner 1)) $bits) (eq (div $a $block) (div $b $block)) -}}
+{{- end -}}
 {{- end }}

@@ -1,0 +1,166 @@
+"""One metric contract (deploy/helm/ratecast/metrics.txt) for both sides:
+  - every ratecast_* series the alerts, the dashboard, the HPA and the platform's
+    prometheus-adapter read is in the contract;
+  - the real binary, started here and driven through a resume, a lagging subscriber's resync and a
+    slow consumer's close, exports every name in the contract on its metrics listener (where the
+    chart's ServiceMonitor scrapes it), and those counters moved.
+The binary: $RATECAST_BIN (the helm stage builds it with `cargo build --bin ratecast` and passes
+the executable cargo reports), else target/debug/ratecast at the repository root."""
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import websocket
+
+from conftest import REPO
+from metrics_contract import contract, names_read_by_the_chart_and_platform
+
+SERVER_ARGS = [
+    "--demo", "--poll-interval", "20ms",
+    # A 4-frame broadcast buffer and small socket buffers: a subscriber that pauses for a second
+    # falls behind (resync), one that never reads blocks its writes past the timeout (slow close).
+    "--broadcast-buffer", "4", "--socket-send-buffer", "4096", "--write-timeout", "2s",
+    "--heartbeat-interval", "1s", "--shutdown-grace", "2s", "--log-format", "json",
+]
+SMALL_RECEIVE_BUFFER = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 2048),)
+
+
+def test_every_name_the_chart_and_platform_read_is_in_the_contract():
+    used = names_read_by_the_chart_and_platform()
+    # The HPA's metric, the alerts' and the dashboard's main series are found at all.
+    assert {"ratecast_ws_connections", "ratecast_data_age_seconds", "ratecast_ws_slow_consumer_closes_total",
+            "ratecast_ws_delivery_delay_seconds"} <= set(used)
+    unknown = {name: where for name, where in used.items() if name not in contract()}
+    assert not unknown, f"read but not exported by the binary's contract: {unknown}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binary():
+    path = Path(os.environ.get("RATECAST_BIN") or REPO / "target" / "debug" / "ratecast")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is not an executable ratecast: run `cargo build --bin ratecast` "
+                    "(the helm stage does and sets RATECAST_BIN)")
+    return path
+
+
+def get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.read().decode()
+
+
+def wait_for(what, check, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def scrape(metrics_url):
+    """{series name: summed value} of a Prometheus text exposition."""
+    values = {}
+    for line in get(metrics_url)[1].splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name = series.split("{", 1)[0]
+            values[name] = values.get(name, 0.0) + float(value)
+    return values
+
+
+def family_present(name, series):
+    return name in series or any(f"{name}_{s}" in series for s in ("bucket", "count", "sum"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    listen, metrics = free_port(), free_port()
+    log = tmp_path_factory.mktemp("ratecast") / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(binary()), "serve", "--listen", f"127.0.0.1:{listen}",
+                                 "--metrics-listen", f"127.0.0.1:{metrics}", *SERVER_ARGS],
+                                stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{listen}"
+    try:
+        wait_for("/readyz", lambda: get(f"{base}/readyz")[0] == 200)
+        yield {"base": base, "ws": f"ws://127.0.0.1:{listen}/ws", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print(log.read_text()[-3000:])
+
+
+def frames(ws, count):
+    out = []
+    while len(out) < count:
+        message = ws.recv()
+        if message:
+            out.append(json.loads(message))
+    return out
+
+
+def exercise(server):
+    """A REST call, a resume, a lagging subscriber and a client that never reads."""
+    assert get(f"{server['base']}/api/v1/rates")[0] == 200
+    # Resume: read the snapshot and a few deltas, reconnect with since= inside the ring.
+    ws = websocket.create_connection(server["ws"], timeout=10)
+    first = frames(ws, 3)
+    assert first[0]["type"] == "snapshot"
+    ws.close()
+    resumed = websocket.create_connection(f"{server['ws']}?since={first[0]['seq']}", timeout=10)
+    assert frames(resumed, 1)[0]["type"] == "delta", "a resume inside the ring replays deltas"
+    resumed.close()
+    # Resync: a subscriber that stops reading for a second falls more than 4 frames behind.
+    lagging = websocket.create_connection(server["ws"], timeout=10, sockopt=SMALL_RECEIVE_BUFFER)
+    frames(lagging, 1)
+    time.sleep(1.0)
+    seen = [f["type"] for f in frames(lagging, 400)]
+    lagging.close()
+    assert "snapshot" in seen, "the lagging subscriber was resynced with a snapshot"
+    # Slow close: a client that never reads; its writes block past the 2 s write timeout.
+    silent = websocket.create_connection(server["ws"], timeout=10, sockopt=SMALL_RECEIVE_BUFFER)
+    return silent
+
+
+def test_the_running_binary_exports_every_contract_metric(server):
+    silent = exercise(server)
+    try:
+        wait_for("a slow-consumer close",
+                 lambda: scrape(server["metrics"]).get("ratecast_ws_slow_consumer_closes_total", 0) >= 1)
+    finally:
+        silent.close()
+    series = scrape(server["metrics"])
+    missing = sorted(n for n in contract() if not family_present(n, series))
+    assert not missing, f"in metrics.txt but not exported by the running binary: {missing}"
+    # The events happened, so the counters the alerts and dashboard read are live, not just declared.
+    assert series["ratecast_ws_resumes_total"] >= 1
+    assert series["ratecast_ws_resyncs_total"] >= 1
+    assert series["ratecast_ws_slow_consumer_closes_total"] >= 1
+    assert series["ratecast_ws_connections_accepted_total"] >= 4
+    assert series["ratecast_http_requests_total"] >= 1
+    assert series["ratecast_deltas_published_total"] >= 1
+
+
+def test_the_binary_exports_no_family_the_contract_misses(server):
+    # The other direction: a new metric is added to the contract (and so to what dashboards may
+    # use) when it ships, not discovered later.
+    exported = {re.sub(r"_(bucket|count|sum)$", "", n) for n in scrape(server["metrics"]) if n.startswith("ratecast_")}
+    assert exported <= contract(), f"exported but not in metrics.txt: {sorted(exported - contract())}"
