@@ -105,8 +105,13 @@ replica_start() {
 }
 
 # replica_stop N : SIGTERM and wait for the exit (the replica drains its clients with 1001).
+# In compose through `stop`, so that the restart policy does not bring it back by itself.
 replica_stop() {
-  replica_signal "$1" TERM
+  if [ "$DEMO_TARGET" = native ]; then
+    replica_signal "$1" TERM
+  else
+    dc stop -t 15 "ratecast-$1" >/dev/null
+  fi
   wait_until 30 "ratecast-$1 exits after SIGTERM" not replica_running "$1"
 }
 
