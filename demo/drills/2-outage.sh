@@ -29,6 +29,8 @@ fi
 
 t0=$(now_ms)
 toggle_all
+# Whatever happens below, the drills after this one need a working source.
+trap 'toggle_all' EXIT
 happened "SIGUSR1 sent: the demo source now fails like an unreachable CoinGecko"
 wait_until 60 "the API reports stale data" stale
 t_stale=$(now_ms)
@@ -39,7 +41,7 @@ if [ -n "$shot" ]; then
   wall_status=$(cat "$shot_out")
   rm -f "$shot_out"
   echo "   the open wall: $wall_status"
-  python3 -c 'import json,sys; w=json.loads(sys.argv[1]); sys.exit(0 if w["status"].startswith("Stale") and "data" in w["age"] else 1)' "$wall_status" \
+  python3 -c 'import json,sys; w=json.loads(sys.argv[1]); sys.exit(0 if w["status"].startswith("Stale") and "ago" in w["age"] else 1)' "$wall_status" \
     || fail "the wall does not show Stale with the age of the data"
   happened "the wall shows '$(python3 -c 'import json,sys; w=json.loads(sys.argv[1]); print(w["status"] + " · " + w["age"])' "$wall_status")' ($DEMO_OUT/wall-stale.png)"
 fi
@@ -49,6 +51,7 @@ age_at_fire=$(max_age)
 happened "RatecastDataStale firing after $(( (t_fire - t0) / 1000 )) s (data age ${age_at_fire%.*} s)"
 
 toggle_all
+trap - EXIT
 t_back=$(now_ms)
 happened "SIGUSR1 again: the source answers; the poller retries on its backoff"
 wait_until 120 "fresh data again" fresh
