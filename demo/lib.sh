@@ -72,7 +72,7 @@ replica_metric() {
 replica_ready() {
   if [ "$DEMO_TARGET" = native ]; then
     local port_var="PORT_$1"
-    curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:${!port_var}/readyz"
+    curl -fs --max-time 2 -o /dev/null "http://127.0.0.1:${!port_var}/readyz"
   else
     [ "$(dc ps --format '{{.Health}}' "ratecast-$1" 2>/dev/null)" = healthy ]
   fi
@@ -116,6 +116,23 @@ replica_stop() {
 }
 
 not() { ! "$@"; }
+
+# redis_stop / redis_start : the cluster's shared state goes away and comes back (empty: nothing
+# is persisted, as in compose.yaml).
+redis_stop() {
+  if [ "$DEMO_TARGET" = native ]; then
+    kill "$(cat "$DEMO_RUN/redis.pid")"
+  else
+    dc stop valkey >/dev/null
+  fi
+}
+redis_start() {
+  if [ "$DEMO_TARGET" = native ]; then
+    bash "$DEMO_DIR/stack-native.sh" start-redis
+  else
+    dc start valkey >/dev/null
+  fi
+}
 
 # ---- Prometheus --------------------------------------------------------------------------
 # prom_value QUERY : the first sample's value of an instant query (empty when none).

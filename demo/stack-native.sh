@@ -5,7 +5,7 @@
 # rendered from deploy/compose/haproxy.cfg, Prometheus rendered from
 # deploy/compose/prometheus/prometheus.yml with the chart's rules. No Grafana (not packaged).
 #
-# Usage: DEMO_RUN=DIR RATECAST_BIN=PATH demo/stack-native.sh up|down|start-replica N
+# Usage: DEMO_RUN=DIR RATECAST_BIN=PATH demo/stack-native.sh up|down|start-replica N|start-redis
 # DIR gets env (the ports, sourced by demo/lib.sh), *.pid, *.log and the rendered configs.
 # PROMETHEUS_BIN (default: prometheus) and HAPROXY_BIN (default: haproxy) may be set.
 set -euo pipefail
@@ -32,6 +32,12 @@ wait_http() {
     [ "$SECONDS" -ge "$deadline" ] && { echo "not up within ${limit}s: $url" >&2; return 1; }
     sleep 0.2
   done
+}
+
+start_redis() {
+  # shellcheck source=/dev/null
+  source "$DEMO_RUN/env"
+  spawn redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
 }
 
 start_replica() {
@@ -68,9 +74,7 @@ up() {
   # shellcheck source=/dev/null
   source "$DEMO_RUN/env"
 
-  if [ "$cluster" = 1 ]; then
-    spawn redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
-  fi
+  [ "$cluster" = 1 ] && start_redis
   for n in 1 2 3; do start_replica "$n"; done
 
   # haproxy: the compose config with loopback addresses instead of Docker's DNS.
@@ -124,5 +128,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   start-replica) start_replica "${2:?replica number}" ;;
-  *) echo "usage: $0 up|down|start-replica N" >&2; exit 2 ;;
+  start-redis) start_redis ;;
+  *) echo "usage: $0 up|down|start-replica N|start-redis" >&2; exit 2 ;;
 esac

@@ -201,7 +201,7 @@ def main():
     before = next(r for r in runs if r["commit"] == "3285130" and r["subs"] == 10000)
     before = {"commit": "3285130", "task": float(before["cells"][3])}
     live, outage, slow, loadtest = load("live"), load("outage"), load("slow-clients"), load("loadtest")
-    leader, rolling = load("leader-kill"), load("rolling-restart")
+    leader, rolling, redis = load("leader-kill"), load("rolling-restart"), load("redis-outage")
     for name, figures in (("live", live), ("outage", outage), ("slow-clients", slow), ("loadtest", loadtest)):
         if figures is None:
             sys.exit(f"data/{name}.json is missing: run `bash .ci/test.sh e2e` first")
@@ -245,6 +245,10 @@ def main():
                            f"{rolling['missed_on_reconnect']} missed, {rolling['reconnect_snapshots']} snapshots, "
                            f"final seq {rolling['final_seq_min']}–{rolling['final_seq_max']} ({run_tag(rolling)})")
                           if rolling else "**not run: depends on cluster mode (issue 13)**",
+        "redis_result": (f"stale after {redis['stale_after_s']} s, pods ready throughout; a leader "
+                         f"{redis['leader_after_s']} s and fresh data {redis['fresh_after_s']} s after Redis "
+                         f"came back ({run_tag(redis)})")
+                        if redis else "**not run: depends on cluster mode (issue 13)**",
         "timeline": ("![w:1000](img/rolling-restart-timeline.png)" if has_timeline else
                      "*No timeline: the rolling-restart drill needs cluster mode (issue 13), which this run's binary does not have.*"),
     }

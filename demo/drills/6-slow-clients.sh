@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drill 5: a slow and a flooding client on replica 1 (straight to it: a load balancer's buffers
+# Drill 6: a slow and a flooding client on replica 1 (straight to it: a load balancer's buffers
 # would hide a client that does not read), while 100 well-behaved subscribers share it.
 # Asserts: the slow one is closed (1008, counted in ratecast_ws_slow_consumer_closes_total and
 # raising the chart's RatecastSlowConsumerClosesRising), the 100 others miss nothing and none is
@@ -9,7 +9,7 @@
 # shellcheck source=demo/lib.sh
 source "$(dirname "$0")/../lib.sh"
 
-say "Drill 5: a slow and a flooding client are closed; the others are unaffected"
+say "Drill 6: a slow and a flooding client are closed; the others are unaffected"
 watch_for "Grafana 'Connections accepted / refused' and the slow-consumer closes; Prometheus $PROM/alerts"
 ws=$(replica_ws 1)
 budget=false

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Drill 6: a load test through the load balancer, with its numbers: subscribers, frames per
+# Drill 7: a load test through the load balancer, with its numbers: subscribers, frames per
 # second, delivery latency (kernel receive time minus the frame's ts), missing seqs.
 # shellcheck source=demo/lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 clients=${DEMO_LOAD_CLIENTS:-1000}
 duration=${DEMO_LOAD_DURATION:-20s}
-say "Drill 6: load test, $clients subscribers for $duration through the load balancer"
+say "Drill 7: load test, $clients subscribers for $duration through the load balancer"
 watch_for "Grafana 'WebSocket connections per pod' and 'Frames sent per second'"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
