@@ -239,15 +239,15 @@ def main():
         "lt_missing": loadtest["missing_seqs"],
         "leader_result": (f"lease taken over in {leader['takeover_ms'] / 1000:.1f} s; {leader['reconnects']} "
                           f"reconnects, {leader['missed_on_reconnect']} deltas missed, "
-                          f"{leader['missing_seqs']} missing seqs ({run_tag(leader)})")
+                          f"{leader['missing_seqs']} missing seqs")
                          if leader else "**not run: depends on cluster mode (issue 13)**",
         "rolling_result": (f"{rolling['connected']:,} subscribers, {rolling['reconnects']:,} reconnects, "
                            f"{rolling['missed_on_reconnect']} missed, {rolling['reconnect_snapshots']} snapshots, "
-                           f"final seq {rolling['final_seq_min']}–{rolling['final_seq_max']} ({run_tag(rolling)})")
+                           f"{rolling['missing_seqs']} missing seqs, final seq min = max: {rolling['final_seq_min'] == rolling['final_seq_max']}")
                           if rolling else "**not run: depends on cluster mode (issue 13)**",
         "redis_result": (f"stale after {redis['stale_after_s']} s, pods ready throughout; a leader "
                          f"{redis['leader_after_s']} s and fresh data {redis['fresh_after_s']} s after Redis "
-                         f"came back ({run_tag(redis)})")
+                         f"came back")
                         if redis else "**not run: depends on cluster mode (issue 13)**",
         "timeline": ("![w:1000](img/rolling-restart-timeline.png)" if has_timeline else
                      "*No timeline: the rolling-restart drill needs cluster mode (issue 13), which this run's binary does not have.*"),
