@@ -237,13 +237,16 @@ PY
 # ---- drills under load (leader kill, rolling restart) ------------------------------------
 # sample_timeline FILE : until killed, appends "ms,connections 1..3,ready 1..3,leader" lines.
 sample_timeline() {
-  local n line
+  local n line conns ready lead
   while true; do
-    line=$(now_ms)
-    for n in "${REPLICAS[@]}"; do line+=",$(replica_metric "$n" ratecast_ws_connections)"; done
-    for n in "${REPLICAS[@]}"; do line+=",$(replica_ready "$n" && echo 1 || echo 0)"; done
-    echo "$line,$(leader)" >>"$1"
-    sleep 0.5
+    line=$(now_ms) conns="" ready="" lead=""
+    for n in "${REPLICAS[@]}"; do
+      conns+=",$(replica_metric "$n" ratecast_ws_connections)"
+      ready+=",$(replica_ready "$n" && echo 1 || echo 0)"
+      [ "$(replica_metric "$n" ratecast_cluster_leader)" = 1 ] && lead=$n
+    done
+    echo "$line$conns$ready,$lead" >>"$1"
+    sleep 0.3
   done
 }
 
