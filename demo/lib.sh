@@ -27,8 +27,10 @@ else
   PROM=http://127.0.0.1:9090
 fi
 
-# dc ARGS... : docker compose on this repo's compose.yaml, from any directory.
-dc() { docker compose --project-directory "$REPO_ROOT" -f "$REPO_ROOT/compose.yaml" "$@"; }
+# dc ARGS... : docker compose on this repo's compose.yaml, from any directory ("${DC[@]}" where
+# a command such as timeout must run it, which cannot run a shell function).
+DC=(docker compose --project-directory "$REPO_ROOT" -f "$REPO_ROOT/compose.yaml")
+dc() { "${DC[@]}" "$@"; }
 
 # ---- what the audience reads -------------------------------------------------------------
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -172,7 +174,7 @@ ratecast_cli() {
     ${CLI_TIMEOUT:+timeout "$CLI_TIMEOUT"} "$RATECAST_BIN" "${args[@]}"
   else
     for a in "$@"; do a=${a//\{WS\}/ws://haproxy:8080/ws}; args+=("${a//\{WS1\}/ws://ratecast-1:8080/ws}"); done
-    ${CLI_TIMEOUT:+timeout "$CLI_TIMEOUT"} dc run --rm -T cli "${args[@]}"
+    ${CLI_TIMEOUT:+timeout "$CLI_TIMEOUT"} "${DC[@]}" run --rm -T cli "${args[@]}"
   fi
 }
 

@@ -11,7 +11,7 @@ watch_for "'ratecast watch' in a terminal: the same rates, the same moves"
 
 if [ "$DEMO_TARGET" = compose ] && [ -t 1 ]; then
   echo "   (the terminal client runs for ${DEMO_WATCH_SECONDS:-20} s; Ctrl-C ends it early)"
-  timeout --foreground "${DEMO_WATCH_SECONDS:-20}" dc run --rm cli watch --url ws://haproxy:8080/ws || true
+  timeout --foreground "${DEMO_WATCH_SECONDS:-20}" "${DC[@]}" run --rm cli watch --url ws://haproxy:8080/ws || true
 fi
 
 frames=$(mktemp)
