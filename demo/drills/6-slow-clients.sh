@@ -58,7 +58,7 @@ if $budget; then
   check 'f["flood"]["closed"] and f["flood"]["close_code"] == 1008' || fail "the flooding client was not closed with 1008"
   happened "the flooding client was closed with 1008 after $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["flood"]["seconds"])' "$figures") s"
 else
-  flood_end=$(python3 -c 'import json,sys; f=json.loads(sys.argv[1])["flood"]; print(("ended (" + f["ended"] + ", close code " + str(f["close_code"]) + ")") if f["closed"] else "still open", "after", f["seconds"], "s and", f["frames_sent"], "pings")' "$figures")
+  flood_end=$(python3 -c 'import json,sys; f=json.loads(sys.argv[1])["flood"]; print(("ended (" + f["ended"] + (", close code %s" % f["close_code"] if f["close_code"] else "") + ")") if f["closed"] else "stayed open", "after", f["seconds"], "s and", f["frames_sent"], "pings")' "$figures")
   happened "PENDING: this build has no per-client frame budget (--client-frames-per-second, the stream-robustness change), so no 1008 for flooding is asserted; the flooding client $flood_end; the others were unaffected all the same"
 fi
 wait_until 90 "RatecastSlowConsumerClosesRising fires" alert_is RatecastSlowConsumerClosesRising firing
