@@ -4,7 +4,9 @@ source "$(dirname "$0")/../lib.sh"
 cd "$REPO_ROOT"
 
 command -v cargo >/dev/null || { echo "cargo is required (rustup: https://rustup.rs)" >&2; exit 1; }
-ensure_apt pkg-config procps tmux
+# redis-server: the cluster-mode tests start their own on free ports; haproxy: the rolling
+# restart behind a load balancer; tmux: the terminal client read off a real screen.
+ensure_apt pkg-config procps tmux redis-server haproxy
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

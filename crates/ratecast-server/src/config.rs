@@ -75,6 +75,29 @@ pub struct Config {
 
     #[command(flatten)]
     pub ws: WsConfig,
+
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster mode (docs/cluster.md): one poller for the whole deployment, one `seq`, resume on
+/// any replica, through a shared Redis / Valkey. Off (standalone) without --redis-url.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterConfig {
+    /// Redis or Valkey URL (redis:// or rediss:// for TLS, with user and password if needed,
+    /// e.g. rediss://user:pass@host:6379/0). Turns cluster mode on. A secret: never logged.
+    #[arg(long, env = "RATECAST_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Leadership lease: the poller's replica renews it every third of this; when it stops, a
+    /// follower takes over within this time.
+    #[arg(long, env = "RATECAST_CLUSTER_LEASE_TTL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub cluster_lease_ttl: Duration,
+
+    /// Prefix of every key, so that several deployments can share one Redis. The keys are
+    /// `{PREFIX}:…` (one hash slot).
+    #[arg(long, env = "RATECAST_CLUSTER_KEY_PREFIX", default_value = "ratecast")]
+    pub cluster_key_prefix: String,
 }
 
 /// WebSocket stream limits and timings.

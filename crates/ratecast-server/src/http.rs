@@ -178,6 +178,9 @@ struct RestRates<'a> {
     source: Source,
     stale: bool,
     upstream: &'a UpstreamState,
+    /// Why the data is stale, for people (as in the stream's status frames); absent when fresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
     rates: &'a Rates,
 }
 
@@ -194,6 +197,7 @@ impl RestCache {
             source: view.source,
             stale: view.stale,
             upstream: &view.upstream,
+            reason: view.reason.as_deref(),
             rates: &view.rates,
         })
         .map_err(|_| ApiError::Internal)?;
@@ -308,14 +312,27 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         None
     };
-    match reason {
-        None => Json(json!({"status": "ready"})).into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "reason": reason})),
-        )
-            .into_response(),
+    // Cluster mode: ready = has the shared state (loaded from Redis at least once). A Redis
+    // outage later does not unready anyone: every replica keeps serving the last state, stale.
+    let cluster = state.cluster.as_ref().map(|c| {
+        json!({
+            "role": if c.is_leader() { "leader" } else { "follower" },
+            "redis": if c.is_connected() { "connected" } else { "unreachable" },
+        })
+    });
+    let mut body = match reason {
+        None => json!({"status": "ready"}),
+        Some(reason) => json!({"status": "not_ready", "reason": reason}),
+    };
+    if let Some(cluster) = cluster {
+        body["cluster"] = cluster;
     }
+    let status = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus text; the data age (since the upstream last confirmed the rates, as the stale

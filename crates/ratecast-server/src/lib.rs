@@ -21,6 +21,7 @@
 
 pub mod accept;
 pub mod client_ip;
+pub mod cluster;
 pub mod codes;
 pub mod config;
 pub mod error;

@@ -29,6 +29,11 @@ pub struct Metrics {
     pub ws_resyncs: Counter,
     pub ws_slow_consumer_closes: Counter,
     pub ws_delivery_delay: Histogram,
+    /// Cluster mode: 1 on the replica holding the leadership lease.
+    pub cluster_leader: Gauge,
+    /// Cluster mode: seconds from the leader's publication to its application here.
+    pub cluster_stream_lag: Gauge,
+    pub cluster_stream_delay: Histogram,
 }
 
 static METADATA: Metadata<'static> =
@@ -47,6 +52,12 @@ impl Metrics {
                 Matcher::Full("ratecast_ws_delivery_delay_seconds".into()),
                 DELIVERY_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("ratecast_cluster_stream_delay_seconds".into()),
+                    DELIVERY_BUCKETS,
+                )
+            })
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             })
@@ -83,6 +94,11 @@ impl Metrics {
                 .register_counter(&m("ratecast_ws_slow_consumer_closes_total"), &METADATA),
             ws_delivery_delay: recorder
                 .register_histogram(&m("ratecast_ws_delivery_delay_seconds"), &METADATA),
+            cluster_leader: recorder.register_gauge(&m("ratecast_cluster_leader"), &METADATA),
+            cluster_stream_lag: recorder
+                .register_gauge(&m("ratecast_cluster_stream_lag_seconds"), &METADATA),
+            cluster_stream_delay: recorder
+                .register_histogram(&m("ratecast_cluster_stream_delay_seconds"), &METADATA),
             recorder,
             handle,
         }
@@ -96,6 +112,12 @@ impl Metrics {
             .collect();
         self.recorder
             .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// A gauge without labels, registered on first use.
+    pub fn gauge(&self, name: &'static str) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_name(name), &METADATA)
     }
 
     pub fn upstream_request(&self, outcome: &'static str) {
@@ -213,5 +235,45 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "ratecast_ws_delivery_delay_seconds",
         Some(Unit::Seconds),
         "Delay from publish to frame written (sampled).",
+    ),
+    (
+        "ratecast_cluster_leader",
+        None,
+        "Cluster mode: 1 on the replica that holds the leadership lease (and polls), else 0.",
+    ),
+    (
+        "ratecast_cluster_lease_changes_total",
+        None,
+        "Cluster mode: this replica's leadership changes, by event (acquired, lost, released).",
+    ),
+    (
+        "ratecast_cluster_stream_lag_seconds",
+        Some(Unit::Seconds),
+        "Cluster mode: age of the newest publication when this replica applied it.",
+    ),
+    (
+        "ratecast_cluster_stream_delay_seconds",
+        Some(Unit::Seconds),
+        "Cluster mode: delay from the leader's publication to its application on this replica.",
+    ),
+    (
+        "ratecast_cluster_redis_errors_total",
+        None,
+        "Cluster mode: failed Redis operations, by kind (io, timeout, auth, script, response, other).",
+    ),
+    (
+        "ratecast_cluster_resyncs_total",
+        None,
+        "Cluster mode: whole-state loads from Redis, by reason (start, gap, generation, reconnect).",
+    ),
+    (
+        "ratecast_cluster_publish_total",
+        None,
+        "Cluster mode: the leader's publications, by result (delta, confirm, reset, fenced, conflict, error).",
+    ),
+    (
+        "ratecast_cluster_epoch",
+        None,
+        "Cluster mode: fencing epoch of the newest lease this replica held.",
     ),
 ];

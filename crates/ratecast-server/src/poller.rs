@@ -9,7 +9,8 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::upstream::RateSource;
+use crate::upstream::{RateSource, UpstreamError};
+use ratecast_protocol::Rates;
 use ratecast_protocol::backoff::backoff;
 
 /// A `Retry-After` longer than this is treated as this: a typo upstream must not silence us for days.
@@ -35,6 +36,30 @@ pub fn failure_delay(
     retry_after.map_or(jittered, |wait| jittered.max(wait.min(MAX_RETRY_AFTER)))
 }
 
+/// One fetch, timed and counted (latency, outcome, last success): what every poll loop shares.
+pub async fn fetch(
+    upstream: &mut impl RateSource,
+    metrics: &Metrics,
+) -> (Result<Rates, UpstreamError>, SystemTime) {
+    let started = tokio::time::Instant::now();
+    let result = upstream.fetch().await;
+    metrics
+        .upstream_latency
+        .record(started.elapsed().as_secs_f64());
+    let now = SystemTime::now();
+    match &result {
+        Ok(_) => {
+            metrics.upstream_request("ok");
+            metrics.upstream_last_success.set(
+                now.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            );
+        }
+        Err(err) => metrics.upstream_request(err.kind()),
+    }
+    (result, now)
+}
+
 /// Polls until `shutdown` is cancelled. Upstream faults are recorded and retried, never fatal.
 pub async fn run(
     mut upstream: impl RateSource,
@@ -45,21 +70,11 @@ pub async fn run(
 ) {
     let mut failures = 0u32;
     loop {
-        let started = tokio::time::Instant::now();
-        let result = upstream.fetch().await;
-        metrics
-            .upstream_latency
-            .record(started.elapsed().as_secs_f64());
-        let now = SystemTime::now();
+        let (result, now) = fetch(&mut upstream, &metrics).await;
         let delay = match result {
             Ok(rates) => {
                 failures = 0;
-                metrics.upstream_request("ok");
                 store.record_success(now);
-                metrics.upstream_last_success.set(
-                    now.duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64()),
-                );
                 if let Some(seq) = store.apply(rates, now) {
                     metrics.deltas_published.increment(1);
                     metrics.seq.set(seq as f64);
@@ -69,7 +84,6 @@ pub async fn run(
             }
             Err(err) => {
                 failures += 1;
-                metrics.upstream_request(err.kind());
                 let delay = failure_delay(failures, &config, err.retry_after(), &mut rand::rng());
                 store.record_failure(err.kind(), now, Some(now + delay));
                 let retry_in = humantime::format_duration(delay).to_string();

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::accept::{self, SocketOptions};
+use crate::cluster::{self, ClusterError};
 use crate::config::Config;
 use crate::every::every;
 use crate::state::AppState;
@@ -47,6 +48,8 @@ fn upstream(config: &Config) -> Result<Upstream, SetupError> {
 pub enum ServeError {
     #[error("cannot set up the upstream client: {0}")]
     Upstream(#[from] SetupError),
+    #[error("cannot set up cluster mode: {0}")]
+    Cluster(#[from] ClusterError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -70,6 +73,8 @@ pub async fn run(
         source = if config.demo { "demo" } else { "coingecko" },
         upstream = %config.upstream_url,
         poll_interval = ?config.poll_interval,
+        // Never the Redis URL: it may hold a password.
+        cluster = config.cluster.redis_url.is_some(),
         "ratecast serving"
     );
 
@@ -77,13 +82,25 @@ pub async fn run(
         interval: config.poll_interval,
         max_backoff: config.max_backoff,
     };
-    let poller = tokio::spawn(poller::run(
-        upstream,
-        state.store.clone(),
-        state.metrics.clone(),
-        poller_config,
-        token.clone(),
-    ));
+    // Standalone: this process polls. Cluster mode: the lease holder polls and publishes
+    // to Redis, and every replica's store is fed from there.
+    let background = match &state.cluster {
+        None => vec![tokio::spawn(poller::run(
+            upstream,
+            state.store.clone(),
+            state.metrics.clone(),
+            poller_config,
+            token.clone(),
+        ))],
+        Some(status) => cluster::start(
+            &config,
+            upstream,
+            state.store.clone(),
+            state.metrics.clone(),
+            status.clone(),
+            token.clone(),
+        )?,
+    };
     tokio::spawn(ticker(state.clone()));
 
     let options = SocketOptions {
@@ -111,7 +128,9 @@ pub async fn run(
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
         }
-        let _ = poller.await;
+        for task in background {
+            let _ = task.await;
+        }
     };
     if tokio::time::timeout(config.shutdown_grace, drain)
         .await

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client_ip::ClientIpResolver;
+use crate::cluster::ClusterStatus;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreConfig};
@@ -25,6 +26,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Open WebSocket connections, counted against the global and per-IP caps.
     pub connections: Arc<Connections>,
+    /// Cluster mode only: this replica's role and link to the shared state.
+    pub cluster: Option<Arc<ClusterStatus>>,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             connections: Arc::default(),
+            cluster: config.cluster.redis_url.is_some().then(Arc::default),
             config: Arc::new(config),
         }
     }

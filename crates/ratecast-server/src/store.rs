@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
-use ratecast_protocol::rates::{Changes, Rates, diff};
+use ratecast_protocol::rates::{Change, Changes, Rate, Rates, diff};
 use ratecast_protocol::time::unix_ms;
 use ratecast_protocol::{Source, UpstreamState, UpstreamStatus};
 
@@ -73,6 +73,32 @@ pub struct View {
     pub rates: Arc<Rates>,
     /// Full-feed snapshot frame.
     pub snapshot_frame: Bytes,
+    /// Why the data is stale or missing (the status frame's `reason`), for the REST body.
+    pub reason: Option<String>,
+}
+
+/// A whole state taken from elsewhere (the cluster's Redis), replacing this store's.
+#[derive(Debug, Clone)]
+pub struct Restore {
+    pub seq: u64,
+    /// Publish time of `seq` (ms since the epoch).
+    pub ts: u64,
+    pub rates: Rates,
+    pub upstream: UpstreamState,
+    /// Points per unit, oldest first.
+    pub history: HashMap<String, Vec<(u64, f64)>>,
+    /// The newest published deltas with their frames as published, oldest first, ending at
+    /// `seq` (kept for `?since=` when contiguous).
+    pub deltas: Vec<(protocol::Delta, Bytes)>,
+}
+
+/// Why a published delta was not applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("delta {got} does not follow seq {held}")]
+    NotNext { held: u64, got: u64 },
+    #[error("no state to apply a delta to")]
+    NoState,
 }
 
 /// Resume outcome for `?since=`.
@@ -99,6 +125,9 @@ struct Inner {
     status_frame: Bytes,
     ring: VecDeque<Arc<DeltaEvent>>,
     history: HashMap<String, VecDeque<(u64, f64)>>,
+    /// Cluster mode: why the link to the shared state is down (a bounded kind); the data is
+    /// then stale whatever the upstream says. Always `None` standalone.
+    backplane_fault: Option<&'static str>,
 }
 
 impl Store {
@@ -114,6 +143,7 @@ impl Store {
                 status_frame: Bytes::new(),
                 ring: VecDeque::with_capacity(config.ring_capacity),
                 history: HashMap::new(),
+                backplane_fault: None,
             }),
             config,
             events,
@@ -138,18 +168,48 @@ impl Store {
         }
         let seq = inner.seq + 1;
         let ts = unix_ms(now);
-        let frame = ServerFrame::Delta(protocol::Delta {
-            seq,
-            ts,
-            changed: changes
-                .changed
-                .iter()
-                .map(|(code, change)| (code.clone(), change.into()))
-                .collect(),
-            removed: changes.removed.clone(),
-        })
-        .encode();
-        self.record_history(&mut inner, &changes, ts, now);
+        let frame = delta_frame(seq, ts, &changes);
+        self.push_delta(&mut inner, rates, changes, seq, ts, frame, now);
+        Some(seq)
+    }
+
+    /// Applies a delta published elsewhere (cluster mode), with its frame as published so that
+    /// every replica sends the same bytes. It must follow the held `seq`.
+    pub fn apply_published(
+        &self,
+        delta: &protocol::Delta,
+        frame: Bytes,
+        now: SystemTime,
+    ) -> Result<u64, ApplyError> {
+        let mut inner = self.write();
+        if inner.view.is_none() {
+            return Err(ApplyError::NoState);
+        }
+        if delta.seq != inner.seq + 1 {
+            return Err(ApplyError::NotNext {
+                held: inner.seq,
+                got: delta.seq,
+            });
+        }
+        let changes = changes_of(delta);
+        let mut rates = (*inner.rates).clone();
+        apply_changes(&mut rates, &changes);
+        self.push_delta(&mut inner, rates, changes, delta.seq, delta.ts, frame, now);
+        Ok(delta.seq)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_delta(
+        &self,
+        inner: &mut Inner,
+        rates: Rates,
+        changes: Changes,
+        seq: u64,
+        ts: u64,
+        frame: Bytes,
+        now: SystemTime,
+    ) {
+        self.record_history(inner, &changes, ts, now);
         let event = Arc::new(DeltaEvent {
             seq,
             ts,
@@ -162,11 +222,83 @@ impl Store {
         inner.ring.push_back(event.clone());
         inner.seq = seq;
         inner.rates = Arc::new(rates);
-        inner.stale = self.is_stale(&inner.upstream, now);
-        self.rebuild_view(&mut inner, ts, now);
+        inner.stale = self.is_stale(inner, now);
+        self.rebuild_view(inner, ts, now);
         // Sent under the write lock so that a subscriber's snapshot and its receiver agree.
         let _ = self.events.send(Event::Delta(event));
-        Some(seq)
+    }
+
+    /// Replaces the whole state (cluster mode: on start, after a gap, or when the cluster's
+    /// Redis was emptied). Connected clients get one delta event from the old table to the new
+    /// one at the new `seq`: full-feed subscribers whose `seq` it does not follow are resynced
+    /// with a snapshot by the fan-out, never replayed. The ring holds only the given deltas,
+    /// so a `since=` from before is answered with a snapshot.
+    pub fn restore(&self, restore: Restore, now: SystemTime) {
+        let (same, changes) = {
+            let inner = self.read();
+            let same = inner.view.is_some() && inner.seq == restore.seq;
+            (same, diff(&inner.rates, &restore.rates))
+        };
+        if same && changes.is_empty() {
+            self.set_upstream(restore.upstream, now);
+            return;
+        }
+        let mut inner = self.write();
+        inner.upstream = restore.upstream;
+        inner.ring.clear();
+        let mut expected = None;
+        for (delta, frame) in restore.deltas.into_iter().rev() {
+            if expected.is_some_and(|e| e != delta.seq)
+                || (expected.is_none() && delta.seq != restore.seq)
+            {
+                break;
+            }
+            expected = Some(delta.seq - 1);
+            let changes = changes_of(&delta);
+            inner.ring.push_front(Arc::new(DeltaEvent {
+                seq: delta.seq,
+                ts: delta.ts,
+                changes,
+                frame,
+            }));
+            if inner.ring.len() == self.config.ring_capacity {
+                break;
+            }
+        }
+        let oldest = unix_ms(now).saturating_sub(self.config.history_window.as_millis() as u64);
+        inner.history = restore
+            .history
+            .into_iter()
+            .map(|(code, points)| {
+                let skip = points.len().saturating_sub(self.config.history_points);
+                let kept = points.into_iter().skip(skip).filter(|&(t, _)| t >= oldest);
+                (code, kept.collect())
+            })
+            .collect();
+        inner.seq = restore.seq;
+        inner.rates = Arc::new(restore.rates);
+        inner.stale = self.is_stale(&inner, now);
+        self.rebuild_view(&mut inner, restore.ts, now);
+        let event = Arc::new(DeltaEvent {
+            seq: restore.seq,
+            ts: restore.ts,
+            frame: delta_frame(restore.seq, restore.ts, &changes),
+            changes,
+        });
+        let _ = self.events.send(Event::Delta(event));
+        inner.status_frame = self.status_frame(&inner, unix_ms(now));
+        let _ = self.events.send(Event::Status(inner.status_frame.clone()));
+    }
+
+    /// The upstream state as the cluster's leader reported it (cluster mode).
+    pub fn set_upstream(&self, upstream: UpstreamState, now: SystemTime) {
+        self.update(now, |inner| inner.upstream = upstream);
+    }
+
+    /// Cluster mode: the link to the shared state is down (`Some(kind)`) or back (`None`).
+    /// While down the data is stale, and the status frame and REST body say why.
+    pub fn set_backplane_fault(&self, fault: Option<&'static str>, now: SystemTime) {
+        self.update(now, |inner| inner.backplane_fault = fault);
     }
 
     /// A poll succeeded: the upstream confirmed the rates now, changed or not (the stale clock
@@ -186,6 +318,10 @@ impl Store {
     }
 
     fn update_upstream(&self, now: SystemTime, update: impl FnOnce(&mut UpstreamState)) {
+        self.update(now, |inner| update(&mut inner.upstream));
+    }
+
+    fn update(&self, now: SystemTime, update: impl FnOnce(&mut Inner)) {
         let mut inner = self.write();
         let visible = |inner: &Inner| {
             let u = &inner.upstream;
@@ -194,15 +330,18 @@ impl Store {
                 inner.stale,
                 u.last_error.clone(),
                 u.consecutive_failures,
+                inner.backplane_fault,
             )
         };
         let before = visible(&inner);
-        update(&mut inner.upstream);
-        inner.stale = self.is_stale(&inner.upstream, now);
+        update(&mut inner);
+        inner.stale = self.is_stale(&inner, now);
         let ts = unix_ms(now);
         // Views change when anything in them does (the REST body carries `last_success`).
         if let Some(view) = &inner.view
-            && (view.upstream != inner.upstream || view.stale != inner.stale)
+            && (view.upstream != inner.upstream
+                || view.stale != inner.stale
+                || view.reason != self.reason(&inner))
         {
             let (view_ts, updated_at) = (view.ts, view.updated_at);
             self.rebuild_view(&mut inner, view_ts, updated_at);
@@ -235,6 +374,11 @@ impl Store {
             .last_error
             .as_deref()
             .map(|kind| describe_error(self.config.source, kind));
+        if let Some(fault) = inner.backplane_fault {
+            return Some(format!(
+                "lost contact with the cluster's shared state ({fault}); serving the last data it published"
+            ));
+        }
         match (&inner.view, inner.stale, failing, error) {
             (None, _, true, Some(error)) => Some(error),
             (Some(_), true, true, Some(error)) => Some(error),
@@ -261,7 +405,11 @@ impl Store {
     /// than the threshold. The age of the last *change* does not matter (CoinGecko may answer
     /// the same numbers for minutes). Demo data never ages out (benches poll it once an hour),
     /// but a demo source told to fail (SIGUSR1, for drills) is down like CoinGecko would be.
-    fn is_stale(&self, upstream: &UpstreamState, now: SystemTime) -> bool {
+    fn is_stale(&self, inner: &Inner, now: SystemTime) -> bool {
+        if inner.backplane_fault.is_some() {
+            return true;
+        }
+        let upstream = &inner.upstream;
         if self.config.source == Source::Demo {
             return upstream.status == UpstreamStatus::Down;
         }
@@ -282,6 +430,7 @@ impl Store {
             rates: (*inner.rates).clone(),
         })
         .encode();
+        let reason = self.reason(inner);
         inner.view = Some(Arc::new(View {
             seq: inner.seq,
             ts,
@@ -291,6 +440,7 @@ impl Store {
             upstream: inner.upstream.clone(),
             rates: inner.rates.clone(),
             snapshot_frame,
+            reason,
         }));
     }
 
@@ -386,6 +536,51 @@ impl Store {
     }
 }
 
+/// The full-feed delta frame of `changes` at `seq`: built the same way wherever it is built.
+pub fn delta_frame(seq: u64, ts: u64, changes: &Changes) -> Bytes {
+    ServerFrame::Delta(protocol::Delta {
+        seq,
+        ts,
+        changed: changes
+            .changed
+            .iter()
+            .map(|(code, change)| (code.clone(), change.into()))
+            .collect(),
+        removed: changes.removed.clone(),
+    })
+    .encode()
+}
+
+/// The rate model's view of a delta frame.
+pub fn changes_of(delta: &protocol::Delta) -> Changes {
+    Changes {
+        changed: delta
+            .changed
+            .iter()
+            .map(|(code, c)| {
+                let rate = Rate {
+                    name: c.name.clone(),
+                    unit: c.unit.clone(),
+                    value: c.value,
+                    kind: c.kind.clone(),
+                };
+                (code.clone(), Change { rate, prev: c.prev })
+            })
+            .collect(),
+        removed: delta.removed.clone(),
+    }
+}
+
+/// `rates` moved forward by `changes`.
+pub fn apply_changes(rates: &mut Rates, changes: &Changes) {
+    for (code, change) in &changes.changed {
+        rates.insert(code.clone(), change.rate.clone());
+    }
+    for code in &changes.removed {
+        rates.remove(code);
+    }
+}
+
 fn upstream_name(source: Source) -> &'static str {
     match source {
         Source::CoinGecko => "CoinGecko",
@@ -413,4 +608,117 @@ fn describe_error(source: Source, kind: &str) -> String {
 fn initial_seq() -> u64 {
     use rand::Rng;
     rand::rng().random_range(1u64 << 32..1u64 << 48) << 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(value: f64) -> Rate {
+        Rate {
+            name: "US Dollar".into(),
+            unit: "$".into(),
+            value,
+            kind: "fiat".into(),
+        }
+    }
+
+    fn table(usd: f64) -> Rates {
+        [
+            ("usd".to_string(), rate(usd)),
+            ("eur".to_string(), rate(2.0)),
+        ]
+        .into()
+    }
+
+    fn store() -> Store {
+        Store::new(StoreConfig::new(
+            Source::CoinGecko,
+            Duration::from_secs(180),
+        ))
+    }
+
+    fn restore(seq: u64, usd: f64, deltas: Vec<(protocol::Delta, Bytes)>) -> Restore {
+        Restore {
+            seq,
+            ts: 1,
+            rates: table(usd),
+            upstream: UpstreamState::default(),
+            history: HashMap::new(),
+            deltas,
+        }
+    }
+
+    fn published(seq: u64, prev: f64, usd: f64) -> (protocol::Delta, Bytes) {
+        let changes = diff(&table(prev), &table(usd));
+        let frame = delta_frame(seq, seq, &changes);
+        match serde_json::from_slice(&frame).unwrap() {
+            ServerFrame::Delta(delta) => (delta, frame),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn published_deltas_keep_their_bytes_and_must_follow() {
+        let store = store();
+        let now = SystemTime::now();
+        let (delta, frame) = published(11, 1.0, 1.5);
+        assert_eq!(
+            store.apply_published(&delta, frame.clone(), now),
+            Err(ApplyError::NoState)
+        );
+        store.restore(restore(10, 1.0, vec![]), now);
+        assert_eq!(store.apply_published(&delta, frame.clone(), now), Ok(11));
+        assert_eq!(store.view().unwrap().rates["usd"].value, 1.5);
+        let (gap, gap_frame) = published(13, 1.5, 2.0);
+        assert_eq!(
+            store.apply_published(&gap, gap_frame, now),
+            Err(ApplyError::NotNext { held: 11, got: 13 })
+        );
+        match store.resume(10).1 {
+            Resume::Replay(deltas) => assert_eq!(deltas[0].frame, frame),
+            Resume::Snapshot => panic!("not replayed"),
+        }
+    }
+
+    #[test]
+    fn a_restore_replays_its_deltas_and_snapshots_anything_older() {
+        let store = store();
+        let now = SystemTime::now();
+        store.restore(restore(5, 1.0, vec![]), now);
+        let mut events = store.events();
+        let deltas = vec![published(99, 1.0, 1.5), published(100, 1.5, 2.0)];
+        store.restore(restore(100, 2.0, deltas), now);
+        assert!(matches!(store.resume(98).1, Resume::Replay(d) if d.len() == 2));
+        assert!(matches!(store.resume(97).1, Resume::Snapshot));
+        // A `since` from before the restore (another generation): a snapshot, never a replay.
+        assert!(matches!(store.resume(5).1, Resume::Snapshot));
+        // Connected clients hear of it: one delta event at the new seq (the fan-out resyncs
+        // those it does not follow).
+        match events.try_recv() {
+            Ok(Event::Delta(d)) => assert_eq!((d.seq, d.changes.changed.len()), (100, 1)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_backplane_fault_is_stale_with_a_reason() {
+        let store = store();
+        let now = SystemTime::now();
+        store.restore(restore(5, 1.0, vec![]), now);
+        store.record_success(now);
+        assert!(!store.view().unwrap().stale);
+        store.set_backplane_fault(Some("io"), now);
+        let view = store.view().unwrap();
+        assert!(view.stale);
+        assert!(
+            view.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("shared state (io)")
+        );
+        store.set_backplane_fault(None, now);
+        assert!(!store.view().unwrap().stale);
+        assert_eq!(store.view().unwrap().reason, None);
+    }
 }

@@ -1,0 +1,310 @@
+//! The leader's publication: one Lua script that checks the lease token and then, atomically,
+//! assigns the next cluster-wide `seq`, appends the entry to the bounded stream, and stores the
+//! snapshot, the upstream state and the history under keys.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rand::Rng;
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use super::{ClusterError, Keys, Lease, STREAM_DELTAS};
+use crate::store::{Store, delta_frame};
+use ratecast_protocol::UpstreamState;
+use ratecast_protocol::rates::{Rates, diff};
+use ratecast_protocol::time::unix_ms;
+
+/// Points kept per unit in Redis, as the store keeps them.
+const HISTORY_POINTS: usize = 2_880;
+
+/// KEYS: 1 lease, 2 state, 3 stream, 4.. history lists (changed units, then removed ones).
+/// ARGV: 1 token, 2 kind (d: delta, u: upstream state / confirmation, r: new generation),
+///   3 generation, 4 the `seq` the leader built on ('' when there is no state yet), 5 new `seq`,
+///   6 ts (ms), 7 delta frame, 8 upstream state (JSON), 9 snapshot rates (JSON),
+///   10 poll time (ms), 11 MINID (oldest `seq` kept), 12 points per list, 13 changed lists,
+///   14.. per changed list: the new point "ts value" (d), or every point as a JSON array (r).
+/// Returns 'ok', 'fenced' (the lease is not ours) or 'conflict' (the state is not what the
+/// leader built on). `seq` never goes back: a delta takes exactly held + 1, a new generation
+/// is only created where there is no state, with a `seq` above any before (time-based).
+const PUBLISH: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
+local gen = redis.call('HGET', KEYS[2], 'gen')
+local seq = redis.call('HGET', KEYS[2], 'seq')
+local kind = ARGV[2]
+if ARGV[4] == '' then
+  if gen or kind ~= 'r' then return 'conflict' end
+elseif gen ~= ARGV[3] or seq ~= ARGV[4] or kind == 'r' then
+  return 'conflict'
+end
+local changed = tonumber(ARGV[13])
+local cap = tonumber(ARGV[12])
+if kind == 'r' then
+  redis.call('DEL', KEYS[3])
+  for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+  for i = 1, changed do
+    local points = cjson.decode(ARGV[13 + i])
+    for j = 1, #points, 1000 do
+      redis.call('RPUSH', KEYS[3 + i], unpack(points, j, math.min(j + 999, #points)))
+    end
+  end
+elseif kind == 'd' then
+  for i = 1, changed do
+    redis.call('RPUSH', KEYS[3 + i], ARGV[13 + i])
+    redis.call('LTRIM', KEYS[3 + i], -cap, -1)
+  end
+  for i = 4 + changed, #KEYS do redis.call('DEL', KEYS[i]) end
+end
+local id
+if kind == 'u' then
+  local last = redis.call('HGET', KEYS[2], 'last_u')
+  if last then redis.call('XDEL', KEYS[3], last) end
+  id = ARGV[5] .. '-*'
+else
+  id = ARGV[5] .. '-0'
+end
+id = redis.call('XADD', KEYS[3], 'MINID', ARGV[11], id,
+  'k', kind, 'gen', ARGV[3], 'seq', ARGV[5], 'ts', ARGV[6], 'frame', ARGV[7], 'up', ARGV[8])
+if kind == 'u' then
+  redis.call('HSET', KEYS[2], 'last_u', id)
+else
+  redis.call('HDEL', KEYS[2], 'last_u')
+  redis.call('HSET', KEYS[2], 'ts', ARGV[6], 'snapshot', ARGV[9])
+end
+redis.call('HSET', KEYS[2], 'gen', ARGV[3], 'seq', ARGV[5], 'up', ARGV[8], 'polled', ARGV[10])
+return 'ok'
+";
+
+/// What the leader builds its next delta on: the shared state as of its last publication.
+#[derive(Debug, Clone)]
+struct Base {
+    generation: String,
+    seq: u64,
+    rates: Rates,
+}
+
+/// The shared state's head, read when a replica takes the lease.
+#[derive(Debug, Default)]
+pub(super) struct Head {
+    /// When the last leader polled: the next poll waits for the interval from there.
+    pub polled: Option<SystemTime>,
+    /// The last leader's view of the upstream (failure count, last error).
+    pub upstream: Option<UpstreamState>,
+}
+
+/// `gen`, `seq`, `snapshot`, `polled`, `up` of the state hash.
+type HeadFields = (
+    Option<String>,
+    Option<u64>,
+    Option<String>,
+    Option<u64>,
+    Option<String>,
+);
+
+/// What one publication was.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Published {
+    Delta(u64),
+    Confirm,
+    /// A new generation (the state was missing: first start, or Redis was emptied).
+    Reset(u64),
+    /// Nothing to publish (a failure before any state exists).
+    Nothing,
+}
+
+impl Published {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delta(_) => "delta",
+            Self::Confirm => "confirm",
+            Self::Reset(_) => "reset",
+            Self::Nothing => "nothing",
+        }
+    }
+}
+
+pub(super) struct Publisher {
+    conn: ConnectionManager,
+    keys: Keys,
+    script: Script,
+    /// Seeds a new generation's history and keeps `seq` above what this replica served.
+    store: Arc<Store>,
+    base: Option<Base>,
+}
+
+impl Publisher {
+    pub fn new(conn: ConnectionManager, keys: Keys, store: Arc<Store>) -> Self {
+        Self {
+            conn,
+            keys,
+            script: Script::new(PUBLISH),
+            store,
+            base: None,
+        }
+    }
+
+    /// Reads the shared state's head and what to build on (when taking the lease, and after a
+    /// conflict).
+    pub async fn load(&mut self) -> Result<Head, ClusterError> {
+        let (generation, seq, snapshot, polled, upstream): HeadFields = redis::cmd("HMGET")
+            .arg(&self.keys.state)
+            .arg(&["gen", "seq", "snapshot", "polled", "up"])
+            .query_async(&mut self.conn)
+            .await?;
+        self.base = match (generation, seq, snapshot) {
+            (Some(generation), Some(seq), Some(snapshot)) => Some(Base {
+                generation,
+                seq,
+                rates: serde_json::from_str(&snapshot)
+                    .map_err(|e| ClusterError::Data(format!("snapshot: {e}")))?,
+            }),
+            _ => None,
+        };
+        Ok(Head {
+            polled: polled.map(|ms| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+            upstream: upstream.and_then(|u| serde_json::from_str(&u).ok()),
+        })
+    }
+
+    /// Publishes one poll's outcome: `Some(rates)` after a good poll (a delta, or a
+    /// confirmation when nothing changed), `None` after a failure (the upstream state only).
+    /// On a conflict it reloads the state and tries once more.
+    pub async fn publish(
+        &mut self,
+        lease: &Lease,
+        rates: Option<&Rates>,
+        upstream: &UpstreamState,
+        now: SystemTime,
+    ) -> Result<Published, ClusterError> {
+        for _ in 0..2 {
+            match self.try_publish(lease, rates, upstream, now).await {
+                Err(ClusterError::Conflict) => {
+                    self.load().await?;
+                }
+                other => return other,
+            }
+        }
+        Err(ClusterError::Conflict)
+    }
+
+    async fn try_publish(
+        &mut self,
+        lease: &Lease,
+        rates: Option<&Rates>,
+        upstream: &UpstreamState,
+        now: SystemTime,
+    ) -> Result<Published, ClusterError> {
+        let ts = unix_ms(now);
+        let up = serde_json::to_string(upstream).map_err(|e| ClusterError::Data(e.to_string()))?;
+        let mut invocation = self.script.key(&self.keys.lease);
+        invocation.key(&self.keys.state).key(&self.keys.stream);
+        let (published, next_base, kind, generation, held, seq, frame, snapshot);
+        let mut points: Vec<String> = Vec::new();
+        match (&self.base, rates) {
+            (None, None) => return Ok(Published::Nothing),
+            (None, Some(rates)) => {
+                // A new generation: a `seq` above any of an earlier one (1,024 per ms of wall
+                // time since the epoch stays below 2^53 until the 23rd century) and above what
+                // this replica served.
+                let served = self.store.view().map_or(0, |v| v.seq);
+                let new_seq = (ts * 1_024).max(served + 1);
+                let new_generation = format!("{:016x}", rand::rng().random::<u64>());
+                let histories = self.store.histories(&BTreeSet::new());
+                for code in rates.keys() {
+                    let mut series: Vec<String> = histories
+                        .get(code)
+                        .map(|s| s.iter().map(|(t, v)| format!("{t} {v}")).collect())
+                        .unwrap_or_default();
+                    let last = histories.get(code).and_then(|s| s.last()).map(|p| p.1);
+                    if last != Some(rates[code].value) {
+                        series.push(format!("{ts} {}", rates[code].value));
+                    }
+                    let skip = series.len().saturating_sub(HISTORY_POINTS);
+                    let series: Vec<String> = series.into_iter().skip(skip).collect();
+                    invocation.key(self.keys.history(code));
+                    points.push(
+                        serde_json::to_string(&series)
+                            .map_err(|e| ClusterError::Data(e.to_string()))?,
+                    );
+                }
+                kind = "r";
+                generation = new_generation;
+                held = String::new();
+                seq = new_seq;
+                frame = Vec::new();
+                snapshot = Some(rates);
+                published = Published::Reset(new_seq);
+                next_base = Some(Base {
+                    generation: generation.clone(),
+                    seq,
+                    rates: rates.clone(),
+                });
+            }
+            (Some(base), rates) => {
+                let changes = rates.map(|r| diff(&base.rates, r)).unwrap_or_default();
+                generation = base.generation.clone();
+                held = base.seq.to_string();
+                if changes.is_empty() {
+                    kind = "u";
+                    seq = base.seq;
+                    frame = Vec::new();
+                    snapshot = None;
+                    published = Published::Confirm;
+                    next_base = Some(base.clone());
+                } else {
+                    kind = "d";
+                    seq = base.seq + 1;
+                    frame = delta_frame(seq, ts, &changes).to_vec();
+                    for (code, change) in &changes.changed {
+                        invocation.key(self.keys.history(code));
+                        points.push(format!("{ts} {}", change.rate.value));
+                    }
+                    for code in &changes.removed {
+                        invocation.key(self.keys.history(code));
+                    }
+                    snapshot = rates;
+                    published = Published::Delta(seq);
+                    next_base = Some(Base {
+                        generation: generation.clone(),
+                        seq,
+                        rates: rates.cloned().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let snapshot = match snapshot {
+            Some(rates) => {
+                serde_json::to_string(rates).map_err(|e| ClusterError::Data(e.to_string()))?
+            }
+            None => String::new(),
+        };
+        invocation
+            .arg(&lease.token)
+            .arg(kind)
+            .arg(&generation)
+            .arg(&held)
+            .arg(seq.to_string())
+            .arg(ts.to_string())
+            .arg(frame)
+            .arg(up)
+            .arg(snapshot)
+            .arg(ts.to_string())
+            .arg(seq.saturating_sub(STREAM_DELTAS - 1).to_string())
+            .arg(HISTORY_POINTS)
+            .arg(points.len());
+        for point in &points {
+            invocation.arg(point);
+        }
+        let result: String = invocation.invoke_async(&mut self.conn).await?;
+        match result.as_str() {
+            "ok" => {
+                self.base = next_base;
+                Ok(published)
+            }
+            "fenced" => Err(ClusterError::Fenced),
+            "conflict" => Err(ClusterError::Conflict),
+            other => Err(ClusterError::Data(format!("publish answered {other:?}"))),
+        }
+    }
+}

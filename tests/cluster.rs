@@ -1,0 +1,636 @@
+//! Cluster mode against a real `redis-server`: one poller for the deployment, the same `seq`
+//! and bytes on every replica, resume on any replica, and the faults (Redis gone and back
+//! empty, leader killed, leader paused past its lease).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use common::{
+    FakeUpstream, Reply, TestServer, Ws, config, fixture, next_json, wait_until, ws_connect,
+};
+use redis_server::{RedisServer, free_port};
+
+/// Fast cluster timings: 100 ms polls. The lease is the default 10 s: no test in process
+/// needs a takeover, and a busy 2-core box must not make the leadership flap.
+fn cluster_flags(redis: &RedisServer) -> Vec<String> {
+    vec![
+        "--redis-url".into(),
+        redis.url(),
+        "--poll-interval".into(),
+        "100ms".into(),
+    ]
+}
+
+async fn replicas(
+    upstream: &FakeUpstream,
+    redis: &RedisServer,
+    n: usize,
+    extra: &[&str],
+) -> Vec<TestServer> {
+    let flags = cluster_flags(redis);
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend_from_slice(extra);
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        servers.push(TestServer::start(config(&upstream.url(), &flags)).await);
+    }
+    for server in &servers {
+        server.wait_ready().await;
+    }
+    servers
+}
+
+async fn leaders(servers: &[TestServer]) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        if s.metric("ratecast_cluster_leader").await == 1.0 {
+            found.push(i);
+        }
+    }
+    found
+}
+
+/// Longest quiet on a client's stream across a takeover or a reload, on a busy box.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(20);
+
+/// The next text frame as JSON, waiting up to `wait` (longer than `next_json`'s 5 s).
+async fn next_within(ws: &mut Ws, wait: Duration) -> Result<Value> {
+    loop {
+        let msg = tokio::time::timeout(wait, ws.next())
+            .await
+            .context("no frame in time")?
+            .context("stream ended")??;
+        if let Message::Text(text) = msg {
+            return Ok(serde_json::from_str(text.as_str())?);
+        }
+    }
+}
+
+/// The next `n` raw text frames of `kind`, as sent.
+async fn raw_frames(ws: &mut Ws, kind: &str, n: usize) -> Result<Vec<String>> {
+    let mut frames = Vec::new();
+    while frames.len() < n {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .context("no frame within 10 s")?
+            .context("stream ended")??;
+        if let Message::Text(text) = msg {
+            let v: Value = serde_json::from_str(text.as_str())?;
+            if v["type"] == kind {
+                frames.push(text.as_str().to_owned());
+            }
+        }
+    }
+    Ok(frames)
+}
+
+/// Reproduces issue 13: standalone replicas each poll and each count their own `seq`.
+#[tokio::test]
+async fn standalone_replicas_each_poll_and_disagree_on_seq() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
+    let a = TestServer::start_ready(&upstream, &[]).await;
+    let b = TestServer::start_ready(&upstream, &[]).await;
+    let c = TestServer::start_ready(&upstream, &[]).await;
+    for s in [&a, &b, &c] {
+        let polls = s
+            .metric("ratecast_upstream_requests_total{outcome=\"ok\"}")
+            .await;
+        ensure!(polls >= 1.0, "every standalone replica polls");
+    }
+    let seqs = [a.seq().await, b.seq().await, c.seq().await];
+    ensure!(
+        seqs[0] != seqs[1] && seqs[1] != seqs[2],
+        "each counts its own seq: {seqs:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_poller_for_the_cluster_and_the_same_frames_on_every_replica() -> Result<()> {
+    let redis = RedisServer::start();
+    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
+    let servers = replicas(&upstream, &redis, 3, &[]).await;
+    wait_until(|| async { leaders(&servers).await.len() == 1 }).await;
+
+    // Every poll changes the rates, so every upstream call is one delta: three pollers would
+    // make three calls per `seq`.
+    let (start_requests, start_seq) = (upstream.requests(), servers[0].seq().await);
+    wait_until(|| async { servers[0].seq().await >= start_seq + 20 }).await;
+    let (requests, seq) = (upstream.requests(), servers[0].seq().await);
+    let calls = requests - start_requests;
+    let deltas = (seq - start_seq) as usize;
+    ensure!(
+        calls <= deltas + 2,
+        "{calls} upstream calls for {deltas} deltas: more than one poller"
+    );
+    let mut polled = 0;
+    for s in &servers {
+        if s.metric("ratecast_upstream_requests_total{outcome=\"ok\"}")
+            .await
+            > 0.0
+        {
+            polled += 1;
+        }
+    }
+    ensure!(polled == 1, "{polled} replicas polled the upstream");
+
+    // The same delta frames, byte for byte, on every replica.
+    let mut sockets = Vec::new();
+    for s in &servers {
+        sockets.push(ws_connect(&s.ws_url("")).await?);
+    }
+    let mut streams = Vec::new();
+    for ws in &mut sockets {
+        streams.push(raw_frames(ws, "delta", 8).await?);
+    }
+    // Sockets joined at slightly different seqs: compare the seqs all three saw.
+    let seq_of = |f: &String| {
+        serde_json::from_str::<Value>(f).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let common_from = streams.iter().map(|s| seq_of(&s[0])).max().unwrap();
+    let tail = |s: &Vec<String>| -> Vec<String> {
+        s.iter()
+            .filter(|f| seq_of(f) >= common_from)
+            .cloned()
+            .collect()
+    };
+    let shortest = streams.iter().map(|s| tail(s).len()).min().unwrap();
+    ensure!(shortest >= 4, "too few common frames");
+    for s in &streams[1..] {
+        ensure!(
+            tail(s)[..shortest] == tail(&streams[0])[..shortest],
+            "frames differ between replicas"
+        );
+    }
+
+    // Quiet upstream: all replicas settle on the same seq and the same table.
+    upstream.set(Reply::Json(fixture()));
+    wait_until(|| async {
+        let seqs = [
+            servers[0].seq().await,
+            servers[1].seq().await,
+            servers[2].seq().await,
+        ];
+        seqs[0] == seqs[1] && seqs[1] == seqs[2]
+    })
+    .await;
+    let bodies: Vec<Value> = futures_util::future::join_all(
+        servers
+            .iter()
+            .map(|s| async { s.get_json("/api/v1/rates").await.1 }),
+    )
+    .await;
+    for body in &bodies[1..] {
+        ensure!(body["seq"] == bodies[0]["seq"] && body["rates"] == bodies[0]["rates"]);
+    }
+    ensure!(bodies[0]["stale"] == false);
+    Ok(())
+}
+
+#[tokio::test]
+async fn since_taken_from_one_replica_replays_on_another() -> Result<()> {
+    let redis = RedisServer::start();
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let servers = replicas(&upstream, &redis, 2, &[]).await;
+    let seq = servers[0].seq().await;
+    for (i, value) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+        upstream.set_value("usd", value);
+        wait_until(|| async { servers[1].seq().await == seq + 1 + i as u64 }).await;
+    }
+    let mut ws = ws_connect(&servers[1].ws_url(&format!("?since={seq}"))).await?;
+    for (i, value) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+        let frame = next_json(&mut ws).await?;
+        ensure!(
+            frame["type"] == "delta" && frame["seq"] == seq + 1 + i as u64,
+            "{frame}"
+        );
+        ensure!(frame["changed"]["usd"]["value"] == value);
+    }
+
+    // A replica started later loads the same ring from Redis and replays too.
+    let flags = cluster_flags(&redis);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let late = TestServer::start(config(&upstream.url(), &flags)).await;
+    late.wait_ready().await;
+    let mut ws = ws_connect(&late.ws_url(&format!("?since={seq}"))).await?;
+    let frame = next_json(&mut ws).await?;
+    ensure!(
+        frame["type"] == "delta" && frame["seq"] == seq + 1,
+        "{frame}"
+    );
+    // …with the full history at once.
+    let (_, history) = late.get_json("/api/v1/history/usd").await;
+    ensure!(
+        history["points"].as_array().map_or(0, Vec::len) >= 4,
+        "{history}"
+    );
+    Ok(())
+}
+
+/// Every frame's seq on a socket: deltas contiguous unless a snapshot resets, never backwards.
+struct SeqWatch {
+    last: Option<u64>,
+    snapshots: usize,
+}
+
+impl SeqWatch {
+    fn see(&mut self, frame: &Value) -> Result<()> {
+        let Some(seq) = frame["seq"].as_u64() else {
+            return Ok(());
+        };
+        match frame["type"].as_str() {
+            Some("snapshot") => {
+                ensure!(
+                    self.last.is_none_or(|l| seq >= l),
+                    "seq went back: {seq} after {:?}",
+                    self.last
+                );
+                self.snapshots += 1;
+                self.last = Some(seq);
+            }
+            Some("delta") => {
+                ensure!(
+                    self.last.is_none_or(|l| seq == l + 1),
+                    "gap or duplicate: {seq} after {:?}",
+                    self.last
+                );
+                self.last = Some(seq);
+            }
+            Some("heartbeat") => {
+                ensure!(
+                    self.last.is_none_or(|l| seq >= l),
+                    "heartbeat went back: {seq}"
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn redis_outage_is_stale_with_a_reason_and_an_empty_restart_is_a_snapshot() -> Result<()> {
+    let mut redis = RedisServer::start();
+    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
+    // A 2 s lease: the leader must give up polling soon after Redis goes.
+    let servers = replicas(&upstream, &redis, 2, &["--cluster-lease-ttl", "2s"]).await;
+    let mut ws = ws_connect(&servers[1].ws_url("")).await?;
+    let mut watch = SeqWatch {
+        last: None,
+        snapshots: 0,
+    };
+
+    redis.stop();
+    // Stale with the reason, on the stream and in the REST body; the last data still served.
+    loop {
+        let frame = next_within(&mut ws, TAKEOVER_WAIT).await?;
+        watch.see(&frame)?;
+        if frame["type"] == "status" && frame["stale"] == true {
+            let reason = frame["reason"].as_str().unwrap_or_default();
+            ensure!(reason.contains("shared state"), "{frame}");
+            break;
+        }
+    }
+    let (status, body) = servers[1].get_json("/api/v1/rates").await;
+    ensure!(status == 200 && body["stale"] == true, "{body}");
+    ensure!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shared state"),
+        "{body}"
+    );
+    // Without Redis nobody holds the lease, so nobody polls.
+    wait_until(|| async { leaders(&servers).await.is_empty() }).await;
+    let quiet = upstream.requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        upstream.requests() <= quiet + 1,
+        "a replica polled without the lease"
+    );
+
+    // Back, empty: a new generation; clients get a snapshot, then deltas flow; seq never goes back.
+    redis.restart();
+    let mut deltas_after = 0;
+    while deltas_after < 5 {
+        // Readers retry every ≤ 2 s, a new leader takes the lease: allow for a busy box.
+        let frame = next_within(&mut ws, TAKEOVER_WAIT).await?;
+        watch.see(&frame)?;
+        if frame["type"] == "delta" && watch.snapshots >= 2 {
+            deltas_after += 1;
+        }
+    }
+    ensure!(
+        watch.snapshots == 2,
+        "one snapshot at connect, one for the new generation"
+    );
+    wait_until(|| async { servers[1].get_json("/api/v1/rates").await.1["stale"] == false }).await;
+    Ok(())
+}
+
+/// A real `ratecast serve` process, for signals.
+struct Replica {
+    child: Child,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Replica {
+    fn spawn(upstream: &str, redis: &RedisServer, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_ratecast"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream-url", upstream, "--redis-url", &redis.url()])
+            // A short lease for quick takeovers; 2 s keeps it from flapping on a busy box.
+            .args(["--cluster-lease-ttl", "2s", "--poll-interval", "100ms"])
+            .args([
+                "--rate-limit-per-second",
+                "0",
+                "--connection-rate-per-second",
+                "0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ratecast binary runs");
+        Self {
+            child,
+            port,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn ready(&self) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("http://127.0.0.1:{}/readyz", self.port))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    async fn is_leader(&self) -> bool {
+        self.ready()
+            .await
+            .is_some_and(|r| r["cluster"]["role"] == "leader")
+    }
+
+    async fn metric(&self, sample: &str) -> f64 {
+        let Ok(r) = self
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .send()
+            .await
+        else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn spawn_cluster(
+    upstream: &str,
+    redis: &RedisServer,
+    n: usize,
+    extra: &[&str],
+) -> Vec<Replica> {
+    let replicas: Vec<Replica> = (0..n)
+        .map(|_| Replica::spawn(upstream, redis, extra))
+        .collect();
+    for r in &replicas {
+        wait_until(|| async { r.ready().await.is_some() }).await;
+    }
+    replicas
+}
+
+async fn leader_of(replicas: &[Replica]) -> usize {
+    loop {
+        for (i, r) in replicas.iter().enumerate() {
+            if r.is_leader().await {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn leader_sigkill_a_follower_takes_over_and_clients_stay_contiguous() -> Result<()> {
+    let redis = RedisServer::start();
+    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
+    let mut replicas = spawn_cluster(&upstream.url(), &redis, 3, &[]).await;
+    let leader = leader_of(&replicas).await;
+    let follower = (leader + 1) % 3;
+    let mut ws = ws_connect(&format!("ws://127.0.0.1:{}/ws", replicas[follower].port)).await?;
+    let mut watch = SeqWatch {
+        last: None,
+        snapshots: 0,
+    };
+    for _ in 0..5 {
+        watch.see(&next_within(&mut ws, TAKEOVER_WAIT).await?)?;
+    }
+
+    replicas[leader].signal(libc::SIGKILL);
+    let _ = replicas[leader].child.wait();
+    let killed_at = watch.last.context("no seq before the kill")?;
+    // The follower's client keeps a contiguous stream across the takeover.
+    while watch.last.is_none_or(|l| l < killed_at + 10) {
+        watch.see(&next_within(&mut ws, TAKEOVER_WAIT).await?)?;
+    }
+    ensure!(
+        watch.snapshots == 1,
+        "a resync happened: the client saw a gap"
+    );
+    let survivors: Vec<Replica> = replicas
+        .drain(..)
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, r)| r)
+        .collect();
+    let new_leader = leader_of(&survivors).await;
+    let polls = survivors[new_leader]
+        .metric("ratecast_upstream_requests_total{outcome=\"ok\"}")
+        .await;
+    ensure!(polls > 0.0, "the new leader polls");
+    Ok(())
+}
+
+/// A fake CoinGecko that can hold one request until told: the leader is then stopped with
+/// that poll in flight, the way a GC pause or a frozen VM would catch it.
+#[derive(Clone)]
+struct GatedUpstream {
+    url: String,
+    hold_next: Arc<AtomicBool>,
+    held: Arc<AtomicUsize>,
+    release: Arc<Notify>,
+}
+
+impl GatedUpstream {
+    async fn start() -> Self {
+        let gate = Self {
+            url: String::new(),
+            hold_next: Arc::new(AtomicBool::new(false)),
+            held: Arc::new(AtomicUsize::new(0)),
+            release: Arc::new(Notify::new()),
+        };
+        let counter = Arc::new(AtomicUsize::new(0));
+        let handler_gate = gate.clone();
+        let app = axum::Router::new().route(
+            "/api/v3/exchange_rates",
+            axum::routing::get(move || {
+                let gate = handler_gate.clone();
+                let counter = counter.clone();
+                async move {
+                    let n = counter.fetch_add(1, Ordering::SeqCst) as f64;
+                    if gate.hold_next.swap(false, Ordering::SeqCst) {
+                        gate.held.fetch_add(1, Ordering::SeqCst);
+                        gate.release.notified().await;
+                    }
+                    let mut v = fixture();
+                    v["rates"]["usd"]["value"] = (1000.0 + n).into();
+                    axum::Json(v)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, ..gate }
+    }
+}
+
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_publishes_nothing() -> Result<()> {
+    let redis = RedisServer::start();
+    let upstream = GatedUpstream::start().await;
+    // A long request timeout: the held poll is answered, not timed out, after the resume.
+    let replicas = spawn_cluster(&upstream.url, &redis, 2, &["--request-timeout", "60s"]).await;
+    let leader = leader_of(&replicas).await;
+    let follower = 1 - leader;
+    let mut ws = ws_connect(&format!("ws://127.0.0.1:{}/ws", replicas[follower].port)).await?;
+    let mut watch = SeqWatch {
+        last: None,
+        snapshots: 0,
+    };
+    watch.see(&next_within(&mut ws, TAKEOVER_WAIT).await?)?;
+
+    // Catch the leader with a poll in flight, and stop it.
+    upstream.hold_next.store(true, Ordering::SeqCst);
+    wait_until(|| async { upstream.held.load(Ordering::SeqCst) == 1 }).await;
+    replicas[leader].signal(libc::SIGSTOP);
+    // The follower takes over and publishes.
+    wait_until(|| async { replicas[follower].is_leader().await }).await;
+    let taken_at = watch.last.context("no seq")?;
+    while watch.last.is_none_or(|l| l < taken_at + 5) {
+        watch.see(&next_within(&mut ws, TAKEOVER_WAIT).await?)?;
+    }
+    // Resume the old leader with its poll answered: its publication is refused.
+    upstream.release.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    replicas[leader].signal(libc::SIGCONT);
+    wait_until(|| async {
+        replicas[leader]
+            .metric("ratecast_cluster_publish_total{result=\"fenced\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    ensure!(replicas[leader].metric("ratecast_cluster_leader").await == 0.0);
+    // Clients saw nothing of it: still contiguous, no duplicate seq.
+    let resumed_at = watch.last.context("no seq")?;
+    while watch.last.is_none_or(|l| l < resumed_at + 5) {
+        watch.see(&next_within(&mut ws, TAKEOVER_WAIT).await?)?;
+    }
+    ensure!(watch.snapshots == 1, "the client was resynced");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_follower_behind_the_streams_retention_gets_a_snapshot() -> Result<()> {
+    let redis = RedisServer::start();
+    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
+    let replicas = spawn_cluster(&upstream.url(), &redis, 2, &[]).await;
+    let leader = leader_of(&replicas).await;
+    let follower = 1 - leader;
+    let mut ws = ws_connect(&format!("ws://127.0.0.1:{}/ws", replicas[follower].port)).await?;
+    let mut watch = SeqWatch {
+        last: None,
+        snapshots: 0,
+    };
+    watch.see(&next_within(&mut ws, TAKEOVER_WAIT).await?)?;
+
+    // The follower stops; the stream moves on and what it missed is trimmed away.
+    replicas[follower].signal(libc::SIGSTOP);
+    let at = upstream.requests();
+    upstream.wait_requests(5).await;
+    let trimmed = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "XTRIM",
+            "{ratecast}:stream",
+            "MAXLEN",
+            "0",
+        ])
+        .output()?;
+    ensure!(trimmed.status.success(), "redis-cli XTRIM failed");
+    upstream.wait_requests(3).await;
+    ensure!(upstream.requests() >= at + 8);
+    replicas[follower].signal(libc::SIGCONT);
+
+    // It loads the whole state: its client is resynced with a snapshot, then deltas follow.
+    while watch.snapshots < 2 {
+        watch.see(&next_within(&mut ws, TAKEOVER_WAIT).await?)?;
+    }
+    let resumed = watch.last.context("no seq")?;
+    while watch.last.is_none_or(|l| l < resumed + 3) {
+        watch.see(&next_within(&mut ws, TAKEOVER_WAIT).await?)?;
+    }
+    // A gap (or, if its blocked read timed out while it was stopped, a reconnect).
+    let gap = replicas[follower]
+        .metric("ratecast_cluster_resyncs_total{reason=\"gap\"}")
+        .await;
+    let reconnect = replicas[follower]
+        .metric("ratecast_cluster_resyncs_total{reason=\"reconnect\"}")
+        .await;
+    ensure!(gap + reconnect >= 1.0, "no whole-state load");
+    Ok(())
+}

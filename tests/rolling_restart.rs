@@ -1,0 +1,168 @@
+//! Issue 13, point 7: a rolling restart with nothing missed. A real load balancer (haproxy) in
+//! front of 3 replicas in cluster mode on a real redis-server; 1,000 subscribers from
+//! `ratecast loadtest --reconnect`; every replica restarted in turn (SIGTERM, then started
+//! again) → 0 missed deltas and every client ends on the same `seq`.
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{FakeUpstream, Reply, fixture};
+use redis_server::{RedisServer, free_port};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
+
+fn replica(port: u16, upstream: &str, redis: &str) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream-url", upstream, "--poll-interval", "300ms"])
+        .args(["--redis-url", redis])
+        .args(["--trusted-proxy", "127.0.0.1/32"])
+        .args([
+            "--max-connections-per-ip",
+            "10000",
+            "--connection-rate-per-second",
+            "0",
+        ])
+        .args(["--shutdown-grace", "5s"])
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ratecast starts")
+}
+
+async fn ready(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    for _ in 0..500 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("replica on {port} not ready within 10 s");
+}
+
+/// haproxy in front of `backends`, checking readiness every 200 ms; WebSockets may live long.
+fn haproxy(listen: u16, backends: &[u16], dir: &std::path::Path) -> Child {
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            format!("    server r{i} 127.0.0.1:{port} check inter 200ms fall 1 rise 2\n")
+        })
+        .collect();
+    let config = format!(
+        "global\n    maxconn 8000\n\
+         defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    \
+         timeout server 60s\n    timeout tunnel 1h\n    option forwardfor\n    option redispatch\n    retries 3\n\
+         frontend ws\n    bind 127.0.0.1:{listen}\n    default_backend replicas\n\
+         backend replicas\n    balance roundrobin\n    option httpchk GET /readyz\n    \
+         http-check expect status 200\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).expect("write haproxy.cfg");
+    Command::new("haproxy")
+        .args(["-f", path.to_str().expect("utf-8 path")])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("haproxy runs (the test command installs it: bash .ci/test.sh rust)")
+}
+
+async fn sigterm_and_wait(child: &mut Child) {
+    let pid = child.id().expect("running");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_behind_a_load_balancer_misses_no_delta() {
+    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
+    let redis = RedisServer::start();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut replicas: Vec<Child> = ports
+        .iter()
+        .map(|&p| replica(p, &upstream.url(), &redis.url()))
+        .collect();
+    for &port in &ports {
+        ready(port).await;
+    }
+    let dir = std::env::temp_dir().join(format!("ratecast-rolling-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let lb = free_port();
+    let _haproxy = haproxy(lb, &ports, &dir);
+    let lb_addr: SocketAddr = format!("127.0.0.1:{lb}").parse().expect("addr");
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(lb_addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let url = format!("ws://127.0.0.1:{lb}/ws");
+    let load = tokio::spawn(async move {
+        Command::new(BIN)
+            .args([
+                "loadtest",
+                "--url",
+                &url,
+                "--clients",
+                "1000",
+                "--ramp",
+                "500/s",
+            ])
+            .args(["--duration", "40s", "--reconnect", "--json"])
+            .env_clear()
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("loadtest runs")
+    });
+    // Every subscriber connected (1,000 at 500/s), then each replica in turn.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (replica, &port) in replicas.iter_mut().zip(&ports) {
+        sigterm_and_wait(replica).await;
+        *replica = self::replica(port, &upstream.url(), &redis.url());
+        ready(port).await;
+        // Let haproxy see it healthy again (rise 2 × 200 ms) before the next one goes.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Freeze the rates so every client can settle on one final seq.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    upstream.set(Reply::Json(fixture()));
+    let out = load.await.expect("joins");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
+    std::fs::write(dir.join("summary.json"), stdout.as_bytes()).ok();
+    assert_eq!(summary["connected"], 1000, "{summary}");
+    assert!(
+        summary["reconnects"].as_u64() >= Some(900),
+        "every replica's clients moved: {summary}"
+    );
+    assert_eq!(summary["missed_on_reconnect"], 0, "{summary}");
+    assert_eq!(
+        summary["reconnect_snapshots"], 0,
+        "every resume replayed: {summary}"
+    );
+    assert_eq!(summary["missing_seqs"], 0, "{summary}");
+    assert_eq!(summary["out_of_order"], 0, "{summary}");
+    assert_eq!(
+        summary["final_seq_min"], summary["final_seq_max"],
+        "{summary}"
+    );
+    for replica in &mut replicas {
+        sigterm_and_wait(replica).await;
+    }
+}
