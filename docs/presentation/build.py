@@ -243,9 +243,11 @@ def main():
                          if leader else "**not run: depends on cluster mode (issue 13)**",
         "rolling_result": (f"{rolling['connected']:,} subscribers, {rolling['reconnects']:,} reconnects, "
                            f"{rolling['missed_on_reconnect']} missed, {rolling['reconnect_snapshots']} snapshots, "
-                           f"{rolling['missing_seqs']} missing seqs, final seq min = max: {rolling['final_seq_min'] == rolling['final_seq_max']}")
+                           f"{rolling['missing_seqs']} missing seqs, "
+                           f"{'all ended on one seq' if rolling['final_seq_min'] == rolling['final_seq_max'] else 'final seqs differ'}; "
+                           f"delivery p99 {rolling['latency']['p99_ms']:.0f} ms across the restarts")
                           if rolling else "**not run: depends on cluster mode (issue 13)**",
-        "redis_result": (f"stale after {redis['stale_after_s']} s, pods ready throughout; a leader "
+        "redis_result": (f"stale within {redis['stale_after_s'] + 1} s, pods ready throughout; a leader "
                          f"{redis['leader_after_s']} s and fresh data {redis['fresh_after_s']} s after Redis "
                          f"came back")
                         if redis else "**not run: depends on cluster mode (issue 13)**",
