@@ -10,7 +10,14 @@
 //!   delivers ~10k frames/s, so CPU per frame is compared at the same rate);
 //! - `FANOUT_IDLE`: subscribers for the idle-memory run (no deltas, only heartbeats), default
 //!   19900, 0 to skip;
-//! - `FANOUT_STEADY`: measured window per run, default 30s.
+//! - `FANOUT_STEADY`: measured window per run, default 30s;
+//! - `FANOUT_FLOOD`: `subscribers:tick:flooders`, default `300:250ms:3`, empty to skip: the
+//!   same run without and with clients flooding pings and commands (subscribers' p99 compared);
+//! - `FANOUT_SERVER`: the server binary to measure (default: this build's `ratecast`), so a
+//!   baseline build can be measured by the same harness in the same session.
+//!
+//! Every run also times `GET /healthz` (a fresh connection every 20 ms) during the steady
+//! window: the HTTP handlers share the runtime with the fan-out bursts.
 //!
 //! The server and the generator share the machine; the generator's own CPU is reported too.
 //! Under `cargo test --all-targets` (no `--bench` argument) it does a smoke run of seconds.
@@ -26,6 +33,10 @@ use anyhow::{Context, Result, bail};
 use ratecast_client::loadtest::{Loadtest, LoadtestArgs, Summary, cpu_time};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_ratecast");
+
+fn server_bin() -> String {
+    std::env::var("FANOUT_SERVER").unwrap_or_else(|_| SERVER.to_owned())
+}
 /// Time for the last connections' snapshots to drain before measuring.
 const SETTLE: Duration = Duration::from_secs(3);
 const FLOOR_WRITES: u32 = 200_000;
@@ -59,7 +70,7 @@ struct Usage {
 impl Server {
     fn start(tick: &str) -> Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(SERVER)
+        let child = Command::new(server_bin())
             .args([
                 "serve",
                 "--demo",
@@ -83,7 +94,7 @@ impl Server {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start {SERVER}"))?;
+            .with_context(|| format!("cannot start {}", server_bin()))?;
         let server = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !server.ready() {
@@ -199,8 +210,54 @@ impl Sample {
     }
 }
 
+/// `GET /healthz` timed from a thread every 20 ms until stopped: fresh connection each time.
+struct Healthz {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Duration>>,
+}
+
+impl Healthz {
+    fn start(port: u16) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut times = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let ok = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                    let mut answer = Vec::new();
+                    s.read_to_end(&mut answer)?;
+                    Ok(answer.starts_with(b"HTTP/1.1 200"))
+                });
+                if ok.unwrap_or(false) {
+                    times.push(start.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            times
+        });
+        Self { stop, thread }
+    }
+
+    /// p50, p99 and max in ms.
+    fn finish(self) -> (f64, f64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut times = self.thread.join().unwrap_or_default();
+        times.sort();
+        let at = |q: f64| {
+            times
+                .get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1)))
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+        };
+        (at(0.5), at(0.99), at(1.0))
+    }
+}
+
 struct Result1 {
     label: String,
+    /// `/healthz` latency during the steady window: p50, p99, max (ms).
+    healthz: (f64, f64, f64),
     summary: Summary,
     server: Cost,
     generator_cpu_per_frame_us: f64,
@@ -209,7 +266,7 @@ struct Result1 {
     rss_loaded_kib: u64,
 }
 
-fn loadtest_args(port: u16, clients: usize) -> LoadtestArgs {
+fn loadtest_args(port: u16, clients: usize, flooders: usize) -> LoadtestArgs {
     LoadtestArgs {
         url: format!("ws://127.0.0.1:{port}/ws"),
         clients,
@@ -223,6 +280,12 @@ fn loadtest_args(port: u16, clients: usize) -> LoadtestArgs {
         source_addrs: u8::try_from(clients.div_ceil(10_000)).unwrap_or(u8::MAX),
         connect_timeout: Duration::from_secs(20),
         reconnect: false,
+        flooders,
+        soak: false,
+        server_pid: None,
+        server_log: None,
+        sample_every: Duration::from_secs(10),
+        soak_linger: Duration::from_secs(15),
     }
 }
 
@@ -231,22 +294,26 @@ async fn measure(
     subscribers: usize,
     tick: &str,
     steady: Duration,
+    flooders: usize,
 ) -> Result<Result1> {
     let server = Server::start(tick)?;
     let base = server.usage()?;
-    let mut test = Loadtest::start(&loadtest_args(server.port, subscribers)).await?;
+    let mut test = Loadtest::start(&loadtest_args(server.port, subscribers, flooders)).await?;
     test.ramped().await;
     tokio::time::sleep(SETTLE).await;
     let before = Sample::take(&server, &test)?;
     test.begin_steady();
+    let healthz = Healthz::start(server.port);
     tokio::time::sleep(steady).await;
     let after = Sample::take(&server, &test)?;
+    let healthz = healthz.finish();
     let summary = test.finish().await?;
     drop(server);
     let frames = (after.frames - before.frames).max(1) as f64;
     let per_frame = |d: Duration| d.as_secs_f64() * 1e6 / frames;
     Ok(Result1 {
         label,
+        healthz,
         server: Cost::new(
             after.server.cpu - before.server.cpu,
             after.irq - before.irq,
@@ -394,7 +461,17 @@ fn main() -> Result<()> {
     for run in &runs {
         let label = format!("{} subs, tick {}", run.subscribers, run.tick);
         eprintln!("fanout: {label} …");
-        results.push(runtime.block_on(measure(label, run.subscribers, &run.tick, steady))?);
+        results.push(runtime.block_on(measure(label, run.subscribers, &run.tick, steady, 0))?);
+    }
+    let flood = env("FANOUT_FLOOD", "300:250ms:3", "");
+    let mut flood_results = Vec::new();
+    if let [subs, tick, flooders] = flood.split(':').collect::<Vec<_>>()[..] {
+        let (subs, flooders): (usize, usize) = (subs.parse()?, flooders.parse()?);
+        for n in [0, flooders] {
+            let label = format!("{subs} subs, tick {tick}, {n} flooders");
+            eprintln!("fanout: {label} …");
+            flood_results.push(runtime.block_on(measure(label, subs, tick, steady, n))?);
+        }
     }
     if idle > 0 {
         eprintln!("fanout: idle {idle} subs …");
@@ -403,6 +480,7 @@ fn main() -> Result<()> {
             idle,
             "1h",
             steady,
+            0,
         ))?);
     }
 
@@ -451,15 +529,16 @@ fn main() -> Result<()> {
     println!(
         "| run | connected | frames/s | latency p50 / p90 / p99 / max (ms) | read by generator p99 (ms) | missing seqs | \
          server µs/frame task + irq = total | × floor | server cores (task) | generator µs/frame (task) | \
-         RSS base → loaded (MiB) | RSS/subscriber (KiB) |"
+         RSS base → loaded (MiB) | RSS/subscriber (KiB) | /healthz p50 / p99 / max (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         let s = &r.summary;
         let per_sub =
             (r.rss_loaded_kib.saturating_sub(r.rss_base_kib)) as f64 / s.connected.max(1) as f64;
+        let (h50, h99, hmax) = r.healthz;
         let rss = format!(
-            "{:.1} → {:.1} | {per_sub:.2}",
+            "{:.1} → {:.1} | {per_sub:.2} | {h50:.1} / {h99:.1} / {hmax:.1}",
             r.rss_base_kib as f64 / 1024.0,
             r.rss_loaded_kib as f64 / 1024.0
         );
@@ -490,7 +569,27 @@ fn main() -> Result<()> {
             r.generator_cpu_per_frame_us,
         );
     }
-    for r in &results {
+    if !flood_results.is_empty() {
+        println!();
+        println!(
+            "| run | subscribers' latency p50 / p90 / p99 / max (ms) | missing seqs | flooder connections ended | /healthz p50 / p99 / max (ms) |"
+        );
+        println!("|---|---|---|---|---|");
+        for r in &flood_results {
+            let (s, (h50, h99, hmax)) = (&r.summary, r.healthz);
+            println!(
+                "| {} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {:?} | {h50:.1} / {h99:.1} / {hmax:.1} |",
+                r.label,
+                s.latency.p50_ms,
+                s.latency.p90_ms,
+                s.latency.p99_ms,
+                s.latency.max_ms,
+                s.missing_seqs,
+                s.flooder_endings
+            );
+        }
+    }
+    for r in results.iter().chain(&flood_results) {
         eprintln!("{}: {}", r.label, serde_json::to_string(&r.summary)?);
         let s = &r.summary;
         anyhow::ensure!(

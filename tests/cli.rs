@@ -86,7 +86,7 @@ fn help_documents_every_flag_with_its_env_twin() {
 #[test]
 fn api_key_never_reaches_the_logs() {
     // Unreachable upstream: the poller logs its failures; the key must not appear in them.
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args([
             "serve",
             "--listen",
@@ -109,10 +109,11 @@ fn api_key_never_reaches_the_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // The second failure, 25+ ms after the first: well after the signal handler is installed.
+    let logs = logs_after(&mut child, "upstream poll failed", 2);
     sigterm(child.id());
-    let out = child.wait_with_output().unwrap();
-    let logs = String::from_utf8_lossy(&out.stderr);
+    child.wait().unwrap();
+    let logs = logs.join().unwrap().join("\n");
     assert!(logs.contains("upstream poll failed"), "{logs}");
     assert!(!logs.contains("CG-topsecret"));
     assert!(
@@ -120,6 +121,49 @@ fn api_key_never_reaches_the_logs() {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
         "json logs"
     );
+}
+
+/// Collects the child's stderr lines on a thread; returns once `times` lines hold `needle` (a
+/// readiness wait instead of a fixed sleep), with the thread to join for the whole log.
+fn logs_after(
+    child: &mut std::process::Child,
+    needle: &str,
+    times: usize,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (seen, wait) = std::sync::mpsc::channel();
+    let needle = needle.to_owned();
+    let reader = std::thread::spawn(move || {
+        let (mut lines, mut seen_count) = (Vec::new(), 0);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(&needle) {
+                seen_count += 1;
+                if seen_count == times {
+                    let _ = seen.send(());
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    wait.recv_timeout(Duration::from_secs(10))
+        .expect("the awaited log line within 10 s");
+    reader
+}
+
+/// `GET /readyz` answered 200.
+fn ready(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let mut answer = String::new();
+    tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_ok()
+        && tcp.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }
 
 fn sigterm(pid: u32) {
@@ -133,22 +177,25 @@ fn sigterm(pid: u32) {
 
 #[test]
 fn sigterm_exits_zero_within_the_grace_period() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "50ms",
-            "--shutdown-grace",
-            "3s",
-        ])
+        .args(["serve", "--demo", "--listen", &listen])
+        .args(["--poll-interval", "50ms", "--shutdown-grace", "3s"])
         .env_clear()
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Ready (data served) rather than a fixed sleep: by then the signal handler is installed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready(&listen) {
+        assert!(Instant::now() < deadline, "not ready within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let started = Instant::now();
     sigterm(child.id());
     let status = child.wait().unwrap();

@@ -12,5 +12,14 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-log "cargo test --workspace"
+log "cargo test --workspace (includes the 60 s soak, tests/soak.rs: fails on an fd/slot leak or a panic)"
 cargo test --locked --workspace --all-targets --no-fail-fast
+
+# Line coverage (opt-in, slow: an instrumented build and the whole suite again, subprocesses
+# counted): RATECAST_COVERAGE=1 bash .ci/test.sh rust
+if [ "${RATECAST_COVERAGE:-0}" = 1 ]; then
+  command -v cargo-tarpaulin >/dev/null || cargo install --locked cargo-tarpaulin
+  log "cargo tarpaulin --engine llvm --workspace --follow-exec"
+  cargo tarpaulin --engine llvm --workspace --all-targets --follow-exec --skip-clean \
+    --out Stdout --timeout 600 --exclude-files 'benches/*'
+fi

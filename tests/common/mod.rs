@@ -268,15 +268,18 @@ impl TestServer {
             .unwrap()
     }
 
-    /// The value of one metric sample (`name{labels}` exactly as rendered), 0 when absent.
+    /// The value of one metric sample (`name{labels}` exactly as rendered). Panics when the
+    /// series is absent: a renamed metric must fail its test, not read as 0.
     pub async fn metric(&self, sample: &str) -> f64 {
+        self.metric_if_any(sample)
+            .await
+            .unwrap_or_else(|| panic!("no series {sample} in /metrics"))
+    }
+
+    /// The value of one metric sample, `None` while the series has not been created.
+    pub async fn metric_if_any(&self, sample: &str) -> Option<f64> {
         let text = self.get("/metrics").await.text().await.unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .map_or(0.0, |v| v.trim().parse().unwrap())
+        find_metric(&text, sample)
     }
 
     /// Triggers graceful shutdown and waits for `run` to return.
@@ -369,4 +372,261 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
             Err(_) => panic!("connection not closed within 10 s"),
         }
     }
+}
+
+/// A raw WebSocket client socket after a completed upgrade, and the bytes that came with the
+/// 101 (for tests that need partial reads, tiny buffers, resets or hand-made frames).
+pub async fn raw_ws(
+    addr: SocketAddr,
+    query: &str,
+    recv_buffer: Option<u32>,
+) -> Result<(TcpStream, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    let mut tcp = socket.connect(addr).await?;
+    let request = format!(
+        "GET /ws{query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 1024];
+        let n = tcp.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "closed during the handshake");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    anyhow::ensure!(
+        buf.starts_with(b"HTTP/1.1 101"),
+        "not upgraded: {}",
+        String::from_utf8_lossy(&buf[..end])
+    );
+    Ok((tcp, buf.split_off(end)))
+}
+
+/// A masked client frame (zero key), final, in any length form: the load generator's own.
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use ratecast_client::loadtest::masked_frame as client_frame;
+
+/// A server frame as received: opcode and payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Splits received bytes into server frames, strictly: final frames only, unmasked, no
+/// reserved bits, known opcodes, control frames of at most 125 bytes, text that is UTF-8 JSON.
+/// Returns the frames and the incomplete rest; an error names the first byte that breaks the
+/// framing (a stream with two writers interleaving fails here).
+pub fn parse_server_frames(buf: &[u8]) -> Result<(Vec<ServerFrame>, usize)> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        if rest.len() < 2 {
+            return Ok((frames, at));
+        }
+        let (b0, b1) = (rest[0], rest[1]);
+        anyhow::ensure!(
+            b0 & 0x70 == 0 && b1 & 0x80 == 0 && b0 & 0x80 != 0,
+            "bad frame header {b0:#04x} {b1:#04x} at byte {at}"
+        );
+        let opcode = b0 & 0x0F;
+        anyhow::ensure!(
+            matches!(opcode, 0x1 | 0x8 | 0x9 | 0xA),
+            "unexpected opcode {opcode:#x} at byte {at}"
+        );
+        let (len, header) = match b1 & 0x7F {
+            126 if rest.len() < 4 => return Ok((frames, at)),
+            126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 if rest.len() < 10 => return Ok((frames, at)),
+            127 => (u64::from_be_bytes(rest[2..10].try_into()?) as usize, 10),
+            n => (n as usize, 2),
+        };
+        anyhow::ensure!(len < 16 << 20, "absurd frame length {len} at byte {at}");
+        anyhow::ensure!(
+            opcode < 8 || len <= 125,
+            "control frame of {len} bytes at byte {at}"
+        );
+        if rest.len() < header + len {
+            return Ok((frames, at));
+        }
+        let payload = rest[header..header + len].to_vec();
+        if opcode == 0x1 {
+            serde_json::from_slice::<Value>(&payload).with_context(|| {
+                format!(
+                    "text frame at byte {at} is not JSON: {:?}",
+                    String::from_utf8_lossy(&payload[..payload.len().min(80)])
+                )
+            })?;
+        }
+        frames.push(ServerFrame { opcode, payload });
+        at += header + len;
+    }
+}
+
+/// How a raw stream ended.
+#[derive(Debug, PartialEq)]
+pub enum RawEnd {
+    /// A close frame, with its payload.
+    Close(Vec<u8>),
+    /// The stream ended; `cut` bytes of an unfinished frame came before the end.
+    End { cut: usize },
+}
+
+/// Reads a raw stream until the server closes or ends it (or `limit` passes), checking every
+/// byte parses as frames. Returns the frames, and the close frame's payload (None: the stream
+/// just ended).
+pub async fn read_raw_until_end(
+    tcp: &mut TcpStream,
+    buf: Vec<u8>,
+    limit: Duration,
+) -> Result<(Vec<ServerFrame>, Option<Vec<u8>>)> {
+    let (frames, end) = read_raw_to_end(tcp, buf, limit).await?;
+    match end {
+        RawEnd::Close(payload) => Ok((frames, Some(payload))),
+        RawEnd::End { cut: 0 } => Ok((frames, None)),
+        RawEnd::End { cut } => anyhow::bail!("stream ended {cut} bytes into a frame"),
+    }
+}
+
+/// Like [`read_raw_until_end`], but a stream may end inside a frame (a connection dropped
+/// mid-write): says how it ended.
+pub async fn read_raw_to_end(
+    tcp: &mut TcpStream,
+    mut buf: Vec<u8>,
+    limit: Duration,
+) -> Result<(Vec<ServerFrame>, RawEnd)> {
+    use tokio::io::AsyncReadExt;
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (mut got, used) = parse_server_frames(&buf)?;
+        buf.drain(..used);
+        let close = got.iter().position(|f| f.opcode == 0x8);
+        if let Some(i) = close {
+            let payload = got[i].payload.clone();
+            got.truncate(i);
+            frames.extend(got);
+            return Ok((frames, RawEnd::Close(payload)));
+        }
+        frames.extend(got);
+        let mut chunk = vec![0u8; 16 * 1024];
+        let n = match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Err(_) => anyhow::bail!("stream neither closed nor ended within {limit:?}"),
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => 0, // reset: the stream ended
+        };
+        if n == 0 {
+            return Ok((frames, RawEnd::End { cut: buf.len() }));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The close code of a close frame's payload (None for an empty one).
+pub fn close_payload_code(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+/// The number of open file descriptors of process `pid` (Linux /proc).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A `ratecast serve` subprocess on a free port, killed on drop; stderr goes to a file so a
+/// test can look for panics.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: std::path::PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `ratecast serve --demo` with `extra` flags and waits until /readyz says 200.
+    pub async fn start(bin: &str, extra: &[&str]) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let log =
+            std::env::temp_dir().join(format!("ratecast-test-{}-{port}.log", std::process::id()));
+        let child = std::process::Command::new(bin)
+            .args(["serve", "--demo", "--listen", &addr.to_string()])
+            .args([
+                "--rate-limit-per-second",
+                "0",
+                "--connection-rate-per-second",
+                "0",
+            ])
+            .args(extra)
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let server = Self { child, addr, log };
+        wait_until(|| async {
+            http_get_close(addr, "/readyz")
+                .await
+                .is_ok_and(|r| r.0 == 200)
+        })
+        .await;
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// One metric sample from /metrics; an error when the series is absent.
+    pub async fn metric(&self, sample: &str) -> Result<f64> {
+        let (_, text) = http_get_close(self.addr, "/metrics").await?;
+        find_metric(&text, sample).with_context(|| format!("no series {sample} in /metrics"))
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The value of `sample` (`name{labels}` exactly as rendered) in Prometheus text.
+pub fn find_metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// `GET path` on a fresh connection with `Connection: close`, read to the end: no pooled
+/// connection stays open to count among the server's fds. Returns the status and the body.
+pub async fn http_get_close(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12).context("no status line")?.parse()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    Ok((status, body))
 }

@@ -74,13 +74,19 @@ impl Takeover {
     }
 }
 
-/// Serves `router` until `shutdown`, then waits for in-flight requests (taken-over connections
+/// Serves `router` until `stop`, then waits for in-flight requests (taken-over connections
 /// are no longer HTTP and are drained by their owners).
+///
+/// `shutdown` comes first and `stop` later, once the server has drained: in between the
+/// listener still accepts, so probes get an answer (`/readyz` 503, `/ws` 503) instead of a
+/// refused connection. Connections open when `shutdown` starts finish their request in flight
+/// and close; those accepted during the drain serve one request each (no keep-alive).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     options: SocketOptions,
     shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let connections = TaskTracker::new();
     loop {
@@ -94,7 +100,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+            () = stop.cancelled() => break,
         };
         options.apply(&tcp);
         connections.spawn(connection(tcp, peer, router.clone(), shutdown.clone()));
@@ -117,13 +123,17 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, router: Router, shutdown: 
             Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {}))
         })
     });
+    let draining = shutdown.is_cancelled();
     let mut connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(!draining)
         .serve_connection(TokioIo::new(tcp), service);
     let result = tokio::select! {
         result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => result,
-        () = shutdown.cancelled() => {
+        // Accepted during the drain: one request (keep-alive is off), bounded by the header
+        // read timeout; a graceful shutdown now would close it before it is read.
+        () = shutdown.cancelled(), if !draining => {
             // Finish the request in flight, then close; idle keep-alives close now.
             std::pin::Pin::new(&mut connection).graceful_shutdown();
             std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)).await

@@ -149,6 +149,16 @@ pub struct WsConfig {
     /// Close a connection whose socket does not take a frame within this time (slow consumer).
     #[arg(long, env = "RATECAST_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub write_timeout: Duration,
+
+    /// Frames per second a client may send on its stream (pings, commands, pongs; 0: no
+    /// limit). The page sends a few per minute; over the budget the connection is closed
+    /// with 1008.
+    #[arg(long, env = "RATECAST_CLIENT_FRAMES_PER_SECOND", default_value_t = 10)]
+    pub client_frames_per_second: u32,
+
+    /// Burst allowance of client frames on one stream.
+    #[arg(long, env = "RATECAST_CLIENT_FRAMES_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_frames_burst: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -34,6 +34,7 @@ pub struct Metrics {
     /// Cluster mode: seconds from the leader's publication to its application here.
     pub cluster_stream_lag: Gauge,
     pub cluster_stream_delay: Histogram,
+    pub ws_shard_lagged: Counter,
 }
 
 static METADATA: Metadata<'static> =
@@ -99,6 +100,8 @@ impl Metrics {
                 .register_gauge(&m("ratecast_cluster_stream_lag_seconds"), &METADATA),
             cluster_stream_delay: recorder
                 .register_histogram(&m("ratecast_cluster_stream_delay_seconds"), &METADATA),
+            ws_shard_lagged: recorder
+                .register_counter(&m("ratecast_ws_shard_lagged_total"), &METADATA),
             recorder,
             handle,
         }
@@ -275,5 +278,15 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "ratecast_cluster_epoch",
         None,
         "Cluster mode: fencing epoch of the newest lease this replica held.",
+    ),
+    (
+        "ratecast_ws_budget_closes_total",
+        None,
+        "Connections closed with 1008 for going over a per-connection budget (frame_rate, reply_queue).",
+    ),
+    (
+        "ratecast_ws_shard_lagged_total",
+        None,
+        "Times a fan-out shard fell behind the broadcast buffer and resynced its subscribers.",
     ),
 ];

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::accept::{self, SocketOptions};
@@ -106,8 +107,17 @@ pub async fn run(
     let options = SocketOptions {
         send_buffer: config.ws.socket_send_buffer as usize,
     };
+    // The listeners stay open through the drain (probes get 503, not a refused connection)
+    // and close once the connections are drained or the grace period is over.
+    let stop_accepting = CancellationToken::new();
     let serve = |listener: TcpListener, router: Router| {
-        tokio::spawn(accept::serve(listener, router, options, token.clone()))
+        tokio::spawn(accept::serve(
+            listener,
+            router,
+            options,
+            token.clone(),
+            stop_accepting.clone(),
+        ))
     };
     let mut server = serve(listener, app(state.clone()));
     let metrics_server = metrics_listener.map(|l| serve(l, metrics_app(state.clone())));
@@ -122,20 +132,23 @@ pub async fn run(
 
     info!(grace = ?config.shutdown_grace, "draining");
     state.tasks.close();
-    let drain = async {
-        let _ = server.await;
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    let drained = tokio::time::timeout_at(deadline, async {
         state.tasks.wait().await;
-        if let Some(metrics_server) = metrics_server {
-            let _ = metrics_server.await;
-        }
         for task in background {
             let _ = task.await;
         }
-    };
-    if tokio::time::timeout(config.shutdown_grace, drain)
-        .await
-        .is_err()
-    {
+    })
+    .await;
+    stop_accepting.cancel();
+    let requests = tokio::time::timeout_at(deadline, async {
+        let _ = server.await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
+    })
+    .await;
+    if drained.is_err() || requests.is_err() {
         warn!("grace period over with connections still open; exiting anyway");
     }
     info!("stopped");

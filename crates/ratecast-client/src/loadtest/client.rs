@@ -29,6 +29,9 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Frames are a few KiB; the buffer grows for bigger ones.
 const READ_CHUNK: usize = 16 * 1024;
+/// Larger frames end the connection (`too_big`): the server's are a few KiB, and a corrupt
+/// length must not make the generator buffer gigabytes.
+pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 const MAX_HANDSHAKE: usize = 16 * 1024;
 
 /// Where and how every subscriber connects; resolved once, not per connection.
@@ -206,10 +209,8 @@ impl Connection {
                     });
                 }
                 0x9 => {
-                    // Pong with the same payload; a client's frames are masked (zero key).
-                    let body = self.buf[payload].to_vec();
-                    let mut pong = vec![0x8a, 0x80 | body.len() as u8, 0, 0, 0, 0];
-                    pong.extend_from_slice(&body);
+                    // Pong with the same payload (at most 125 bytes: checked in the header).
+                    let pong = masked_frame(0xA, &self.buf[payload]);
                     self.stream
                         .write_all(&pong)
                         .await
@@ -225,20 +226,49 @@ impl Connection {
 }
 
 #[derive(Debug)]
-struct Header {
-    fin: bool,
-    opcode: u8,
-    header_len: usize,
-    len: usize,
+pub(crate) struct Header {
+    pub fin: bool,
+    pub opcode: u8,
+    pub header_len: usize,
+    pub len: usize,
 }
 
-/// The next complete frame's header, `None` while it is still incomplete.
-fn parse_header(buf: &[u8]) -> Result<Option<Header>, String> {
+/// A final client frame (masked, with a zero key: the generator gains nothing from hiding its
+/// bytes from proxies) in any of the three length forms.
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The next complete frame's header, `None` while it is still incomplete. Errors are stable
+/// labels: `protocol` (masked, reserved bits, bad control frame), `too_big`.
+pub(crate) fn parse_header(buf: &[u8]) -> Result<Option<Header>, String> {
     let [b0, b1, rest @ ..] = buf else {
         return Ok(None);
     };
     if b1 & 0x80 != 0 {
         return Err("protocol".into()); // servers must not mask (RFC 6455 §5.1)
+    }
+    if b0 & 0x70 != 0 {
+        return Err("protocol".into()); // no extension was negotiated (RFC 6455 §5.2)
+    }
+    let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
+    if opcode & 0x8 != 0 && (!fin || b1 & 0x7f > 125) {
+        return Err("protocol".into()); // control frames: final, at most 125 bytes (§5.5)
     }
     let (len, ext) = match b1 & 0x7f {
         126 if rest.len() >= 2 => (u64::from(u16::from_be_bytes([rest[0], rest[1]])), 2),
@@ -249,14 +279,17 @@ fn parse_header(buf: &[u8]) -> Result<Option<Header>, String> {
         126 | 127 => return Ok(None),
         n => (u64::from(n), 0),
     };
-    let len = usize::try_from(len).map_err(|_| "too_big".to_owned())?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= MAX_FRAME)
+        .ok_or_else(|| "too_big".to_owned())?;
     let header_len = 2 + ext;
     if buf.len() < header_len + len {
         return Ok(None);
     }
     Ok(Some(Header {
-        fin: b0 & 0x80 != 0,
-        opcode: b0 & 0x0f,
+        fin,
+        opcode,
         header_len,
         len,
     }))
@@ -413,11 +446,27 @@ async fn connect(
     id: usize,
     since: Option<u64>,
 ) -> Result<(TcpStream, Vec<u8>), String> {
+    connect_with(target, id, since, None).await
+}
+
+/// [`connect`] with a kernel receive buffer of `recv_buffer` bytes (a client that stops
+/// reading then stalls the server's writes soon).
+pub(crate) async fn connect_with(
+    target: &Target,
+    id: usize,
+    since: Option<u64>,
+    recv_buffer: Option<u32>,
+) -> Result<(TcpStream, Vec<u8>), String> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| io_reason(&e))?;
+    if let Some(size) = recv_buffer {
+        socket
+            .set_recv_buffer_size(size)
+            .map_err(|e| io_reason(&e))?;
+    }
     if !target.sources.is_empty() {
         let source = target.sources[id % target.sources.len()];
         socket
@@ -511,7 +560,7 @@ fn refusal(status: u16, body: &[u8]) -> String {
 }
 
 /// Short, stable labels for the summary's failure and disconnect tables.
-fn io_reason(e: &io::Error) -> String {
+pub(crate) fn io_reason(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE) => return "fd_limit".into(),
         Some(libc::EADDRNOTAVAIL) => return "no_source_port".into(),
@@ -550,5 +599,100 @@ mod tests {
             parse_header(&[0x81, 0x85, 1, 2, 3, 4]).unwrap_err(),
             "protocol"
         );
+    }
+
+    #[test]
+    fn a_length_near_2_pow_64_is_too_big_not_a_panic() {
+        let mut huge = vec![0x81, 127];
+        huge.extend_from_slice(&(u64::MAX - 5).to_be_bytes());
+        assert_eq!(parse_header(&huge).unwrap_err(), "too_big");
+        let mut over = vec![0x81, 127];
+        over.extend_from_slice(&((MAX_FRAME as u64) + 1).to_be_bytes());
+        assert_eq!(parse_header(&over).unwrap_err(), "too_big");
+    }
+
+    #[test]
+    fn reserved_bits_and_bad_control_frames_are_protocol_errors() {
+        for bad in [
+            &[0xC1, 0][..],       // RSV1
+            &[0xA1, 0],           // RSV2
+            &[0x91, 0],           // RSV3
+            &[0x09, 0],           // ping without FIN
+            &[0x89, 126, 0, 200], // ping over 125 bytes
+        ] {
+            assert_eq!(parse_header(bad).unwrap_err(), "protocol", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pongs_and_client_frames_use_the_right_length_form() {
+        let short = masked_frame(0xA, &[7; 125]);
+        assert_eq!(&short[..2], &[0x8A, 0x80 | 125]);
+        assert_eq!(short.len(), 2 + 4 + 125);
+        let medium = masked_frame(0x1, &[b'x'; 300]);
+        assert_eq!(&medium[..4], &[0x81, 0x80 | 126, 0x01, 0x2C]);
+        assert_eq!(medium.len(), 4 + 4 + 300);
+        let long = masked_frame(0x1, &vec![b'x'; 70_000]);
+        assert_eq!(&long[..2], &[0x81, 0x80 | 127]);
+        assert_eq!(long.len(), 10 + 4 + 70_000);
+    }
+}
+
+/// Issue 12, point 7: the load generator's reader over arbitrary bytes.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An unmasked server frame in the given length form (0: shortest).
+    fn server_frame(first: u8, payload: &[u8], form: u8) -> Vec<u8> {
+        let mut out = vec![first];
+        match (payload.len(), form) {
+            (n @ 0..=125, 0) => out.push(n as u8),
+            (n, 0 | 1) if n <= 0xFFFF => {
+                out.push(126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            (n, _) => {
+                out.push(127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn headers_of_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(Some(h)) = parse_header(&bytes) {
+                prop_assert!(h.header_len + h.len <= bytes.len());
+            }
+        }
+
+        #[test]
+        fn every_valid_frame_parses_whole_and_not_before(
+            payload in proptest::collection::vec(any::<u8>(), 0..400),
+            form in 0u8..3,
+            opcode in prop_oneof![Just(0x1u8), Just(0x2), Just(0x0)],
+            fin in any::<bool>(),
+        ) {
+            let first = if fin { 0x80 | opcode } else { opcode };
+            let frame = server_frame(first, &payload, form);
+            let h = parse_header(&frame).unwrap().unwrap();
+            prop_assert_eq!((h.fin, h.opcode, h.len), (fin, opcode, payload.len()));
+            prop_assert_eq!(h.header_len + h.len, frame.len());
+            for cut in 0..frame.len() {
+                prop_assert!(parse_header(&frame[..cut]).unwrap().is_none());
+            }
+        }
+
+        #[test]
+        fn pongs_echo_any_ping_payload(payload in proptest::collection::vec(any::<u8>(), 0..=125)) {
+            let pong = masked_frame(0xA, &payload);
+            prop_assert_eq!(pong[0], 0x8A);
+            prop_assert_eq!(usize::from(pong[1] & 0x7F), payload.len());
+            prop_assert_eq!(&pong[6..], &payload[..]);
+        }
     }
 }

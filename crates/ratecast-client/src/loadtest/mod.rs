@@ -8,6 +8,8 @@
 //! only: TLS would measure the TLS stack, not the fan-out.
 
 mod client;
+pub mod misbehave;
+pub mod soak;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use client::Target;
+pub use client::masked_frame;
 pub use stats::Percentiles;
 use stats::Shared;
 
@@ -80,6 +83,33 @@ pub struct LoadtestArgs {
     /// and count the deltas missed across the gap: for rolling restarts and failovers.
     #[arg(long, env = "RATECAST_LOADTEST_RECONNECT")]
     pub reconnect: bool,
+
+    /// Extra clients that flood pings and commands as fast as they can (reconnecting whenever
+    /// the server closes them) beside the subscribers: one client must only slow itself.
+    #[arg(long, env = "RATECAST_LOADTEST_FLOODERS", default_value_t = 0)]
+    pub flooders: usize,
+
+    /// Soak mode: for --duration, --clients slots keep connecting, reading, misbehaving (slow,
+    /// garbage, reset, flood, silent) and leaving; fails unless the server comes back to its
+    /// baseline (fds with --server-pid, ratecast_ws_connections) with no panic in --server-log.
+    #[arg(long, env = "RATECAST_LOADTEST_SOAK")]
+    pub soak: bool,
+
+    /// Soak: the server's process id, to sample its RSS and open fds from /proc.
+    #[arg(long, env = "RATECAST_LOADTEST_SERVER_PID")]
+    pub server_pid: Option<u32>,
+
+    /// Soak: the server's log file, searched for panics at the end.
+    #[arg(long, env = "RATECAST_LOADTEST_SERVER_LOG")]
+    pub server_log: Option<std::path::PathBuf>,
+
+    /// Soak: time between two samples of the server.
+    #[arg(long, env = "RATECAST_LOADTEST_SAMPLE_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub sample_every: Duration,
+
+    /// Soak: longest time one misbehaving client stays (and waits for the server to act).
+    #[arg(long, env = "RATECAST_LOADTEST_SOAK_LINGER", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub soak_linger: Duration,
 }
 
 fn parse_rate(s: &str) -> Result<u32, String> {
@@ -149,12 +179,17 @@ pub struct Summary {
     pub generator_cpu_secs: f64,
     pub nofile_limit: u64,
     pub source_addrs: usize,
+    /// How the `--flooders` connections ended, by label (`close_1008` when the server's
+    /// per-connection budget closed them).
+    pub flooder_endings: BTreeMap<String, u64>,
 }
 
 /// A running load test. `run` drives it from the command line; benches drive it step by step.
 pub struct Loadtest {
     shared: Arc<Shared>,
     stop: CancellationToken,
+    /// How the `--flooders` connections ended (`close_1008`, …), over the whole run.
+    flooder_endings: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     url: String,
     clients: usize,
@@ -169,46 +204,10 @@ pub struct Loadtest {
 impl Loadtest {
     /// Checks the URL, resolves it once and starts ramping up subscribers.
     pub async fn start(args: &LoadtestArgs) -> anyhow::Result<Self> {
-        let url =
-            url::Url::parse(&args.url).map_err(|e| anyhow!("invalid --url {:?}: {e}", args.url))?;
-        if url.scheme() != "ws" {
-            bail!(
-                "invalid --url {:?}: the scheme must be ws (plain WebSocket)",
-                args.url
-            );
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| anyhow!("invalid --url {:?}: no host", args.url))?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| anyhow!("cannot resolve {host}: {e}"))?
-            .next()
-            .ok_or_else(|| anyhow!("cannot resolve {host}: no address"))?;
-        let mut request_url = url.clone();
-        if let Some(symbols) = &args.symbols {
-            request_url
-                .query_pairs_mut()
-                .append_pair("symbols", symbols);
-        }
-        let sources = source_addrs(addr.ip(), args.clients, args.source_addrs);
-        let source_addrs = sources.len();
+        let target = resolve(args).await?;
+        let source_addrs = target.sources.len();
         // One descriptor per subscriber: take the hard limit (0 when it cannot be read).
         let nofile_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-        let target = Arc::new(Target {
-            host: match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
-            },
-            path: request_url[url::Position::BeforePath..url::Position::AfterQuery].to_owned(),
-            addr,
-            sources,
-            full_feed: args.symbols.is_none(),
-            reconnect: args.reconnect,
-            connect_timeout: args.connect_timeout,
-        });
-
         let threads = usize::from(args.threads);
         let shared = Arc::new(Shared::new(threads));
         let stop = CancellationToken::new();
@@ -224,10 +223,23 @@ impl Loadtest {
                     })
                     .context("cannot start a generator thread")
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let flooder_endings = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let mut handles = handles;
+        if args.flooders > 0 {
+            let (target, endings, stop) = (target.clone(), flooder_endings.clone(), stop.clone());
+            let flooders = args.flooders;
+            handles.push(
+                std::thread::Builder::new()
+                    .name("loadtest-flood".into())
+                    .spawn(move || flood(flooders, target, endings, stop))
+                    .context("cannot start the flooder thread")?,
+            );
+        }
         Ok(Self {
             shared,
             stop,
+            flooder_endings,
             threads: handles,
             url: args.url.clone(),
             clients: args.clients,
@@ -329,8 +341,50 @@ impl Loadtest {
                 .as_secs_f64(),
             nofile_limit: self.nofile_limit,
             source_addrs: self.source_addrs,
+            flooder_endings: std::mem::take(
+                &mut *self.flooder_endings.lock().expect("flooder endings"),
+            ),
         })
     }
+}
+
+/// Checks `--url` and resolves it once: every subscriber connects to the same address.
+async fn resolve(args: &LoadtestArgs) -> anyhow::Result<Arc<Target>> {
+    let url =
+        url::Url::parse(&args.url).map_err(|e| anyhow!("invalid --url {:?}: {e}", args.url))?;
+    if url.scheme() != "ws" {
+        bail!(
+            "invalid --url {:?}: the scheme must be ws (plain WebSocket)",
+            args.url
+        );
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow!("invalid --url {:?}: no host", args.url))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| anyhow!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow!("cannot resolve {host}: no address"))?;
+    let mut request_url = url.clone();
+    if let Some(symbols) = &args.symbols {
+        request_url
+            .query_pairs_mut()
+            .append_pair("symbols", symbols);
+    }
+    Ok(Arc::new(Target {
+        host: match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        },
+        path: request_url[url::Position::BeforePath..url::Position::AfterQuery].to_owned(),
+        addr,
+        sources: source_addrs(addr.ip(), args.clients, args.source_addrs),
+        full_feed: args.symbols.is_none(),
+        reconnect: args.reconnect,
+        connect_timeout: args.connect_timeout,
+    }))
 }
 
 /// One generator thread: a current-thread runtime that opens its share of the subscribers
@@ -362,6 +416,45 @@ fn generator(
             }
             let (target, shared, stop) = (target.clone(), shared.clone(), stop.clone());
             tasks.spawn(client::subscriber(id, shard, target, shared, stop));
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+}
+
+/// The `--flooders` thread: each flooder floods until the server closes it, then reconnects,
+/// until the run stops.
+fn flood(
+    flooders: usize,
+    target: Arc<Target>,
+    endings: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+    stop: CancellationToken,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    runtime.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..flooders {
+            let (target, endings, stop) = (target.clone(), endings.clone(), stop.clone());
+            tasks.spawn(async move {
+                let mut id = n;
+                while !stop.is_cancelled() {
+                    let behaviour = misbehave::Behaviour::Flood;
+                    let linger = Duration::from_secs(30);
+                    let outcome = tokio::select! {
+                        outcome = misbehave::run(&target, id, behaviour, linger) => outcome,
+                        _ = stop.cancelled() => break,
+                    };
+                    *endings
+                        .lock()
+                        .expect("flooder endings")
+                        .entry(outcome.ended)
+                        .or_default() += 1;
+                    id += flooders;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
         }
         while tasks.join_next().await.is_some() {}
     });
@@ -399,6 +492,10 @@ pub async fn run(
     args: LoadtestArgs,
     interrupted: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    if args.soak {
+        let target = resolve(&args).await?;
+        return soak::run(&args, target, interrupted).await;
+    }
     let mut test = Loadtest::start(&args).await?;
     if test.nofile_limit < args.clients as u64 + 64 {
         eprintln!(
@@ -602,6 +699,7 @@ fn table(s: &Summary) -> String {
         ("delivery latency", pct(&s.latency)),
         ("read by generator", pct(&s.read_latency)),
         ("generator CPU", format!("{:.2} s", s.generator_cpu_secs)),
+        ("flooders", reasons(&s.flooder_endings)),
     ];
     let mut out: String = rows.iter().map(|(k, v)| format!("{k:<18} {v}\n")).collect();
     for hint in refusal_hints(&s.connect_failures) {

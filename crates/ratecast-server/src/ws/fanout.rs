@@ -2,26 +2,31 @@
 //!
 //! On each broadcast event a shard writes the shared, pre-encoded frame to every subscriber
 //! with one non-blocking `write()`: no task wake-up, copy, lock or allocation per subscriber
-//! on the full feed. A socket that cannot take a frame at once is handed to a short-lived
-//! flusher task; while it drains, the subscriber misses frames and is resynced with a
-//! snapshot afterwards. A flusher that cannot drain within the write timeout closes it (1008).
+//! on the full feed. Every write — feed, replies, close — goes through the subscriber's
+//! [`Outbound`] state machine, so a socket has exactly one writer. A socket that cannot take a
+//! frame at once is handed to a short-lived flusher; while it drains, the subscriber misses feed
+//! frames and is resynced with a snapshot afterwards. A flusher that cannot drain within the
+//! write timeout makes it a slow consumer: closed (1008 when the close frame still fits at a
+//! frame boundary, else without a frame) and shut down both ways, which ends its reader too.
+//! A burst yields to the runtime every [`YIELD_EVERY`] writes, so HTTP handlers and readers on
+//! the same worker thread are not stalled by a 10k-subscriber fan-out.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::outbound::{Flushed, Flusher, Outbound, Sent, State};
 use super::{CloseReason, frame};
 use crate::metrics::Metrics;
 use crate::store::{DeltaEvent, Event, Resume, Store, View};
@@ -29,12 +34,10 @@ use ratecast_protocol::Rates;
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
 use ratecast_protocol::time::unix_ms;
 
-/// Commands a shard takes besides broadcast events (bounded; a client can only slow itself).
-pub const COMMAND_BUFFER: usize = 4_096;
-/// Control frames (pongs, errors) kept for a subscriber whose socket is draining.
-const MAX_HELD_CONTROL: usize = 4;
+/// Writes between two cooperative yields during a burst.
+pub const YIELD_EVERY: usize = 512;
 
-/// A connected peer, shared by its reader task and its shard.
+/// A connected peer, shared by its reader task, its shard and (while draining) its flusher.
 pub struct Peer {
     pub id: u64,
     pub stream: TcpStream,
@@ -42,8 +45,15 @@ pub struct Peer {
     pub last_heard: AtomicU64,
     /// Set by the reader when it is done: the shard drops the peer at its next look.
     pub closed: AtomicBool,
+    /// The connection's reply budget: a reply or subscribe command holds a permit until its
+    /// frame is handed to the socket, so one client's queue is bounded and cannot grow the
+    /// shard's (see [`super::outbound::REPLY_BUDGET`]).
+    pub replies: Arc<Semaphore>,
 }
 
+/// What a shard is asked to do. Its queue is unbounded but every sender is budgeted: per
+/// connection one `Add`, at most `REPLY_BUDGET` replies/subscribes (each holds a permit), one
+/// `Close`, one `Remove` and one `Flushed` per flusher (at most one at a time).
 pub enum Command {
     /// A new subscriber: send it a snapshot (or the replay after `since`) and then the feed.
     Add {
@@ -52,41 +62,28 @@ pub enum Command {
         filter: Option<Arc<BTreeSet<String>>>,
     },
     /// A frame answering the client (pong, error).
-    Reply(u64, Bytes),
+    Reply(u64, Bytes, OwnedSemaphorePermit),
     /// New filter; answered with a snapshot for it.
-    Subscribe(u64, Option<Arc<BTreeSet<String>>>),
+    Subscribe(u64, Option<Arc<BTreeSet<String>>>, OwnedSemaphorePermit),
     /// Close for this reason (the reader found a protocol error, or the client closed).
     Close(u64, CloseReason),
     /// The reader is gone.
     Remove(u64),
-    /// A flusher finished: the socket took everything in time.
-    Drained(u64),
-    /// A flusher timed out: the client does not read.
-    Slow(u64),
+    /// A flusher ended.
+    Flushed(u64, Flushed),
 }
 
 /// Handle to one shard.
 #[derive(Clone)]
 pub struct Shard {
-    pub commands: mpsc::Sender<Command>,
+    pub commands: mpsc::UnboundedSender<Command>,
 }
 
 struct Subscriber {
-    peer: Arc<Peer>,
+    out: Outbound,
     filter: Option<Arc<BTreeSet<String>>>,
     /// Last `seq` the client is up to date with; `None` until it has had a snapshot.
     last_seq: Option<u64>,
-    /// A flusher owns the socket's writes until it reports back.
-    draining: bool,
-    /// Frames were skipped while draining: send a snapshot once drained.
-    missed: bool,
-    held: Vec<Bytes>,
-}
-
-enum Written {
-    Done,
-    Draining,
-    Dead,
 }
 
 /// A monotonic millisecond clock shared by readers (`last_heard`) and shards.
@@ -114,10 +111,20 @@ pub struct ShardContext {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     /// A socket that cannot take its pending bytes within this is a slow consumer.
-    pub write_timeout: Duration,
+    pub write_timeout: std::time::Duration,
     /// A peer that sends nothing (not even a pong) for this long is dropped.
-    pub idle_timeout: Duration,
+    pub idle_timeout: std::time::Duration,
     pub shutdown: CancellationToken,
+}
+
+/// Why a subscriber leaves its shard: decides how its socket is shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Our close frame is out: no more writes; the reader reads the client's close.
+    CloseSent,
+    /// The socket failed, the client is slow or silent, or its reader is gone: both ways, so
+    /// the reader (if any) sees the end at once and frees the slot and the fd.
+    Dropped,
 }
 
 /// Starts `count` shards on `tasks`; they run until shutdown, then close every subscriber
@@ -131,12 +138,15 @@ pub fn start(
 ) -> Vec<Shard> {
     (0..count.max(1))
         .map(|_| {
-            let (commands, rx) = mpsc::channel(COMMAND_BUFFER);
+            let (commands, rx) = mpsc::unbounded_channel();
             let events = context.store.events();
             let worker = Worker {
                 context: context.clone(),
                 subscribers: HashMap::new(),
-                commands: commands.clone(),
+                flusher: Flusher {
+                    commands: commands.clone(),
+                    write_timeout: context.write_timeout,
+                },
                 clock,
                 snapshot_cache: None,
             };
@@ -150,7 +160,7 @@ struct Worker {
     context: ShardContext,
     subscribers: HashMap<u64, Subscriber>,
     /// For flushers to report back.
-    commands: mpsc::Sender<Command>,
+    flusher: Flusher,
     clock: Clock,
     /// The full-feed snapshot of the newest view, framed once for every new subscriber.
     snapshot_cache: Option<(Arc<View>, Bytes)>,
@@ -159,7 +169,7 @@ struct Worker {
 impl Worker {
     async fn run(
         mut self,
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
         mut events: broadcast::Receiver<Event>,
         mut heartbeats: watch::Receiver<Bytes>,
     ) {
@@ -169,9 +179,10 @@ impl Worker {
                 () = shutdown.cancelled() => break,
                 Some(command) = commands.recv() => self.on_command(command),
                 event = events.recv() => match event {
-                    Ok(event) => self.on_event(event),
+                    Ok(event) => self.on_event(event).await,
                     Err(RecvError::Lagged(missed)) => {
                         debug!(missed, "shard lagged behind the broadcast; resyncing its subscribers");
+                        self.context.metrics.ws_shard_lagged.increment(1);
                         let ids: Vec<u64> = self.subscribers.keys().copied().collect();
                         for id in ids {
                             self.resync(id, true);
@@ -182,21 +193,36 @@ impl Worker {
                 changed = heartbeats.changed() => match changed {
                     Ok(()) => {
                         let beat = heartbeats.borrow_and_update().clone();
-                        self.on_heartbeat(&beat);
+                        self.on_heartbeat(&beat).await;
                     }
                     Err(_) => break,
                 },
             }
         }
-        let going_away = {
-            let reason = CloseReason::GoingAway;
-            frame::close(reason.code(), reason.reason())
-        };
-        for sub in self.subscribers.values() {
-            if !sub.draining {
-                let _ = sub.peer.stream.try_write(&going_away);
+        self.close_all(&mut commands).await;
+    }
+
+    /// Shutdown: 1001 to everyone through their outbound state (after what a flusher holds),
+    /// then serve flusher reports until every close is out or the write timeout passes.
+    async fn close_all(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
+        let ids: Vec<u64> = self.subscribers.keys().copied().collect();
+        for id in ids {
+            self.close(id, CloseReason::GoingAway);
+        }
+        let _ = tokio::time::timeout(self.context.write_timeout, async {
+            while !self.subscribers.is_empty() {
+                match commands.recv().await {
+                    Some(Command::Flushed(id, outcome)) => self.on_flushed(id, outcome),
+                    Some(Command::Remove(id)) => self.finish(id, Ending::Dropped),
+                    Some(_) => {}
+                    None => return,
+                }
             }
-            let _ = socket2::SockRef::from(&sub.peer.stream).shutdown(Shutdown::Write);
+        })
+        .await;
+        let ids: Vec<u64> = self.subscribers.keys().copied().collect();
+        for id in ids {
+            self.finish(id, Ending::Dropped);
         }
     }
 
@@ -209,64 +235,93 @@ impl Worker {
             } => {
                 let id = peer.id;
                 let sub = Subscriber {
-                    peer,
+                    out: Outbound::new(peer),
                     filter,
                     last_seq: None,
-                    draining: false,
-                    missed: false,
-                    held: Vec::new(),
                 };
                 self.subscribers.insert(id, sub);
                 self.start_feed(id, since);
             }
-            Command::Reply(id, bytes) => {
+            Command::Reply(id, bytes, permit) => {
                 if let Some(sub) = self.subscribers.get_mut(&id) {
-                    if sub.draining {
-                        if sub.held.len() < MAX_HELD_CONTROL {
-                            sub.held.push(bytes);
-                        }
-                    } else {
-                        self.write(id, bytes);
-                    }
+                    let len = bytes.len() as u64;
+                    let sent = sub.out.reply(bytes, Some(permit), &self.flusher);
+                    self.after(id, sent, len);
                 }
             }
-            Command::Subscribe(id, filter) => {
+            Command::Subscribe(id, filter, _permit) => {
                 if let Some(sub) = self.subscribers.get_mut(&id) {
                     sub.filter = filter;
                     self.resync(id, false);
                 }
             }
-            Command::Close(id, reason) => {
-                if let Some(sub) = self.subscribers.remove(&id) {
-                    // The reader asked for this close and is draining the input itself.
-                    close(&sub, reason, Shutdown::Write);
-                }
-            }
-            Command::Remove(id) => {
-                self.subscribers.remove(&id);
-            }
-            Command::Drained(id) => {
-                let Some(sub) = self.subscribers.get_mut(&id) else {
-                    return;
-                };
-                sub.draining = false;
-                let held = std::mem::take(&mut sub.held);
-                let missed = std::mem::take(&mut sub.missed);
-                for bytes in held {
-                    self.write(id, bytes);
-                }
-                if missed {
+            Command::Close(id, reason) => self.close(id, reason),
+            Command::Remove(id) => self.finish(id, Ending::Dropped),
+            Command::Flushed(id, outcome) => self.on_flushed(id, outcome),
+        }
+    }
+
+    fn on_flushed(&mut self, id: u64, outcome: Flushed) {
+        let Some(sub) = self.subscribers.get_mut(&id) else {
+            return;
+        };
+        match outcome {
+            Flushed::Done => {
+                let sent = sub.out.flushed(&self.flusher);
+                let owed = sent == Sent::Written && std::mem::take(&mut sub.out.missed);
+                self.after(id, sent, 0);
+                if owed {
                     self.resync(id, true);
                 }
             }
-            Command::Slow(id) => {
-                if let Some(sub) = self.subscribers.remove(&id) {
-                    self.context.metrics.ws_slow_consumer_closes.increment(1);
-                    debug!(conn = id, "slow consumer: closing");
-                    // A client that does not read may not close either: end its reader too.
-                    close(&sub, CloseReason::SlowConsumer, Shutdown::Both);
+            Flushed::Failed => self.finish(id, Ending::Dropped),
+            Flushed::TimedOut { at_boundary } => {
+                if sub.out.state() == State::Closing {
+                    // Our own close frame did not go out in time: give up on it.
+                    return self.finish(id, Ending::Dropped);
+                }
+                self.context.metrics.ws_slow_consumer_closes.increment(1);
+                debug!(conn = id, at_boundary, "slow consumer: closing");
+                // A client that does not read may not close either: its reader is ended too.
+                if sub.out.close_slow(at_boundary, &self.flusher) == Sent::Closed {
+                    self.finish(id, Ending::Dropped);
                 }
             }
+        }
+    }
+
+    /// Sends the close frame for `reason` through the outbound state.
+    fn close(&mut self, id: u64, reason: CloseReason) {
+        if let Some(sub) = self.subscribers.get_mut(&id) {
+            let sent = sub.out.close(reason, &self.flusher);
+            self.after(id, sent, 0);
+        }
+    }
+
+    /// Accounts for one write and ends the subscriber if it is finished.
+    fn after(&mut self, id: u64, sent: Sent, len: u64) {
+        match sent {
+            Sent::Written | Sent::Pending => {
+                if len > 0 {
+                    self.context.metrics.ws_frames_sent.increment(1);
+                    self.context.metrics.ws_bytes_sent.increment(len);
+                }
+            }
+            Sent::Skipped => {}
+            Sent::Dead => self.finish(id, Ending::Dropped),
+            Sent::Closed => self.finish(id, Ending::CloseSent),
+        }
+    }
+
+    /// Removes a subscriber and shuts its socket down (the fd closes once the reader and any
+    /// flusher let go of the peer).
+    fn finish(&mut self, id: u64, ending: Ending) {
+        if let Some(sub) = self.subscribers.remove(&id) {
+            let how = match ending {
+                Ending::CloseSent => Shutdown::Write,
+                Ending::Dropped => Shutdown::Both,
+            };
+            let _ = socket2::SockRef::from(&sub.out.peer.stream).shutdown(how);
         }
     }
 
@@ -295,7 +350,9 @@ impl Worker {
                 }
                 sub.last_seq = Some(view.seq);
                 if !out.is_empty() {
-                    self.write(id, out.freeze());
+                    let out = out.freeze();
+                    let sent = sub.out.feed(&out, &self.flusher);
+                    self.after(id, sent, out.len() as u64);
                 }
             }
             _ => {
@@ -309,18 +366,23 @@ impl Worker {
 
     /// Sends the current snapshot (for the subscriber's filter); later deltas it covers are skipped.
     fn resync(&mut self, id: u64, count: bool) {
-        let Some(view) = self.context.store.view() else {
-            // No data yet: say why (the status frame carries the reason and the next attempt).
-            let status = frame::text(&self.context.store.current_status());
-            self.write(id, status);
-            return;
-        };
         let Some(sub) = self.subscribers.get_mut(&id) else {
             return;
         };
-        if sub.draining {
-            sub.missed = true;
+        let Some(view) = self.context.store.view() else {
+            // No data yet: say why (the status frame carries the reason and the next attempt).
+            let status = frame::text(&self.context.store.current_status());
+            let sent = sub.out.feed(&status, &self.flusher);
+            self.after(id, sent, status.len() as u64);
             return;
+        };
+        match sub.out.state() {
+            State::Idle => {}
+            State::Draining => {
+                sub.out.missed = true;
+                return;
+            }
+            State::Closing => return,
         }
         sub.last_seq = Some(view.seq);
         let frame = match sub.filter.as_deref() {
@@ -337,29 +399,31 @@ impl Worker {
         if count {
             self.context.metrics.ws_resyncs.increment(1);
         }
-        self.write(id, frame);
+        let sent = sub.out.feed(&frame, &self.flusher);
+        self.after(id, sent, frame.len() as u64);
     }
 
-    fn on_event(&mut self, event: Event) {
+    async fn on_event(&mut self, event: Event) {
         match event {
-            Event::Delta(delta) => self.fan_out(&delta),
-            Event::Status(json) => self.broadcast(&frame::text(&json)),
+            Event::Delta(delta) => self.fan_out(&delta).await,
+            Event::Status(json) => self.broadcast(&frame::text(&json)).await,
         }
     }
 
-    fn on_heartbeat(&mut self, json: &Bytes) {
+    async fn on_heartbeat(&mut self, json: &Bytes) {
         self.drop_unresponsive();
         // The heartbeat and a ping in one write.
         let mut both = BytesMut::from(&frame::text(json)[..]);
         both.extend_from_slice(&frame::encode(frame::opcode::PING, b""));
-        self.broadcast(&both.freeze());
+        self.broadcast(&both.freeze()).await;
     }
 
-    fn fan_out(&mut self, delta: &Arc<DeltaEvent>) {
+    async fn fan_out(&mut self, delta: &Arc<DeltaEvent>) {
         let shared = frame::text(&delta.frame);
         let (mut frames, mut bytes) = (0u64, 0u64);
         let mut dead = Vec::new();
         let mut behind = Vec::new();
+        let mut since_yield = 0;
         for (&id, sub) in &mut self.subscribers {
             match sub.last_seq {
                 None => {
@@ -373,8 +437,8 @@ impl Worker {
                 }
                 Some(_) => {}
             }
-            if sub.draining {
-                sub.missed = true;
+            if sub.out.state() != State::Idle {
+                sub.out.missed |= sub.out.state() == State::Draining;
                 continue;
             }
             sub.last_seq = Some(delta.seq);
@@ -391,13 +455,17 @@ impl Worker {
             };
             frames += 1;
             bytes += frame.len() as u64;
-            match write_or_drain(sub, frame, &self.commands, self.context.write_timeout) {
-                Written::Dead => dead.push(id),
-                Written::Done | Written::Draining => {}
+            if sub.out.feed(frame, &self.flusher) == Sent::Dead {
+                dead.push(id);
+            }
+            since_yield += 1;
+            if since_yield == YIELD_EVERY {
+                since_yield = 0;
+                tokio::task::yield_now().await;
             }
         }
         for id in dead {
-            self.subscribers.remove(&id);
+            self.finish(id, Ending::Dropped);
         }
         for id in behind {
             self.resync(id, false);
@@ -412,22 +480,23 @@ impl Worker {
         }
     }
 
-    fn broadcast(&mut self, frame: &Bytes) {
+    async fn broadcast(&mut self, frame: &Bytes) {
         let mut dead = Vec::new();
-        let mut sent = 0u64;
+        let (mut sent, mut since_yield) = (0u64, 0);
         for (&id, sub) in &mut self.subscribers {
-            if sub.draining {
-                continue;
+            match sub.out.feed(frame, &self.flusher) {
+                Sent::Dead => dead.push(id),
+                Sent::Written | Sent::Pending => sent += 1,
+                Sent::Skipped | Sent::Closed => continue,
             }
-            sent += 1;
-            if let Written::Dead =
-                write_or_drain(sub, frame, &self.commands, self.context.write_timeout)
-            {
-                dead.push(id);
+            since_yield += 1;
+            if since_yield == YIELD_EVERY {
+                since_yield = 0;
+                tokio::task::yield_now().await;
             }
         }
         for id in dead {
-            self.subscribers.remove(&id);
+            self.finish(id, Ending::Dropped);
         }
         self.context.metrics.ws_frames_sent.increment(sent);
         self.context
@@ -436,110 +505,25 @@ impl Worker {
             .increment(sent * frame.len() as u64);
     }
 
-    fn write(&mut self, id: u64, frame: Bytes) {
-        let Some(sub) = self.subscribers.get_mut(&id) else {
-            return;
-        };
-        let len = frame.len() as u64;
-        match write_or_drain(sub, &frame, &self.commands, self.context.write_timeout) {
-            Written::Dead => {
-                self.subscribers.remove(&id);
-            }
-            Written::Done | Written::Draining => {
-                self.context.metrics.ws_frames_sent.increment(1);
-                self.context.metrics.ws_bytes_sent.increment(len);
-            }
-        }
-    }
-
     /// Drops peers whose reader is gone or that sent nothing (not even a pong) for too long.
     fn drop_unresponsive(&mut self) {
         let now = self.clock.now_ms();
         let idle = self.context.idle_timeout.as_millis() as u64;
-        self.subscribers.retain(|_, sub| {
-            let gone = sub.peer.closed.load(Ordering::Acquire);
-            let silent = now.saturating_sub(sub.peer.last_heard.load(Ordering::Relaxed)) > idle;
-            if silent && !gone {
-                debug!(conn = sub.peer.id, "peer unresponsive; dropping");
-                let _ = socket2::SockRef::from(&sub.peer.stream).shutdown(Shutdown::Both);
-            }
-            !(gone || silent)
-        });
-    }
-}
-
-/// One non-blocking write of shared bytes (no reference-count traffic on the fast path);
-/// what does not fit goes to a flusher task.
-fn write_or_drain(
-    sub: &mut Subscriber,
-    frame: &Bytes,
-    commands: &mpsc::Sender<Command>,
-    write_timeout: Duration,
-) -> Written {
-    match sub.peer.stream.try_write(frame) {
-        Ok(n) if n == frame.len() => Written::Done,
-        Ok(n) => {
-            sub.draining = true;
-            tokio::spawn(drain(
-                sub.peer.clone(),
-                frame.slice(n..),
-                commands.clone(),
-                write_timeout,
-            ));
-            Written::Draining
+        let gone: Vec<u64> = self
+            .subscribers
+            .iter()
+            .filter(|(_, sub)| {
+                let peer = &sub.out.peer;
+                peer.closed.load(Ordering::Acquire)
+                    || now.saturating_sub(peer.last_heard.load(Ordering::Relaxed)) > idle
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            debug!(conn = id, "peer unresponsive or gone; dropping");
+            self.finish(id, Ending::Dropped);
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            sub.draining = true;
-            tokio::spawn(drain(
-                sub.peer.clone(),
-                frame.clone(),
-                commands.clone(),
-                write_timeout,
-            ));
-            Written::Draining
-        }
-        Err(_) => Written::Dead,
     }
-}
-
-async fn drain(
-    peer: Arc<Peer>,
-    mut rest: Bytes,
-    commands: mpsc::Sender<Command>,
-    write_timeout: Duration,
-) {
-    let flushed = tokio::time::timeout(write_timeout, async {
-        while !rest.is_empty() {
-            peer.stream.writable().await?;
-            match peer.stream.try_write(&rest) {
-                Ok(n) => {
-                    bytes::Buf::advance(&mut rest, n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    })
-    .await;
-    let report = match flushed {
-        Ok(Ok(())) => Command::Drained(peer.id),
-        Ok(Err(_)) => Command::Remove(peer.id),
-        Err(_) => Command::Slow(peer.id),
-    };
-    let _ = commands.send(report).await;
-}
-
-/// Best effort: the close frame if the socket takes it now, then no more writes (and, with
-/// `Shutdown::Both`, no more reads either, which ends the peer's reader task).
-fn close(sub: &Subscriber, reason: CloseReason, how: Shutdown) {
-    if !sub.draining {
-        let _ = sub
-            .peer
-            .stream
-            .try_write(&frame::close(reason.code(), reason.reason()));
-    }
-    let _ = socket2::SockRef::from(&sub.peer.stream).shutdown(how);
 }
 
 /// The framed delta for a filter (`None`: the full feed's shared bytes are used instead), or

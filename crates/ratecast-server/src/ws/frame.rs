@@ -43,13 +43,41 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     encode(opcode::CLOSE, &payload)
 }
 
+/// A close frame with no body (RFC 6455 §5.5.1: the code is optional).
+pub fn close_empty() -> Bytes {
+    encode(opcode::CLOSE, b"")
+}
+
+/// Close codes a peer may send (RFC 6455 §7.4; 1004–1006 and 1015 are reserved, never sent).
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Checks a close frame's body (RFC 6455 §5.5.1): empty, or a valid code plus a UTF-8
+/// reason. Returns the peer's code, to be echoed.
+pub fn close_payload(payload: &[u8]) -> Result<Option<u16>, DecodeError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(DecodeError::Protocol("close frame with a 1-byte body")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !valid_close_code(code) {
+                return Err(DecodeError::Protocol("invalid close code"));
+            }
+            std::str::from_utf8(reason).map_err(|_| DecodeError::BadUtf8)?;
+            Ok(Some(code))
+        }
+    }
+}
+
 /// A complete message from the client.
 #[derive(Debug, PartialEq)]
 pub enum Incoming {
     Text(String),
     Ping(Bytes),
     Pong,
-    Close,
+    /// A valid close, with the peer's code (none for an empty body).
+    Close(Option<u16>),
 }
 
 /// Why a client's bytes cannot be accepted, with the close code to answer.
@@ -89,6 +117,9 @@ impl DecodeError {
 /// Incremental decoder of masked client frames, assembling fragmented text messages.
 pub struct Decoder {
     buf: BytesMut,
+    /// Frames decoded so far (fragments and control frames included): the reader's budget
+    /// counts frames, not messages, so a flood of tiny fragments costs the same as pings.
+    frames: u64,
     /// Text message being assembled from fragments.
     partial: Option<Vec<u8>>,
     max_message: usize,
@@ -98,6 +129,7 @@ impl Decoder {
     pub fn new(max_message: usize) -> Self {
         Self {
             buf: BytesMut::new(),
+            frames: 0,
             partial: None,
             max_message,
         }
@@ -109,6 +141,11 @@ impl Decoder {
             self.buf.reserve(1024);
         }
         &mut self.buf
+    }
+
+    /// Frames decoded so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
     }
 
     /// Drops the read buffer's memory when it is empty (an idle connection keeps none).
@@ -127,7 +164,7 @@ impl Decoder {
             match op {
                 opcode::PING => return Ok(Some(Incoming::Ping(payload))),
                 opcode::PONG => return Ok(Some(Incoming::Pong)),
-                opcode::CLOSE => return Ok(Some(Incoming::Close)),
+                opcode::CLOSE => return close_payload(&payload).map(|c| Some(Incoming::Close(c))),
                 opcode::TEXT if self.partial.is_some() => {
                     return Err(DecodeError::Protocol("new message inside a fragmented one"));
                 }
@@ -202,6 +239,7 @@ impl Decoder {
             buf[header + 2],
             buf[header + 3],
         ];
+        self.frames += 1;
         self.buf.advance(header + 4);
         let mut payload = self.buf.split_to(len as usize);
         for (i, byte) in payload.iter_mut().enumerate() {
@@ -275,7 +313,7 @@ mod tests {
                 Incoming::Ping(Bytes::from_static(b"p")),
                 Incoming::Text("{\"op\":\"ping\"}".into()),
                 Incoming::Pong,
-                Incoming::Close
+                Incoming::Close(Some(1000))
             ]
         );
     }
@@ -317,5 +355,128 @@ mod tests {
             decode_all(&two_big_fragments).pop(),
             Some(Err(DecodeError::TooBig))
         );
+    }
+}
+
+/// Issue 12, point 7: the decoder over arbitrary bytes and chunkings.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A masked client frame with an explicit mask, in the shortest length form.
+    fn masked_with(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// Feeds `bytes` in chunks of the given sizes; collects messages up to the first error.
+    fn decode_chunked(bytes: &[u8], cuts: &[usize]) -> Vec<Result<Incoming, DecodeError>> {
+        let mut d = Decoder::new(4096);
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut cuts = cuts.iter().cycle();
+        while at < bytes.len() {
+            let n = (*cuts.next().unwrap_or(&1)).clamp(1, bytes.len() - at);
+            d.buffer().extend_from_slice(&bytes[at..at + n]);
+            at += n;
+            loop {
+                match d.next_message() {
+                    Ok(Some(m)) => out.push(Ok(m)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(Err(e));
+                        return out;
+                    }
+                }
+            }
+            d.shrink();
+        }
+        out
+    }
+
+    /// A client message: text (maybe fragmented), ping, pong or close.
+    fn message() -> impl Strategy<Value = (Vec<u8>, Incoming)> {
+        let mask = any::<[u8; 4]>();
+        prop_oneof![
+            ("[ -~]{0,300}", 1usize..4, mask).prop_map(|(text, parts, mask)| {
+                let bytes = text.as_bytes();
+                let size = bytes.len().div_ceil(parts).max(1);
+                let chunks: Vec<&[u8]> = if bytes.is_empty() {
+                    vec![&[][..]]
+                } else {
+                    bytes.chunks(size).collect()
+                };
+                let mut wire = Vec::new();
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let op = if i == 0 {
+                        opcode::TEXT
+                    } else {
+                        opcode::CONTINUATION
+                    };
+                    let fin = if i + 1 == chunks.len() { 0x80 } else { 0 };
+                    wire.extend(masked_with(fin | op, chunk, mask));
+                }
+                (wire, Incoming::Text(text))
+            }),
+            (proptest::collection::vec(any::<u8>(), 0..=125), mask).prop_map(|(payload, mask)| (
+                masked_with(0x80 | opcode::PING, &payload, mask),
+                Incoming::Ping(Bytes::from(payload))
+            )),
+            mask.prop_map(|mask| (masked_with(0x8A, b"", mask), Incoming::Pong)),
+            (1000u16..=1003, "[a-z]{0,20}", mask).prop_map(|(code, reason, mask)| {
+                let mut body = code.to_be_bytes().to_vec();
+                body.extend_from_slice(reason.as_bytes());
+                (masked_with(0x88, &body, mask), Incoming::Close(Some(code)))
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_in_arbitrary_chunks_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            cuts in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let _ = decode_chunked(&bytes, &cuts);
+        }
+
+        #[test]
+        fn valid_masked_frames_split_anywhere_decode_the_same(
+            messages in proptest::collection::vec(message(), 1..6),
+            cuts in proptest::collection::vec(1usize..40, 1..6),
+        ) {
+            let wire: Vec<u8> = messages.iter().flat_map(|(w, _)| w.clone()).collect();
+            let expected: Vec<_> = messages.into_iter().map(|(_, m)| Ok(m)).collect();
+            prop_assert_eq!(&decode_chunked(&wire, &[wire.len()]), &expected);
+            prop_assert_eq!(&decode_chunked(&wire, &cuts), &expected);
+        }
+
+        #[test]
+        fn close_payloads_are_judged_without_panicking(
+            body in proptest::collection::vec(any::<u8>(), 0..125),
+        ) {
+            match close_payload(&body) {
+                Ok(None) => prop_assert!(body.is_empty()),
+                Ok(Some(code)) => {
+                    prop_assert!(valid_close_code(code));
+                    prop_assert!(std::str::from_utf8(&body[2..]).is_ok());
+                }
+                Err(DecodeError::Protocol(_)) => prop_assert!(
+                    body.len() == 1 || !valid_close_code(u16::from_be_bytes([body[0], body[1]]))
+                ),
+                Err(DecodeError::BadUtf8) => prop_assert!(std::str::from_utf8(&body[2..]).is_err()),
+                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+            }
+        }
     }
 }

@@ -10,13 +10,16 @@ pub mod connections;
 pub mod fanout;
 pub mod frame;
 pub mod handshake;
-mod reader;
+pub mod outbound;
+pub mod reader;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+
 use std::time::SystemTime;
+use tokio::sync::Semaphore;
 
 use axum::Router;
 use axum::body::Body;
@@ -33,7 +36,7 @@ use tracing::{Instrument, debug, info_span};
 pub use self::connections::{ConnectionSlot, Connections, SlotError};
 use self::fanout::{Clock, Command, Peer, Shard, ShardContext};
 use self::frame::DecodeError;
-use self::reader::Reader;
+use self::reader::{Reader, ReaderLimits};
 use crate::accept::Takeover;
 use crate::codes::{CodesError, parse_codes};
 use crate::error::ApiError;
@@ -49,12 +52,18 @@ pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Why the server closes a connection: each reason is one close code (RFC 6455 §7.4.1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CloseReason {
-    /// The client closed, or its socket failed.
+    /// The client's socket failed or ended: nothing to send.
     Normal,
+    /// The client sent a valid close: echo its code (an empty close for none).
+    Echo(Option<u16>),
     /// The server is shutting down.
     GoingAway,
     /// The client does not read its frames in time.
     SlowConsumer,
+    /// The client sends frames faster than its budget allows.
+    FrameRate,
+    /// The client's replies piled up unread for the whole write timeout.
+    ReplyQueue,
     /// The client broke the protocol.
     Protocol(DecodeError),
 }
@@ -63,18 +72,38 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             Self::Normal => 1000,
+            Self::Echo(code) => code.unwrap_or(1000),
             Self::GoingAway => 1001,
-            Self::SlowConsumer => 1008,
+            Self::SlowConsumer | Self::FrameRate | Self::ReplyQueue => 1008,
             Self::Protocol(e) => e.close_code(),
         }
     }
 
     pub fn reason(self) -> &'static str {
         match self {
-            Self::Normal => "",
+            Self::Normal | Self::Echo(_) => "",
             Self::GoingAway => "server shutting down; reconnect",
             Self::SlowConsumer => "slow consumer: frames not read in time",
+            Self::FrameRate => "too many frames: client frame budget exceeded",
+            Self::ReplyQueue => "replies not read: reply queue full",
             Self::Protocol(e) => e.reason(),
+        }
+    }
+
+    /// The close frame: the peer's own code echoed (RFC 6455 §5.5.1), or ours with a reason.
+    pub fn frame(self) -> Bytes {
+        match self {
+            Self::Echo(None) => frame::close_empty(),
+            _ => frame::close(self.code(), self.reason()),
+        }
+    }
+
+    /// The `reason` label of `ratecast_ws_budget_closes_total`, for budget closes.
+    pub fn budget_label(self) -> Option<&'static str> {
+        match self {
+            Self::FrameRate => Some("frame_rate"),
+            Self::ReplyQueue => Some("reply_queue"),
+            _ => None,
         }
     }
 }
@@ -84,6 +113,7 @@ impl CloseReason {
 pub struct Hub {
     shards: Arc<[Shard]>,
     clock: Clock,
+    limits: ReaderLimits,
 }
 
 impl Hub {
@@ -104,6 +134,12 @@ impl Hub {
         Self {
             shards: fanout::start(&context, &state.tasks, heartbeats, count, clock).into(),
             clock,
+            limits: ReaderLimits {
+                frames_per_second: state.config.ws.client_frames_per_second,
+                frames_burst: state.config.ws.client_frames_burst,
+                idle_timeout: state.config.ws.idle_timeout,
+                write_timeout: state.config.ws.write_timeout,
+            },
         }
     }
 
@@ -161,6 +197,32 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     }
 }
 
+/// With an allow-list, the request's one `Origin` must be on it; the refused value (shown
+/// lossily) otherwise. Browsers always send Origin; other clients may not, and are not the
+/// CSWSH risk. An Origin that is not text, or several of them, cannot be on the list.
+fn origin_allowed(allowed: &[String], headers: &axum::http::HeaderMap) -> Result<(), String> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let (Some(origin), more) = (origins.next(), origins.next()) else {
+        return Ok(());
+    };
+    let listed = origin
+        .to_str()
+        .is_ok_and(|o| allowed.iter().any(|a| a == o));
+    if listed && more.is_none() {
+        Ok(())
+    } else {
+        let refused = if listed {
+            more.unwrap_or(origin)
+        } else {
+            origin
+        };
+        Err(String::from_utf8_lossy(refused.as_bytes()).into_owned())
+    }
+}
+
 fn parse_symbols<'a>(
     symbols: impl IntoIterator<Item = &'a str>,
 ) -> Result<Option<Arc<BTreeSet<String>>>, CodesError> {
@@ -187,18 +249,10 @@ async fn upgrade(
     };
     let config = &state.config.ws;
     let headers = request.headers();
-    // Browsers always send Origin; other clients may not, and are not the CSWSH risk. An
-    // Origin that is not even text cannot be on the allow-list.
-    if !config.allowed_origin.is_empty()
-        && let Some(origin) = headers.get(header::ORIGIN)
-        && !origin
-            .to_str()
-            .is_ok_and(|o| config.allowed_origin.iter().any(|a| a == o))
-    {
-        let shown = String::from_utf8_lossy(origin.as_bytes());
+    if let Err(origin) = origin_allowed(&config.allowed_origin, headers) {
         return refuse(
             "origin",
-            ApiError::Forbidden(format!("origin {shown:?} is not allowed")),
+            ApiError::Forbidden(format!("origin {origin:?} is not allowed")),
         );
     }
     if state.shutdown.is_cancelled() {
@@ -219,7 +273,16 @@ async fn upgrade(
     };
     let accept = match handshake::accept(&request) {
         Ok(accept) => accept,
-        Err(e) => return refuse("bad_request", e),
+        Err(e) => {
+            state
+                .metrics
+                .counter(
+                    "ratecast_ws_connections_refused_total",
+                    &[("reason", "bad_request")],
+                )
+                .increment(1);
+            return e.into_response();
+        }
     };
     let Some(takeover) = request.extensions().get::<Takeover>() else {
         return refuse(
@@ -263,6 +326,7 @@ async fn upgrade(
                 stream: upgraded.stream,
                 last_heard: AtomicU64::new(hub.clock.now_ms()),
                 closed: AtomicBool::new(false),
+                replies: Arc::new(Semaphore::new(outbound::REPLY_BUDGET)),
             });
             let shard = hub.shard(slot.id).commands.clone();
             let added = Command::Add {
@@ -270,13 +334,15 @@ async fn upgrade(
                 since: params.since,
                 filter,
             };
-            if shard.send(added).await.is_ok() {
+            if shard.send(added).is_ok() {
                 let reader = Reader {
                     peer,
                     shard,
                     clock: hub.clock,
                     _slot: slot,
                     shutdown: state.shutdown.clone(),
+                    limits: hub.limits,
+                    metrics: state.metrics.clone(),
                 };
                 reader.run(upgraded.read_buf).await;
             }
@@ -290,4 +356,45 @@ async fn upgrade(
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Body::empty())
         .unwrap_or_else(|_| ApiError::Internal.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Issue 12, point 7: query and command parsing never panics, and what it accepts
+        /// is a set of lower-case codes.
+        #[test]
+        fn symbol_lists_never_panic(raw in ".{0,200}") {
+            if let Ok(Some(codes)) = parse_symbols(raw.split(',')) {
+                for code in codes.iter() {
+                    prop_assert_eq!(code.to_lowercase(), code.clone());
+                }
+            }
+        }
+
+        #[test]
+        fn origin_checks_never_panic(
+            origins in proptest::collection::vec(proptest::collection::vec(32u8..255, 0..40), 0..3),
+        ) {
+            let mut headers = axum::http::HeaderMap::new();
+            for origin in &origins {
+                if let Ok(value) = axum::http::HeaderValue::from_bytes(origin) {
+                    headers.append(header::ORIGIN, value);
+                }
+            }
+            let allowed = ["https://rates.example.com".to_owned()];
+            let verdict = origin_allowed(&allowed, &headers);
+            let all: Vec<_> = headers.get_all(header::ORIGIN).iter().collect();
+            let ok = all.is_empty() || (all.len() == 1 && all[0] == "https://rates.example.com");
+            prop_assert_eq!(verdict.is_ok(), ok);
+        }
+
+        #[test]
+        fn handshake_keys_never_panic(key in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = handshake::is_valid_key(&key);
+        }
+    }
 }
