@@ -73,6 +73,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(open_files) => tracing::info!(open_files, "open-file limit"),
                 Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
             }
+            #[cfg(unix)]
+            if config.demo {
+                tokio::spawn(signal::toggle_demo_outage_on_sigusr1());
+            }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;

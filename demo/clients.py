@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Misbehaving WebSocket clients for the drills (standard library only, so it runs on any
+laptop and in the e2e stage without installing anything).
+
+  clients.py slow URL SECONDS   connects with a tiny receive buffer and never reads; after
+                                SECONDS drains what arrived and reports how the server ended it
+  clients.py flood URL SECONDS  sends pings as fast as it can (reading the answers, so it is
+                                not also slow) until the server closes it or SECONDS pass
+
+Prints one JSON line: {"client", "closed", "close_code", "seconds", "frames_sent", ...}.
+"""
+import base64
+import json
+import os
+import socket
+import struct
+import sys
+import time
+from urllib.parse import urlparse
+
+
+def connect(url, rcvbuf=None):
+    u = urlparse(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        # Before connect, so the window the server sees is small from the first segment.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5)
+    sock.connect((u.hostname, u.port or 80))
+    key = base64.b64encode(os.urandom(16)).decode()
+    path = u.path + ("?" + u.query if u.query else "")
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise SystemExit("handshake: connection closed")
+        head += chunk
+    status = head.split(b"\r\n", 1)[0]
+    if b" 101 " not in status:
+        raise SystemExit(f"handshake refused: {status.decode(errors='replace')}")
+    return sock
+
+
+def frames(buf):
+    """Parses whole server frames off the front of buf: yields (opcode, payload), returns rest."""
+    out = []
+    while len(buf) >= 2:
+        opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
+        at = 2
+        if length == 126:
+            if len(buf) < 4:
+                break
+            length, at = struct.unpack(">H", buf[2:4])[0], 4
+        elif length == 127:
+            if len(buf) < 10:
+                break
+            length, at = struct.unpack(">Q", buf[2:10])[0], 10
+        if len(buf) < at + length:
+            break
+        out.append((opcode, buf[at:at + length]))
+        buf = buf[at + length:]
+    return out, buf
+
+
+def close_code(payload):
+    return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+def drain(sock, limit=10.0):
+    """Reads until EOF, a reset or limit seconds; returns (close code or None, how it ended)."""
+    sock.settimeout(1)
+    buf, code, ended, deadline = b"", None, "still open", time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            ended = "reset"
+            break
+        if not chunk:
+            ended = "eof"
+            break
+        parsed, buf = frames(buf + chunk)
+        for opcode, payload in parsed:
+            if opcode == 8:
+                code = close_code(payload)
+    return code, ended
+
+
+def slow(url, seconds):
+    start = time.monotonic()
+    sock = connect(url, rcvbuf=2048)
+    time.sleep(seconds)
+    code, ended = drain(sock)
+    return {"client": "slow", "closed": ended != "still open", "close_code": code,
+            "ended": ended, "seconds": round(time.monotonic() - start, 1)}
+
+
+def ping_frame(payload=b"flood"):
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x89, 0x80 | len(payload)]) + mask + masked
+
+
+def flood(url, seconds):
+    start = time.monotonic()
+    sock = connect(url)
+    sock.setblocking(False)
+    frame, sent, buf, code, ended = ping_frame(), 0, b"", None, "still open"
+    deadline = start + seconds
+    while time.monotonic() < deadline and ended == "still open":
+        try:
+            sock.send(frame)
+            sent += 1
+        except BlockingIOError:
+            time.sleep(0.001)
+        except (BrokenPipeError, ConnectionResetError):
+            ended = "reset"
+            break
+        try:
+            chunk = sock.recv(65536)
+            if not chunk:
+                ended = "eof"
+            parsed, buf = frames(buf + chunk)
+            for opcode, payload in parsed:
+                if opcode == 8:
+                    code, ended = close_code(payload), "close frame"
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            ended = "reset"
+    return {"client": "flood", "closed": ended != "still open", "close_code": code,
+            "ended": ended, "frames_sent": sent, "seconds": round(time.monotonic() - start, 1)}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in ("slow", "flood"):
+        sys.exit(__doc__)
+    kind, url, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    print(json.dumps((slow if kind == "slow" else flood)(url, secs)))

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Drill 2: a CoinGecko outage. The demo source is told to fail (SIGUSR1 to every replica: in
+# cluster mode only the leader polls, and leadership may move during the drill). Asserts: the
+# data turns stale with its age shown, Prometheus fires RatecastDataStale (the chart's rule),
+# and after the source recovers the data is fresh again and the alert resolves.
+# shellcheck source=demo/lib.sh
+source "$(dirname "$0")/../lib.sh"
+
+stale() { rates_json | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["stale"] else 1)'; }
+fresh() { ! stale; }
+max_age() { prom_value 'max(ratecast_data_age_seconds{namespace="demo"})'; }
+toggle_all() { for n in "${REPLICAS[@]}"; do replica_running "$n" && replica_signal "$n" USR1; done; }
+
+say "Drill 2: CoinGecko outage -> stale banner with the data's age -> recovery"
+wait_until 30 "fresh data before the drill" fresh
+wait_until 60 "RatecastDataStale inactive before the drill" alert_is RatecastDataStale inactive
+watch_for "the wall: the status turns 'Stale' with the data's age counting up"
+watch_for "Prometheus $PROM/alerts : RatecastDataStale pending, then firing; Grafana 'Data age'"
+
+# A wall that was open before the outage, as a real one is: its picture once it shows Stale.
+shot=""
+if [ "$DEMO_TARGET" = native ] && [ -d "$REPO_ROOT/tests/browser/node_modules/playwright-core" ]; then
+  shot_out=$(mktemp)
+  node "$DEMO_DIR/wall-shot.mjs" "$LB_HTTP/?wall=1&symbols=usd,eur,gbp,eth,xau&base=usd" \
+    "$DEMO_OUT/wall-stale.png" Stale 6000 90000 >"$shot_out" &
+  shot=$!
+  sleep 4
+fi
+
+t0=$(now_ms)
+toggle_all
+# Whatever happens below, the drills after this one need a working source.
+trap 'toggle_all' EXIT
+happened "SIGUSR1 sent: the demo source now fails like an unreachable CoinGecko"
+wait_until 60 "the API reports stale data" stale
+t_stale=$(now_ms)
+rates_json | python3 -c 'import json,sys; b=json.load(sys.stdin); print("   API:", json.dumps({k: b.get(k) for k in ("stale", "upstream", "reason") if k in b}))'
+happened "stale after $(( (t_stale - t0) / 1000 )) s"
+if [ -n "$shot" ]; then
+  wait "$shot" || fail "the open wall never showed Stale"
+  wall_status=$(cat "$shot_out")
+  rm -f "$shot_out"
+  echo "   the open wall: $wall_status"
+  python3 -c 'import json,sys; w=json.loads(sys.argv[1]); sys.exit(0 if w["status"].startswith("Stale") and "ago" in w["age"] else 1)' "$wall_status" \
+    || fail "the wall does not show Stale with the age of the data"
+  happened "the wall shows '$(python3 -c 'import json,sys; w=json.loads(sys.argv[1]); print(w["status"] + " · " + w["age"])' "$wall_status")' ($DEMO_OUT/wall-stale.png)"
+fi
+wait_until 120 "RatecastDataStale fires" alert_is RatecastDataStale firing
+t_fire=$(now_ms)
+age_at_fire=$(max_age)
+happened "RatecastDataStale firing after $(( (t_fire - t0) / 1000 )) s (data age ${age_at_fire%.*} s)"
+
+toggle_all
+trap - EXIT
+t_back=$(now_ms)
+happened "SIGUSR1 again: the source answers; the poller retries on its backoff"
+wait_until 120 "fresh data again" fresh
+t_fresh=$(now_ms)
+happened "fresh again $(( (t_fresh - t_back) / 1000 )) s after the source came back"
+wait_until 60 "RatecastDataStale resolves" alert_is RatecastDataStale inactive
+t_resolved=$(now_ms)
+happened "RatecastDataStale resolved $(( (t_resolved - t_back) / 1000 )) s after the source came back"
+
+json_out outage "$(printf '{"wall": %s, "stale_after_s": %s, "alert_firing_after_s": %s, "data_age_at_firing_s": %s, "fresh_after_recovery_s": %s, "alert_resolved_after_recovery_s": %s, "outage_s": %s}' \
+  "${wall_status:-null}" "$(( (t_stale - t0) / 1000 ))" "$(( (t_fire - t0) / 1000 ))" "${age_at_fire:-null}" \
+  "$(( (t_fresh - t_back) / 1000 ))" "$(( (t_resolved - t_back) / 1000 ))" "$(( (t_back - t0) / 1000 ))")"
