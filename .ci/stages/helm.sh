@@ -29,6 +29,10 @@ if [ "$(cat "$crd_dir/node_modules/.lock-sha256" 2>/dev/null)" != "$lock_sum" ];
 fi
 node --version
 
+log "redis-server (Debian), for the metric contract test's cluster-mode replica"
+ensure_apt redis-server
+redis-server --version
+
 log "the ratecast binary, for the metric contract test (cargo build --bin ratecast)"
 # The executable cargo reports, wherever the workspace puts it; after the rust stage this is a
 # no-op build.

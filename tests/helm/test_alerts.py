@@ -66,6 +66,28 @@ CASES = {
                          f"Pod {POD} holds 45000 WebSockets, near its limit",
                          [(f'ratecast_ws_connections{{{SEL}, pod="{POD}"}}', "45000x10"),
                           (f'ratecast_ws_connections{{{SEL}, pod="{FULLNAME}-quiet"}}', "1000x10")]),
+    # Cluster mode (rendered by the "all" values). The leader stops renewing at 2m (Redis gone)
+    # and a replica takes the lease at 6m: no leader from 2m, firing once 2 TTLs (20 s) pass.
+    "cluster no leader": ("RatecastClusterNoLeader", "4m", "1m", {"severity": "critical"},
+                          "No replica has held the cluster lease for over 2 lease TTLs: nobody polls CoinGecko",
+                          [(f'ratecast_cluster_leader{{{SEL}, pod="{POD}"}}', "1 1 0 0 0 0 0 0 0 0"),
+                           (f'ratecast_cluster_leader{{{SEL}, pod="{FULLNAME}-other"}}', "0 0 0 0 0 0 1 1 1 1")]),
+    "cluster no leader resolves": ("RatecastClusterNoLeader", "4m", "7m", {"severity": "critical"},
+                                   "No replica has held the cluster lease for over 2 lease TTLs: nobody polls CoinGecko",
+                                   [(f'ratecast_cluster_leader{{{SEL}, pod="{POD}"}}', "1 1 0 0 0 0 0 0 0 0"),
+                                    (f'ratecast_cluster_leader{{{SEL}, pod="{FULLNAME}-other"}}', "0 0 0 0 0 0 1 1 1 1")]),
+    # One pod applies every publication between 1 s and 3 s late (p99 = 2.98 s); the other
+    # within 100 ms.
+    "cluster stream lag": ("RatecastClusterStreamLag", "12m", "3m", {"severity": "warning", "pod": POD},
+                           f"Pod {POD} applies cluster updates 2.98s late (p99)",
+                           [*[(f'ratecast_cluster_stream_delay_seconds_bucket{{{SEL}, pod="{POD}", le="{le}"}}', v)
+                              for le, v in (("0.1", "0x30"), ("1", "0x30"), ("3", "0+100x30"), ("+Inf", "0+100x30"))],
+                            *[(f'ratecast_cluster_stream_delay_seconds_bucket{{{SEL}, pod="{FULLNAME}-fast", le="{le}"}}', "0+100x30")
+                              for le in ("0.1", "1", "3", "+Inf")]]),
+    # One io error a second on one pod, for longer than 5 minutes.
+    "cluster redis errors": ("RatecastClusterRedisErrors", "12m", "3m", {"severity": "warning", "pod": POD, "kind": "io"},
+                             f"Pod {POD} fails Redis operations (io)",
+                             [(f'ratecast_cluster_redis_errors_total{{{SEL}, pod="{POD}", kind="io"}}', "0+60x30")]),
 }
 
 

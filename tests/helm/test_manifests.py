@@ -20,6 +20,9 @@ HARDENED_CONTAINER = {
 CONTRACT_METRICS = contract()
 ALERTS = {"RatecastDataStale", "RatecastUpstreamErrors", "RatecastNoReadyPods",
           "RatecastSlowConsumerClosesRising", "RatecastNearConnectionLimit"}
+# Rendered only with cluster.redis.enabled (prod and staging have it).
+CLUSTER_ALERTS = {"RatecastClusterNoLeader", "RatecastClusterSplitLeader", "RatecastClusterStreamLag",
+                  "RatecastClusterRedisErrors", "RatecastClusterLeaseFlapping"}
 ALB_SETS = ["dev", "staging", "prod", "all"]
 
 
@@ -268,10 +271,13 @@ def test_network_policy_ingress(value_set, app_sources):
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_network_policy_egress_is_dns_and_https_only(value_set):
+    # ... and Redis in cluster mode (its rule: test_staging_and_prod_run_cluster_mode_…).
     _, policy, _ = network_policy_rules(value_set)
+    cluster = value_set in CLUSTER_ENVS or value_set == "all"
     ports = sorted((p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"])
-    assert ports == [("TCP", 53), ("TCP", 443), ("UDP", 53)]
-    dns, https = policy["egress"]
+    assert ports == [("TCP", 53), ("TCP", 443), *([("TCP", 6379)] if cluster else []), ("UDP", 53)]
+    dns, *redis, https = policy["egress"]
+    assert len(redis) == int(cluster)
     assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                           "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
     assert https["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]
@@ -306,7 +312,7 @@ def alerts(value_set, sets=()):
 
 def test_alerts_cover_the_failure_modes_with_runbooks():
     rules = alerts("prod")
-    assert set(rules) == ALERTS
+    assert set(rules) == ALERTS | CLUSTER_ALERTS
     readme = (CHART / "README.md").read_text()
     for name, rule in rules.items():
         assert rule["annotations"]["runbook"] and rule["annotations"]["summary"]
@@ -427,24 +433,46 @@ def test_local_values_with_an_httproute_instead(tmp_path):
     assert "nodePort" not in find(docs, "Service")["spec"]["ports"][0]
 
 
+CLUSTER_ENVS = {"staging": "10.20.0.0/16", "prod": "10.30.0.0/16"}
+
+
 def test_cluster_mode_is_off_by_default():
-    for value_set in VALUE_SETS:
+    for value_set in sorted(set(VALUE_SETS) - set(CLUSTER_ENVS) - {"all"}):
         docs = render(value_set)
         assert "RATECAST_REDIS_URL" not in env(docs), value_set
         assert not [d for d in docs if d["kind"] == "ExternalSecret" and d["metadata"]["name"] == "ratecast-redis"]
 
 
-def test_cluster_mode_passes_the_redis_url_and_opens_egress_to_redis():
-    # Prepared for issue 13 (the server's --redis-url): the URL from a Secret, egress to Redis only.
-    docs = render("prod", ["cluster.redis.enabled=true", "cluster.redis.egressCidrs={10.30.0.0/16}",
-                           "cluster.redis.externalSecret.enabled=true",
-                           "cluster.redis.externalSecret.remoteKey=ratecast/prod/redis"])
-    assert env(docs)["RATECAST_REDIS_URL"] == {"secretKeyRef": {"name": "ratecast-redis", "key": "url"}}
+    # No cluster alerts without cluster metrics.
+    assert not set(alerts("dev", ["metrics.prometheusRule.enabled=true"])) & CLUSTER_ALERTS
+
+
+@pytest.mark.parametrize("value_set", sorted(CLUSTER_ENVS))
+def test_staging_and_prod_run_cluster_mode_with_the_url_from_secrets_manager(value_set):
+    # Issue 13 point 8: the URL from Secrets Manager ratecast/<env>/redis (Terraform's cache module)
+    # through an ExternalSecret into the pods' env; egress to Redis on 6379 to the VPC only.
+    docs = render(value_set)
+    variables = env(docs)
+    assert variables["RATECAST_REDIS_URL"] == {"secretKeyRef": {"name": "ratecast-redis", "key": "url"}}
+    assert variables["RATECAST_CLUSTER_LEASE_TTL"] == "10s"
     es = find(docs, "ExternalSecret", "ratecast-redis")["spec"]
-    assert es["data"] == [{"secretKey": "url", "remoteRef": {"key": "ratecast/prod/redis", "property": "url"}}]
+    assert es["target"]["name"] == "ratecast-redis"
+    assert es["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": "aws-secrets-manager"}
+    assert es["data"] == [{"secretKey": "url", "remoteRef": {"key": f"ratecast/{value_set}/redis", "property": "url"}}]
     egress = find(docs, "NetworkPolicy")["spec"]["egress"]
     redis = [rule for rule in egress if rule["ports"] == [{"port": 6379, "protocol": "TCP"}]]
-    assert redis == [{"ports": [{"port": 6379, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}]}]
+    assert redis == [{"ports": [{"port": 6379, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": CLUSTER_ENVS[value_set]}}]}]
+    rules = alerts(value_set)
+    assert CLUSTER_ALERTS <= set(rules)
+    assert rules["RatecastClusterNoLeader"]["for"] == "20s", "2 lease TTLs"
+
+
+def test_cluster_lease_ttl_and_key_prefix_flow_to_the_pods_and_the_no_leader_alert():
+    sets = ["cluster.leaseTtlSeconds=15", "cluster.keyPrefix=ratecast-blue"]
+    variables = env(render("prod", sets))
+    assert variables["RATECAST_CLUSTER_LEASE_TTL"] == "15s"
+    assert variables["RATECAST_CLUSTER_KEY_PREFIX"] == "ratecast-blue"
+    assert alerts("prod", sets)["RatecastClusterNoLeader"]["for"] == "30s"
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)

@@ -3,12 +3,16 @@
     prometheus-adapter read is in the contract;
   - the real binary, started here and driven through a resume, a lagging subscriber's resync and a
     slow consumer's close, exports every name in the contract on its metrics listener (where the
-    chart's ServiceMonitor scrapes it), and those counters moved.
+    chart's ServiceMonitor scrapes it), and those counters moved. The cluster-mode families
+    (ratecast_cluster_*) only exist with --redis-url: a second replica runs in cluster mode against
+    a redis-server started here on a free port (the helm stage installs the Debian package), leads,
+    and sees Redis go away (a Redis error), and the contract is checked against both scrapes.
 The binary: $RATECAST_BIN (the helm stage builds it with `cargo build --bin ratecast` and passes
 the executable cargo reports), else target/debug/ratecast at the repository root."""
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -86,26 +90,69 @@ def family_present(name, series):
     return name in series or any(f"{name}_{s}" in series for s in ("bucket", "count", "sum"))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def start_server(log, *extra):
     listen, metrics = free_port(), free_port()
-    log = tmp_path_factory.mktemp("ratecast") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([str(binary()), "serve", "--listen", f"127.0.0.1:{listen}",
-                                 "--metrics-listen", f"127.0.0.1:{metrics}", *SERVER_ARGS],
+                                 "--metrics-listen", f"127.0.0.1:{metrics}", *SERVER_ARGS, *extra],
                                 stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{listen}"
+    return proc, {"base": base, "ws": f"ws://127.0.0.1:{listen}/ws", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("ratecast") / "server.log"
+    proc, urls = start_server(log)
     try:
-        wait_for("/readyz", lambda: get(f"{base}/readyz")[0] == 200)
-        yield {"base": base, "ws": f"ws://127.0.0.1:{listen}/ws", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
+        wait_for("/readyz", lambda: get(f"{urls['base']}/readyz")[0] == 200)
+        yield urls
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         print(log.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def cluster_series(tmp_path_factory):
+    """The scrape of a cluster-mode replica that led (published, consumed its own stream) and then
+    lost Redis (so the error counter exists too)."""
+    redis_server = shutil.which("redis-server")
+    if not redis_server:
+        pytest.fail("redis-server not found: `apt-get install redis-server` (the helm stage does)")
+    work = tmp_path_factory.mktemp("cluster")
+    port = free_port()
+    redis = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(work)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    log = work / "replica.log"
+    proc = None
+    try:
+        wait_for("redis-server", lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None)
+        proc, urls = start_server(log, "--redis-url", f"redis://127.0.0.1:{port}",
+                                  "--cluster-lease-ttl", "2s", "--cluster-key-prefix", "contract")
+        wait_for("/readyz", lambda: get(f"{urls['base']}/readyz")[0] == 200)
+        wait_for("leadership and a publication applied from the stream", lambda: (
+            lambda s: s.get("ratecast_cluster_leader") == 1 and s.get("ratecast_cluster_stream_delay_seconds_count", 0) >= 1
+        )(scrape(urls["metrics"])))
+        stop(redis)
+        wait_for("a Redis error counted",
+                 lambda: scrape(urls["metrics"]).get("ratecast_cluster_redis_errors_total", 0) >= 1)
+        yield scrape(urls["metrics"])
+    finally:
+        if proc is not None:
+            stop(proc)
+            print(log.read_text()[-3000:])
+        stop(redis)
 
 
 def frames(ws, count):
@@ -140,7 +187,7 @@ def exercise(server):
     return silent
 
 
-def test_the_running_binary_exports_every_contract_metric(server):
+def test_the_running_binary_exports_every_contract_metric(server, cluster_series):
     silent = exercise(server)
     try:
         wait_for("a slow-consumer close",
@@ -148,8 +195,13 @@ def test_the_running_binary_exports_every_contract_metric(server):
     finally:
         silent.close()
     series = scrape(server["metrics"])
-    missing = sorted(n for n in contract() if not family_present(n, series))
+    missing = sorted(n for n in contract()
+                     if not family_present(n, series) and not family_present(n, cluster_series))
     assert not missing, f"in metrics.txt but not exported by the running binary: {missing}"
+    # Cluster mode: this replica led, applied its own publications, and counted losing Redis.
+    assert cluster_series["ratecast_cluster_publish_total"] >= 1
+    assert cluster_series["ratecast_cluster_lease_changes_total"] >= 1
+    assert cluster_series["ratecast_cluster_redis_errors_total"] >= 1
     # The events happened, so the counters the alerts and dashboard read are live, not just declared.
     assert series["ratecast_ws_resumes_total"] >= 1
     assert series["ratecast_ws_resyncs_total"] >= 1
@@ -159,8 +211,9 @@ def test_the_running_binary_exports_every_contract_metric(server):
     assert series["ratecast_deltas_published_total"] >= 1
 
 
-def test_the_binary_exports_no_family_the_contract_misses(server):
+def test_the_binary_exports_no_family_the_contract_misses(server, cluster_series):
     # The other direction: a new metric is added to the contract (and so to what dashboards may
-    # use) when it ships, not discovered later.
-    exported = {re.sub(r"_(bucket|count|sum)$", "", n) for n in scrape(server["metrics"]) if n.startswith("ratecast_")}
+    # use) when it ships, not discovered later. Standalone and cluster mode alike.
+    names = [*scrape(server["metrics"]), *cluster_series]
+    exported = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names if n.startswith("ratecast_")}
     assert exported <= contract(), f"exported but not in metrics.txt: {sorted(exported - contract())}"

@@ -3,6 +3,8 @@ EKS can actually scrape, Prometheus on persistent storage, the install order tho
 cluster autoscaler matched to the cluster's minor."""
 import re
 
+import yaml
+
 from hcl import ENVS, INFRA, blocks, env_module, resources
 
 PLATFORM = INFRA / "modules" / "platform"
@@ -95,11 +97,14 @@ def test_the_hpa_metric_is_served_from_the_persistent_prometheus():
     assert "kube-prometheus-stack-prometheus.monitoring.svc" in adapter
 
 
-def test_cluster_mode_valkey_is_private_encrypted_and_off_until_the_server_uses_it():
-    # Prepared for issue 13: sized per environment, not created yet.
+def test_cluster_mode_valkey_is_on_in_staging_and_prod_private_and_encrypted():
+    # Issue 13 point 8: staging and prod run cluster mode; dev stays standalone (one replica).
     sizes = {e: env_module(e)["redis"] for e in ENVS}
-    assert all(s["enabled"] is False for s in sizes.values())
+    assert {e: s["enabled"] for e, s in sizes.items()} == {"dev": False, "staging": True, "prod": True}
     assert [sizes[e]["node_count"] for e in ENVS] == [1, 2, 3], "one node in dev, failover from staging on"
+    # prod: a node per AZ, so failover and Multi-AZ (both `node_count > 1`) have a replica in
+    # another zone to promote.
+    assert sizes["prod"]["node_count"] == env_module("prod")["az_count"] == 3
     cache = INFRA / "modules" / "cache"
     valkey = blocks(cache / "main.tf", "module")["valkey"]
     assert valkey["engine"] == "valkey"
@@ -117,3 +122,19 @@ def test_cluster_mode_valkey_is_private_encrypted_and_off_until_the_server_uses_
     assert resources(cache, "aws_secretsmanager_secret")["url"]["name"] == "ratecast/${var.environment}/redis"
     platform = blocks(INFRA / "modules" / "environment" / "main.tf", "module")["platform"]
     assert platform["extra_readable_secret_arns"] == "${module.cache[*].url_secret_arn}"
+    # The secret's URL is TLS (rediss://) to the primary endpoint, carrying the AUTH token.
+    version = resources(cache, "aws_secretsmanager_secret_version")["url"]
+    assert 'url = "rediss://:${urlencode(random_password.auth_token.result)}@' in version["secret_string"]
+    assert "module.valkey.replication_group_primary_endpoint_address" in version["secret_string"]
+
+
+def test_the_chart_values_read_the_secret_terraform_writes():
+    # The env's values file reads ratecast/<env>/redis (the name the cache module writes) and opens
+    # egress to that env's VPC CIDR, where the cache subnets are; only where Terraform creates it.
+    for e in ENVS:
+        values = yaml.safe_load((INFRA.parent / "deploy" / "helm" / "ratecast" / f"values-{e}.yaml").read_text())
+        redis = values.get("cluster", {}).get("redis", {})
+        assert bool(redis.get("enabled")) == env_module(e)["redis"]["enabled"], e
+        if redis.get("enabled"):
+            assert redis["externalSecret"] == {"enabled": True, "remoteKey": f"ratecast/{e}/redis"}
+            assert redis["egressCidrs"] == [env_module(e)["vpc_cidr"]]

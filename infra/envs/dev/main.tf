@@ -24,7 +24,9 @@ module "ratecast" {
   log_retention_days          = 7
   secret_recovery_window_days = 0
 
-  # Cluster mode's Valkey (issue 13): sized, off until the server reads RATECAST_REDIS_URL.
+  # Cluster mode's Valkey (issue 13): off. dev runs one replica, which cluster mode gives nothing
+  # (one poller already); CI covers cluster mode against a real redis-server and staging runs it.
+  # Sized at one node for a test of it here: enabled = true and the values file as in staging.
   redis = { enabled = false, node_type = "cache.t4g.micro", node_count = 1 }
 
   circleci_org_id              = var.circleci_org_id

@@ -40,8 +40,9 @@ module "ratecast" {
   log_retention_days          = 90
   secret_recovery_window_days = 30
 
-  # Cluster mode's Valkey (issue 13): sized, off until the server reads RATECAST_REDIS_URL.
-  redis = { enabled = false, node_type = "cache.m7g.large", node_count = 3 }
+  # Cluster mode's Valkey (issue 13): primary + 2 replicas, one per AZ, automatic failover and
+  # Multi-AZ. values-prod.yaml turns the chart's side on.
+  redis = { enabled = true, node_type = "cache.m7g.large", node_count = 3 }
 
   circleci_org_id              = var.circleci_org_id
   circleci_project_ids         = var.circleci_project_ids

@@ -24,8 +24,9 @@ module "ratecast" {
   log_retention_days          = 30
   secret_recovery_window_days = 7
 
-  # Cluster mode's Valkey (issue 13): sized, off until the server reads RATECAST_REDIS_URL.
-  redis = { enabled = false, node_type = "cache.t4g.small", node_count = 2 }
+  # Cluster mode's Valkey (issue 13): primary + replica, automatic failover across 2 AZs, so a
+  # failover is rehearsed here before prod. values-staging.yaml turns the chart's side on.
+  redis = { enabled = true, node_type = "cache.t4g.small", node_count = 2 }
 
   circleci_org_id              = var.circleci_org_id
   circleci_project_ids         = var.circleci_project_ids

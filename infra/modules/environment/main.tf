@@ -127,7 +127,7 @@ module "platform" {
   tags                        = local.tags
 }
 
-# Cluster mode's Valkey (issue 13), off until the server reads RATECAST_REDIS_URL.
+# Cluster mode's Valkey (issue 13): on in staging and prod (var.redis per env).
 module "cache" {
   source = "../cache"
   count  = var.redis.enabled ? 1 : 0
