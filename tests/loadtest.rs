@@ -3,33 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::TestServer;
+use common::{TestServer, loadtest};
 use futures_util::SinkExt;
 use serde_json::Value;
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
-
-/// Runs the load test to completion; returns (exit code, stdout, stderr).
-async fn loadtest(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new(BIN)
-            .arg("loadtest")
-            .args(args)
-            .env_clear()
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("loadtest finished within 60 s")
-    .expect("loadtest runs");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
 
 fn summary(stdout: &str) -> Value {
     let lines: Vec<&str> = stdout.lines().collect();

@@ -7,30 +7,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, loadtest};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
 use tokio::sync::Notify;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
-
-async fn loadtest(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new(BIN)
-            .arg("loadtest")
-            .args(args)
-            .env_clear()
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("loadtest finished within 60 s")
-    .expect("loadtest runs");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
 
 /// A demo server with `serve`'s default connection limits (the test config lifts them).
 async fn default_limits_server() -> TestServer {

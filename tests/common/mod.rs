@@ -630,3 +630,21 @@ pub async fn http_get_close(addr: SocketAddr, path: &str) -> Result<(u16, String
         .map_or(String::new(), |(_, body)| body.to_owned());
     Ok((status, body))
 }
+
+/// Runs the load test to completion; returns (exit code, stdout, stderr).
+pub async fn loadtest(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ratecast"))
+            .arg("loadtest")
+            .args(args)
+            .env_clear()
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("loadtest finished within 60 s")
+    .expect("loadtest runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
