@@ -243,6 +243,37 @@ async fn since_taken_from_one_replica_replays_on_another() -> Result<()> {
     Ok(())
 }
 
+/// A client that resumes on a replica a moment behind the one it left — its `since` is one
+/// the stream has not yet brought here — is held until this replica has caught up and then
+/// replayed, not given a snapshot (the rolling restart's 23 snapshots in 1,561 resumes).
+/// A `since` far beyond anything published is answered with a snapshot at once.
+#[tokio::test]
+async fn since_a_moment_ahead_of_this_replica_waits_for_it_and_replays() -> Result<()> {
+    let redis = RedisServer::start();
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let servers = replicas(&upstream, &redis, 2, &[]).await;
+    let seq = servers[1].seq().await;
+    // The client already holds `seq + 1`, as if another replica had sent it.
+    let mut ws = ws_connect(&servers[1].ws_url(&format!("?since={}", seq + 1))).await?;
+    upstream.set_value("usd", 1.0);
+    wait_until(|| async { servers[1].seq().await == seq + 1 }).await;
+    upstream.set_value("usd", 2.0);
+    let frame = next_json(&mut ws).await?;
+    ensure!(
+        frame["type"] == "delta" && frame["seq"] == seq + 2,
+        "the first frame is the next delta, not a snapshot: {frame}"
+    );
+    ensure!(frame["changed"]["usd"]["value"] == 2.0, "{frame}");
+
+    let mut far = ws_connect(&servers[0].ws_url(&format!("?since={}", seq + 100_000))).await?;
+    let frame = next_json(&mut far).await?;
+    ensure!(
+        frame["type"] == "snapshot" && frame["seq"] == seq + 2,
+        "{frame}"
+    );
+    Ok(())
+}
+
 /// Every frame's seq on a socket: deltas contiguous unless a snapshot resets, never backwards.
 struct SeqWatch {
     last: Option<u64>,

@@ -40,6 +40,11 @@ impl AppState {
         Self {
             store: Arc::new(Store::new(StoreConfig {
                 broadcast_capacity: config.ws.broadcast_buffer as usize,
+                resume_catch_up: config
+                    .cluster
+                    .redis_url
+                    .is_some()
+                    .then_some(crate::cluster::RESUME_CATCH_UP),
                 ..StoreConfig::new(source, config.stale_after)
             })),
             metrics: Arc::new(Metrics::new()),

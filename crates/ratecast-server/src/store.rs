@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
 use ratecast_protocol::rates::{Change, Changes, Rate, Rates, diff};
@@ -28,6 +28,10 @@ pub struct StoreConfig {
     pub stale_after: Duration,
     /// Events buffered per fan-out shard before the shard lags and resyncs its subscribers.
     pub broadcast_capacity: usize,
+    /// Cluster mode: how long a `?since=` a few deltas ahead of the held `seq` waits for this
+    /// replica to catch up (see [`Store::catch_up`]). `None` standalone, where a `since` ahead
+    /// can only come from another process and is answered with a snapshot at once.
+    pub resume_catch_up: Option<Duration>,
 }
 
 impl StoreConfig {
@@ -39,6 +43,7 @@ impl StoreConfig {
             history_window: Duration::from_secs(24 * 3600),
             stale_after,
             broadcast_capacity: 256,
+            resume_catch_up: None,
         }
     }
 }
@@ -113,7 +118,15 @@ pub struct Store {
     config: StoreConfig,
     inner: RwLock<Inner>,
     events: broadcast::Sender<Event>,
+    /// The held `seq`, for connections waiting to catch up ([`Store::catch_up`]).
+    held: watch::Sender<u64>,
 }
+
+/// A `since` at most this many deltas ahead of the held `seq` is waited for in cluster mode:
+/// replicas apply the shared stream within milliseconds of each other, so a client that left a
+/// replica a moment ahead is at most a delta or two ahead; anything further is not from this
+/// cluster's stream and gets its snapshot without waiting.
+const CATCH_UP_DELTAS: u64 = 16;
 
 struct Inner {
     seq: u64,
@@ -133,9 +146,11 @@ struct Inner {
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
         let (events, _) = broadcast::channel(config.broadcast_capacity);
+        let seq = initial_seq();
         let store = Self {
+            held: watch::Sender::new(seq),
             inner: RwLock::new(Inner {
-                seq: initial_seq(),
+                seq,
                 rates: Arc::default(),
                 upstream: UpstreamState::default(),
                 stale: false,
@@ -221,6 +236,7 @@ impl Store {
         }
         inner.ring.push_back(event.clone());
         inner.seq = seq;
+        self.held.send_replace(seq);
         inner.rates = Arc::new(rates);
         inner.stale = self.is_stale(inner, now);
         self.rebuild_view(inner, ts, now);
@@ -276,6 +292,7 @@ impl Store {
             })
             .collect();
         inner.seq = restore.seq;
+        self.held.send_replace(restore.seq);
         inner.rates = Arc::new(restore.rates);
         inner.stale = self.is_stale(&inner, now);
         self.rebuild_view(&mut inner, restore.ts, now);
@@ -504,6 +521,28 @@ impl Store {
     /// [`Store::resume`] sees every event after that view's `seq` on this receiver.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Cluster mode: when `since` is a few deltas ahead of the held `seq`, waits (at most
+    /// [`StoreConfig::resume_catch_up`]) until this replica holds it. A client that resumes here
+    /// after leaving a replica that applied the shared stream a moment earlier then gets its
+    /// replay instead of a snapshot. Returns at once standalone and for any other `since`.
+    pub async fn catch_up(&self, since: u64) {
+        let Some(limit) = self.config.resume_catch_up else {
+            return;
+        };
+        let mut held = self.held.subscribe();
+        let seq = *held.borrow_and_update();
+        if since <= seq || since - seq > CATCH_UP_DELTAS {
+            return;
+        }
+        let caught_up = tokio::time::timeout(limit, held.wait_for(|&s| s >= since)).await;
+        tracing::debug!(
+            since,
+            seq,
+            caught_up = caught_up.is_ok(),
+            "resume waited for the shared stream"
+        );
     }
 
     /// The current view and, when every delta after `since` is still held, those deltas.

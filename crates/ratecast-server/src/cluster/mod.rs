@@ -38,6 +38,11 @@ pub use lease::Lease;
 /// store's ring length, so that `?since=` replays the same on every replica.
 pub const STREAM_DELTAS: u64 = 1_024;
 
+/// How long a `?since=` a few deltas ahead of this replica waits for its stream reader to
+/// bring them (`StoreConfig::resume_catch_up`): one blocking read's worth, far more than the
+/// milliseconds replicas normally trail each other by.
+pub const RESUME_CATCH_UP: Duration = READ_BLOCK;
+
 /// How long one `XREAD` blocks before the reader checks the shared state's head.
 const READ_BLOCK: Duration = Duration::from_secs(2);
 

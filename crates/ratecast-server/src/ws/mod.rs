@@ -321,6 +321,9 @@ async fn upgrade(
             let Ok(upgraded) = on_upgrade.await else {
                 return debug!("connection ended before the upgrade");
             };
+            if let Some(since) = params.since {
+                state.store.catch_up(since).await;
+            }
             let peer = Arc::new(Peer {
                 id: slot.id,
                 stream: upgraded.stream,
