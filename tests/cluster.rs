@@ -39,17 +39,22 @@ async fn replicas(
     n: usize,
     extra: &[&str],
 ) -> Vec<TestServer> {
-    let flags = cluster_flags(redis);
-    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    flags.extend_from_slice(extra);
     let mut servers = Vec::new();
     for _ in 0..n {
-        servers.push(TestServer::start(config(&upstream.url(), &flags)).await);
+        servers.push(replica(upstream, redis, extra).await);
     }
     for server in &servers {
         server.wait_ready().await;
     }
     servers
+}
+
+/// One replica, started but not yet known to be ready.
+async fn replica(upstream: &FakeUpstream, redis: &RedisServer, extra: &[&str]) -> TestServer {
+    let flags = cluster_flags(redis);
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend_from_slice(extra);
+    TestServer::start(config(&upstream.url(), &flags)).await
 }
 
 async fn leaders(servers: &[TestServer]) -> Vec<usize> {
@@ -224,9 +229,7 @@ async fn since_taken_from_one_replica_replays_on_another() -> Result<()> {
     }
 
     // A replica started later loads the same ring from Redis and replays too.
-    let flags = cluster_flags(&redis);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let late = TestServer::start(config(&upstream.url(), &flags)).await;
+    let late = replica(&upstream, &redis, &[]).await;
     late.wait_ready().await;
     let mut ws = ws_connect(&late.ws_url(&format!("?since={seq}"))).await?;
     let frame = next_json(&mut ws).await?;
@@ -271,6 +274,30 @@ async fn since_a_moment_ahead_of_this_replica_waits_for_it_and_replays() -> Resu
         frame["type"] == "snapshot" && frame["seq"] == seq + 2,
         "{frame}"
     );
+    Ok(())
+}
+
+/// A load balancer may hand a resuming client to a replica restarted on the same address
+/// before that replica has loaded the shared state (the rolling restart's other snapshots):
+/// the client is held until the load and then replayed, not told "no data yet" and snapshotted.
+#[tokio::test]
+async fn a_resume_that_arrives_before_the_first_load_waits_for_it_and_replays() -> Result<()> {
+    let redis = RedisServer::start();
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let servers = replicas(&upstream, &redis, 1, &[]).await;
+    let seq = servers[0].seq().await;
+    upstream.set_value("usd", 1.0);
+    wait_until(|| async { servers[0].seq().await == seq + 1 }).await;
+
+    redis.pause(Duration::from_millis(1_000));
+    let restarted = replica(&upstream, &redis, &[]).await;
+    let mut ws = ws_connect(&restarted.ws_url(&format!("?since={seq}"))).await?;
+    let frame = next_json(&mut ws).await?;
+    ensure!(
+        frame["type"] == "delta" && frame["seq"] == seq + 1,
+        "the replay after the load, not a status or a snapshot: {frame}"
+    );
+    ensure!(frame["changed"]["usd"]["value"] == 1.0, "{frame}");
     Ok(())
 }
 

@@ -57,6 +57,20 @@ impl RedisServer {
         }
     }
 
+    /// `CLIENT PAUSE`: every client's commands wait for `how_long` (a replica starting now
+    /// cannot load the shared state until then).
+    #[allow(dead_code)] // used by tests/cluster.rs only
+    pub fn pause(&self, how_long: Duration) {
+        let mut stream =
+            TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.port))).expect("connect");
+        let mut reply = [0u8; 5];
+        stream
+            .write_all(format!("CLIENT PAUSE {} ALL\r\n", how_long.as_millis()).as_bytes())
+            .and_then(|()| stream.read_exact(&mut reply))
+            .expect("CLIENT PAUSE");
+        assert_eq!(&reply, b"+OK\r\n");
+    }
+
     fn ping(&self) -> bool {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {

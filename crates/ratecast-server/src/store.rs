@@ -118,8 +118,9 @@ pub struct Store {
     config: StoreConfig,
     inner: RwLock<Inner>,
     events: broadcast::Sender<Event>,
-    /// The held `seq`, for connections waiting to catch up ([`Store::catch_up`]).
-    held: watch::Sender<u64>,
+    /// The held `seq` once there is data (`None` before), for connections waiting to catch up
+    /// ([`Store::catch_up`]).
+    held: watch::Sender<Option<u64>>,
 }
 
 /// A `since` at most this many deltas ahead of the held `seq` is waited for in cluster mode:
@@ -146,11 +147,10 @@ struct Inner {
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
         let (events, _) = broadcast::channel(config.broadcast_capacity);
-        let seq = initial_seq();
         let store = Self {
-            held: watch::Sender::new(seq),
+            held: watch::Sender::new(None),
             inner: RwLock::new(Inner {
-                seq,
+                seq: initial_seq(),
                 rates: Arc::default(),
                 upstream: UpstreamState::default(),
                 stale: false,
@@ -236,7 +236,7 @@ impl Store {
         }
         inner.ring.push_back(event.clone());
         inner.seq = seq;
-        self.held.send_replace(seq);
+        self.held.send_replace(Some(seq));
         inner.rates = Arc::new(rates);
         inner.stale = self.is_stale(inner, now);
         self.rebuild_view(inner, ts, now);
@@ -281,6 +281,11 @@ impl Store {
                 break;
             }
         }
+        tracing::debug!(
+            seq = restore.seq,
+            ring = inner.ring.len(),
+            "restored the shared state"
+        );
         let oldest = unix_ms(now).saturating_sub(self.config.history_window.as_millis() as u64);
         inner.history = restore
             .history
@@ -292,7 +297,7 @@ impl Store {
             })
             .collect();
         inner.seq = restore.seq;
-        self.held.send_replace(restore.seq);
+        self.held.send_replace(Some(restore.seq));
         inner.rates = Arc::new(restore.rates);
         inner.stale = self.is_stale(&inner, now);
         self.rebuild_view(&mut inner, restore.ts, now);
@@ -523,25 +528,27 @@ impl Store {
         self.events.subscribe()
     }
 
-    /// Cluster mode: when `since` is a few deltas ahead of the held `seq`, waits (at most
-    /// [`StoreConfig::resume_catch_up`]) until this replica holds it. A client that resumes here
-    /// after leaving a replica that applied the shared stream a moment earlier then gets its
-    /// replay instead of a snapshot. Returns at once standalone and for any other `since`.
+    /// Cluster mode: waits (at most [`StoreConfig::resume_catch_up`]) until a `?since=` can be
+    /// answered as the cluster would: until this replica has loaded the shared state (a
+    /// restarted replica may be handed connections by a load balancer before its first load),
+    /// and, when `since` is a few deltas ahead of the held `seq`, until it holds `since` (the
+    /// client left a replica that applied the shared stream a moment earlier). The client then
+    /// gets its replay instead of a snapshot. Returns at once standalone.
     pub async fn catch_up(&self, since: u64) {
         let Some(limit) = self.config.resume_catch_up else {
             return;
         };
+        let answerable =
+            |held: &Option<u64>| held.is_some_and(|h| since <= h || since - h > CATCH_UP_DELTAS);
         let mut held = self.held.subscribe();
-        let seq = *held.borrow_and_update();
-        if since <= seq || since - seq > CATCH_UP_DELTAS {
+        if answerable(&held.borrow_and_update()) {
             return;
         }
-        let caught_up = tokio::time::timeout(limit, held.wait_for(|&s| s >= since)).await;
+        let waited = tokio::time::timeout(limit, held.wait_for(answerable)).await;
         tracing::debug!(
             since,
-            seq,
-            caught_up = caught_up.is_ok(),
-            "resume waited for the shared stream"
+            caught_up = waited.is_ok(),
+            "resume waited for the shared state"
         );
     }
 

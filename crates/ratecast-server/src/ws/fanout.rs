@@ -355,7 +355,13 @@ impl Worker {
                     self.after(id, sent, out.len() as u64);
                 }
             }
-            _ => {
+            (view, _) => {
+                debug!(
+                    conn = id,
+                    since,
+                    held = view.map(|v| v.seq),
+                    "resume: not every delta after since is held; snapshot"
+                );
                 metrics
                     .counter("ratecast_ws_resumes_total", &[("result", "snapshot")])
                     .increment(1);
