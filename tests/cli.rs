@@ -1,5 +1,7 @@
 //! The `ratecast` binary itself: config errors, help, and signal handling.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,7 @@ fn serve(args: &[&str]) -> std::process::Output {
         .arg("serve")
         .args(args)
         .env_clear()
+        .envs(common::coverage_env())
         .output()
         .expect("runs")
 }
@@ -48,6 +51,7 @@ fn env_twins_are_read() {
     let out = Command::new(BIN)
         .args(["serve"])
         .env_clear()
+        .envs(common::coverage_env())
         .env("RATECAST_POLL_INTERVAL", "0ms")
         .output()
         .unwrap();
@@ -105,6 +109,7 @@ fn api_key_never_reaches_the_logs() {
             "json",
         ])
         .env_clear()
+        .envs(common::coverage_env())
         .env("RUST_LOG", "debug")
         .stderr(Stdio::piped())
         .spawn()
@@ -187,6 +192,7 @@ fn sigterm_exits_zero_within_the_grace_period() {
         .args(["serve", "--demo", "--listen", &listen])
         .args(["--poll-interval", "50ms", "--shutdown-grace", "3s"])
         .env_clear()
+        .envs(common::coverage_env())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -301,6 +301,44 @@ async fn a_resume_that_arrives_before_the_first_load_waits_for_it_and_replays() 
     Ok(())
 }
 
+/// Before the cluster's first good poll every replica, followers included, says why there is no
+/// data, as a standalone server does (the leader publishes its view of the upstream alone).
+#[tokio::test]
+async fn before_the_first_good_poll_every_replica_says_why() -> Result<()> {
+    let redis = RedisServer::start();
+    let upstream = FakeUpstream::start(Reply::status(503)).await;
+    // Quick retries, so that recovery below is seen within the wait.
+    let retries = ["--max-backoff", "1s"];
+    let servers = vec![
+        replica(&upstream, &redis, &retries).await,
+        replica(&upstream, &redis, &retries).await,
+    ];
+    upstream.wait_requests(1).await;
+    for server in &servers {
+        let mut ws = ws_connect(&server.ws_url("")).await?;
+        let status = loop {
+            let frame = next_within(&mut ws, TAKEOVER_WAIT).await?;
+            if frame["type"] == "status" && frame["upstream"]["last_error"] == "http_5xx" {
+                break frame;
+            }
+        };
+        ensure!(
+            status["reason"] == "CoinGecko has a server error",
+            "{status}"
+        );
+        ensure!(status["upstream"]["next_attempt"].is_string(), "{status}");
+        let (code, _) = server.get_json("/readyz").await;
+        ensure!(code == 503);
+    }
+    ensure!(leaders(&servers).await.len() == 1);
+    // Recovery: the first data reaches every replica.
+    upstream.set(Reply::Json(fixture()));
+    for server in &servers {
+        tokio::time::timeout(TAKEOVER_WAIT, server.wait_ready()).await?;
+    }
+    Ok(())
+}
+
 /// Every frame's seq on a socket: deltas contiguous unless a snapshot resets, never backwards.
 struct SeqWatch {
     last: Option<u64>,
@@ -633,7 +671,12 @@ async fn a_leader_paused_past_its_lease_publishes_nothing() -> Result<()> {
             >= 1.0
     })
     .await;
-    ensure!(replicas[leader].metric("ratecast_cluster_leader").await == 0.0);
+    // Its lease task finds the lease gone at its next renewal (a moment after the refusal).
+    wait_until(|| async { replicas[leader].metric("ratecast_cluster_leader").await == 0.0 }).await;
+    ensure!(
+        replicas[follower].is_leader().await,
+        "the follower still leads"
+    );
     // Clients saw nothing of it: still contiguous, no duplicate seq.
     let resumed_at = watch.last.context("no seq")?;
     while watch.last.is_none_or(|l| l < resumed_at + 5) {

@@ -32,6 +32,7 @@ fn replica(port: u16, upstream: &str, redis: &str) -> Child {
         ])
         .args(["--shutdown-grace", "5s"])
         .env_clear()
+        .envs(common::coverage_env())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -127,6 +128,7 @@ async fn a_rolling_restart_behind_a_load_balancer_misses_no_delta() {
             ])
             .args(["--duration", "40s", "--reconnect", "--json"])
             .env_clear()
+            .envs(common::coverage_env())
             .kill_on_drop(true)
             .output()
             .await

@@ -45,6 +45,7 @@ async fn sixty_second_soak_leaves_no_leak_and_no_panic() -> Result<()> {
             .args(["--server-pid", &server.pid().to_string()])
             .args(["--server-log", &server.log.display().to_string()])
             .env_clear()
+            .envs(common::coverage_env())
             .kill_on_drop(true)
             .output(),
     )

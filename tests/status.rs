@@ -156,6 +156,7 @@ fn expected_503s_are_not_logged_as_errors() {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--upstream-url", &dead_url, "--poll-interval", "30s"])
         .env_clear()
+        .envs(common::coverage_env())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -24,6 +24,7 @@ fn watch(args: &[&str]) -> Command {
     cmd.arg("watch")
         .args(args)
         .env_clear()
+        .envs(common::coverage_env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

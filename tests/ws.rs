@@ -606,6 +606,7 @@ fn sigterm_closes_every_websocket_with_1001_and_exits_zero() -> Result<()> {
         ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env_clear()
+        .envs(common::coverage_env())
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let runtime = tokio::runtime::Runtime::new()?;

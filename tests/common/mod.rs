@@ -568,6 +568,7 @@ impl ServerProcess {
             ])
             .args(extra)
             .env_clear()
+            .envs(coverage_env())
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -639,6 +640,7 @@ pub async fn loadtest(args: &[&str]) -> (Option<i32>, String, String) {
             .arg("loadtest")
             .args(args)
             .env_clear()
+            .envs(coverage_env())
             .kill_on_drop(true)
             .output(),
     )
@@ -647,4 +649,11 @@ pub async fn loadtest(args: &[&str]) -> (Option<i32>, String, String) {
     .expect("loadtest runs");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// What a subprocess keeps of this process's environment after `env_clear()`: only
+/// `LLVM_PROFILE_FILE`, so that a coverage run (`cargo tarpaulin --engine llvm`, README) counts
+/// the lines the binary ran in it. Empty in every other run.
+pub fn coverage_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars().filter(|(name, _)| name == "LLVM_PROFILE_FILE")
 }

@@ -131,7 +131,10 @@ impl Reader {
                 }
                 // Nothing shared yet (a new cluster, or Redis emptied): keep what is served
                 // and read from the start of whatever stream comes.
-                None => at.last_id = "0-0".into(),
+                None => {
+                    at.last_id = "0-0".into();
+                    self.read_waiting().await?;
+                }
             }
             self.metrics
                 .counter("ratecast_cluster_resyncs_total", &[("reason", reason)])
@@ -223,8 +226,30 @@ impl Reader {
         Ok(match (generation, seq) {
             (Some(g), _) if Some(&g) != at.generation.as_ref() => Some("generation"),
             (Some(_), Some(seq)) if seq > self.store.seq() => Some("gap"),
+            (None, _) => {
+                self.read_waiting().await?;
+                None
+            }
             _ => None,
         })
+    }
+
+    /// While this replica has no data: the leader's view of the upstream when every poll so
+    /// far failed (`publish`'s waiting key), so that its status says why there is no data and
+    /// when the next attempt is, as a standalone server's does.
+    async fn read_waiting(&mut self) -> Result<(), ClusterError> {
+        if self.store.view().is_some() {
+            return Ok(());
+        }
+        let waiting: Option<String> = redis::cmd("GET")
+            .arg(&self.keys.waiting)
+            .query_async(&mut self.conn)
+            .await?;
+        if let Some(upstream) = waiting.and_then(|u| serde_json::from_str::<UpstreamState>(&u).ok())
+        {
+            self.store.set_upstream(upstream, SystemTime::now());
+        }
+        Ok(())
     }
 
     /// The whole state, read consistently: the state hash and the stream's tail in one

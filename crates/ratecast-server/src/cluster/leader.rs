@@ -140,7 +140,7 @@ async fn poll_once(
                 .increment(1);
             match published {
                 Published::Delta(seq) | Published::Reset(seq) => debug!(seq, "cluster: published"),
-                Published::Confirm | Published::Nothing => {}
+                Published::Confirm | Published::Waiting => {}
             }
             Some(delay)
         }

@@ -95,6 +95,8 @@ pub struct Keys {
     pub epoch: String,
     pub state: String,
     pub stream: String,
+    /// The upstream state while the cluster has no data yet (see `publish`).
+    pub waiting: String,
 }
 
 impl Keys {
@@ -105,6 +107,7 @@ impl Keys {
             epoch: format!("{prefix}:epoch"),
             state: format!("{prefix}:state"),
             stream: format!("{prefix}:stream"),
+            waiting: format!("{prefix}:waiting"),
             prefix,
         }
     }
@@ -230,7 +233,13 @@ mod tests {
     #[test]
     fn every_key_is_in_one_hash_slot() {
         let keys = Keys::new("ratecast");
-        for key in [&keys.lease, &keys.epoch, &keys.state, &keys.stream] {
+        for key in [
+            &keys.lease,
+            &keys.epoch,
+            &keys.state,
+            &keys.stream,
+            &keys.waiting,
+        ] {
             assert!(key.starts_with("{ratecast}:"), "{key}");
         }
         assert_eq!(keys.history("usd"), "{ratecast}:history:usd");

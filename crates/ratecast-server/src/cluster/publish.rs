@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use redis::Script;
@@ -76,6 +76,21 @@ redis.call('HSET', KEYS[2], 'gen', ARGV[3], 'seq', ARGV[5], 'up', ARGV[8], 'poll
 return 'ok'
 ";
 
+/// KEYS: 1 lease, 2 state, 3 waiting. ARGV: 1 token, 2 upstream state (JSON), 3 expiry (ms).
+/// The leader's view of the upstream while the cluster has no data yet (every poll so far
+/// failed), so that followers say why, as a standalone server does. Returns 'ok', 'fenced', or
+/// 'conflict' when there is state after all (the caller reloads and publishes normally).
+const WAITING: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'conflict' end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+return 'ok'
+";
+
+/// How long the waiting key outlives the leader's last failed poll: readers use it only while
+/// they have no data, and a first good poll makes it moot; this only tidies it away.
+const WAITING_EXPIRY: Duration = Duration::from_secs(3_600);
+
 /// What the leader builds its next delta on: the shared state as of its last publication.
 #[derive(Debug, Clone)]
 struct Base {
@@ -109,8 +124,8 @@ pub(super) enum Published {
     Confirm,
     /// A new generation (the state was missing: first start, or Redis was emptied).
     Reset(u64),
-    /// Nothing to publish (a failure before any state exists).
-    Nothing,
+    /// A failure before any state exists: only the upstream state, under the waiting key.
+    Waiting,
 }
 
 impl Published {
@@ -119,7 +134,7 @@ impl Published {
             Self::Delta(_) => "delta",
             Self::Confirm => "confirm",
             Self::Reset(_) => "reset",
-            Self::Nothing => "nothing",
+            Self::Waiting => "waiting",
         }
     }
 }
@@ -128,6 +143,7 @@ pub(super) struct Publisher {
     conn: ConnectionManager,
     keys: Keys,
     script: Script,
+    waiting: Script,
     /// Seeds a new generation's history and keeps `seq` above what this replica served.
     store: Arc<Store>,
     base: Option<Base>,
@@ -139,6 +155,7 @@ impl Publisher {
             conn,
             keys,
             script: Script::new(PUBLISH),
+            waiting: Script::new(WAITING),
             store,
             base: None,
         }
@@ -188,6 +205,30 @@ impl Publisher {
         Err(ClusterError::Conflict)
     }
 
+    /// No state yet and the poll failed: the upstream state alone, for followers to show.
+    async fn publish_waiting(
+        &mut self,
+        lease: &Lease,
+        up: &str,
+    ) -> Result<Published, ClusterError> {
+        let result: String = self
+            .waiting
+            .key(&self.keys.lease)
+            .key(&self.keys.state)
+            .key(&self.keys.waiting)
+            .arg(&lease.token)
+            .arg(up)
+            .arg(WAITING_EXPIRY.as_millis() as u64)
+            .invoke_async(&mut self.conn)
+            .await?;
+        match result.as_str() {
+            "ok" => Ok(Published::Waiting),
+            "fenced" => Err(ClusterError::Fenced),
+            "conflict" => Err(ClusterError::Conflict),
+            other => Err(ClusterError::Data(format!("waiting answered {other:?}"))),
+        }
+    }
+
     async fn try_publish(
         &mut self,
         lease: &Lease,
@@ -202,7 +243,7 @@ impl Publisher {
         let (published, next_base, kind, generation, held, seq, frame, snapshot);
         let mut points: Vec<String> = Vec::new();
         match (&self.base, rates) {
-            (None, None) => return Ok(Published::Nothing),
+            (None, None) => return self.publish_waiting(lease, &up).await,
             (None, Some(rates)) => {
                 // A new generation: a `seq` above any of an earlier one (1,024 per ms of wall
                 // time since the epoch stays below 2^53 until the 23rd century) and above what
