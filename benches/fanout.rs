@@ -22,271 +22,36 @@
 //! The server and the generator share the machine; the generator's own CPU is reported too.
 //! Under `cargo test --all-targets` (no `--bench` argument) it does a smoke run of seconds.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use ratecast_client::loadtest::{Loadtest, LoadtestArgs, Summary, cpu_time};
+use anyhow::Result;
+use ratecast_client::loadtest::cpu_time;
+use support::{Cost, Knobs, Measured, Server, irq_time, loadtest_args, parse_runs};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_ratecast");
 
 fn server_bin() -> String {
     std::env::var("FANOUT_SERVER").unwrap_or_else(|_| SERVER.to_owned())
 }
-/// Time for the last connections' snapshots to drain before measuring.
-const SETTLE: Duration = Duration::from_secs(3);
 const FLOOR_WRITES: u32 = 200_000;
 /// The floor is taken over few and over many sockets: at 10k+ connections the kernel's own
 /// per-write cost grows (socket and conntrack lookups, fd table, cache misses), and a fan-out
 /// should be compared with writes under the same conditions. 9,000 keeps writer plus reader
 /// ends under the 20,000 open-files limit of the benchmark box.
 const FLOOR_SOCKETS: &[usize] = &[1_000, 9_000];
-/// `cargo test --all-targets` runs this harness without `--bench`: a seconds-long smoke run
-/// then proves the harness end to end without spending CI minutes on measurements.
+/// The smoke run's floor (see [`Knobs`]).
 const SMOKE_FLOOR_SOCKETS: &[usize] = &[100];
 const SMOKE_FLOOR_WRITES: u32 = 2_000;
 
-struct Run {
-    subscribers: usize,
-    tick: String,
-}
-
-/// A server process and its /proc accounting.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-#[derive(Clone, Copy)]
-struct Usage {
-    cpu: Duration,
-    rss_kib: u64,
-}
-
-impl Server {
-    fn start(tick: &str) -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(server_bin())
-            .args([
-                "serve",
-                "--demo",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--poll-interval",
-                tick,
-            ])
-            .args([
-                "--max-connections",
-                "1000000",
-                "--max-connections-per-ip",
-                "1000000",
-            ])
-            .args([
-                "--connection-rate-per-second",
-                "0",
-                "--rate-limit-per-second",
-                "0",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", server_bin()))?;
-        let server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.ready() {
-            if Instant::now() > deadline {
-                bail!("server not ready within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(server)
-    }
-
-    fn ready(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let mut answer = String::new();
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .is_ok()
-            && s.read_to_string(&mut answer).is_ok()
-            && answer.starts_with("HTTP/1.1 200")
-    }
-
-    fn usage(&self) -> Result<Usage> {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat[stat.rfind(')').context("stat format")? + 2..]
-            .split(' ')
-            .collect();
-        let cpu_ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .context("VmRSS")?;
-        Ok(Usage {
-            cpu: from_ticks(cpu_ticks),
-            rss_kib,
-        })
-    }
-}
-
-fn from_ticks(ticks: u64) -> Duration {
-    // SAFETY: sysconf has no preconditions.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Duration::from_secs_f64(ticks as f64 / per_sec)
-}
-
-/// Machine-wide hard + soft interrupt time. Linux accounts the loopback receive path (run by
-/// the sender's `write()` on the way out) as softirq, not to the writing task: without it the
-/// write floor would look 4× cheaper than it is, and so would the server.
-fn irq_time() -> Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()
-        .context("/proc/stat")?
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    // user nice system idle iowait irq softirq ...
-    Ok(from_ticks(cpu[5] + cpu[6]))
-}
-
-/// CPU per operation in µs: what /proc or getrusage accounts to the task, plus the interrupt
-/// time of the same window spread over the same operations.
-#[derive(Clone, Copy)]
-struct Cost {
-    task_us: f64,
-    irq_us: f64,
-}
-
-impl Cost {
-    fn new(task: Duration, irq: Duration, ops: f64) -> Self {
-        let us = |d: Duration| d.as_secs_f64() * 1e6 / ops.max(1.0);
-        Self {
-            task_us: us(task),
-            irq_us: us(irq),
-        }
-    }
-
-    fn total_us(self) -> f64 {
-        self.task_us + self.irq_us
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-/// Counters read at both ends of the steady window.
-struct Sample {
-    server: Usage,
-    frames: u64,
-    generator: Duration,
-    irq: Duration,
-}
-
-impl Sample {
-    fn take(server: &Server, test: &Loadtest) -> Result<Self> {
-        Ok(Self {
-            server: server.usage()?,
-            frames: test.progress().frames,
-            generator: cpu_time(libc::RUSAGE_SELF),
-            irq: irq_time()?,
-        })
-    }
-}
-
-/// `GET /healthz` timed from a thread every 20 ms until stopped: fresh connection each time.
-struct Healthz {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<Duration>>,
-}
-
-impl Healthz {
-    fn start(port: u16) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut times = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                let start = Instant::now();
-                let ok = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-                    let mut answer = Vec::new();
-                    s.read_to_end(&mut answer)?;
-                    Ok(answer.starts_with(b"HTTP/1.1 200"))
-                });
-                if ok.unwrap_or(false) {
-                    times.push(start.elapsed());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            times
-        });
-        Self { stop, thread }
-    }
-
-    /// p50, p99 and max in ms.
-    fn finish(self) -> (f64, f64, f64) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut times = self.thread.join().unwrap_or_default();
-        times.sort();
-        let at = |q: f64| {
-            times
-                .get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1)))
-                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-        };
-        (at(0.5), at(0.99), at(1.0))
-    }
-}
-
 struct Result1 {
     label: String,
-    /// `/healthz` latency during the steady window: p50, p99, max (ms).
-    healthz: (f64, f64, f64),
-    summary: Summary,
-    server: Cost,
-    generator_cpu_per_frame_us: f64,
-    server_cores: f64,
-    rss_base_kib: u64,
-    rss_loaded_kib: u64,
-}
-
-fn loadtest_args(port: u16, clients: usize, flooders: usize) -> LoadtestArgs {
-    LoadtestArgs {
-        url: format!("ws://127.0.0.1:{port}/ws"),
-        clients,
-        duration: Duration::ZERO,
-        ramp: 2000,
-        symbols: None,
-        json: true,
-        threads: 1,
-        // One source address per 10,000 subscribers, as in every run BENCHMARKS.md records (the
-        // server runs with its per-IP caps lifted, so the spread only matters for ports).
-        source_addrs: u8::try_from(clients.div_ceil(10_000)).unwrap_or(u8::MAX),
-        connect_timeout: Duration::from_secs(20),
-        reconnect: false,
-        flooders,
-        soak: false,
-        server_pid: None,
-        server_log: None,
-        sample_every: Duration::from_secs(10),
-        soak_linger: Duration::from_secs(15),
-    }
+    m: Measured,
 }
 
 async fn measure(
@@ -296,35 +61,10 @@ async fn measure(
     steady: Duration,
     flooders: usize,
 ) -> Result<Result1> {
-    let server = Server::start(tick)?;
-    let base = server.usage()?;
-    let mut test = Loadtest::start(&loadtest_args(server.port, subscribers, flooders)).await?;
-    test.ramped().await;
-    tokio::time::sleep(SETTLE).await;
-    let before = Sample::take(&server, &test)?;
-    test.begin_steady();
-    let healthz = Healthz::start(server.port);
-    tokio::time::sleep(steady).await;
-    let after = Sample::take(&server, &test)?;
-    let healthz = healthz.finish();
-    let summary = test.finish().await?;
-    drop(server);
-    let frames = (after.frames - before.frames).max(1) as f64;
-    let per_frame = |d: Duration| d.as_secs_f64() * 1e6 / frames;
-    Ok(Result1 {
-        label,
-        healthz,
-        server: Cost::new(
-            after.server.cpu - before.server.cpu,
-            after.irq - before.irq,
-            frames,
-        ),
-        generator_cpu_per_frame_us: per_frame(after.generator - before.generator),
-        server_cores: (after.server.cpu - before.server.cpu).as_secs_f64() / steady.as_secs_f64(),
-        rss_base_kib: base.rss_kib,
-        rss_loaded_kib: before.server.rss_kib,
-        summary,
-    })
+    let server = Server::start(&server_bin(), tick, &[])?;
+    let args = loadtest_args(server.port, subscribers, flooders);
+    let m = support::measure(&server, &[], &args, steady).await?;
+    Ok(Result1 { label, m })
 }
 
 /// How the far ends of the floor's sockets are read.
@@ -418,27 +158,10 @@ fn write_floor(size: usize, receivers: Receivers, sockets: usize, writes: u32) -
     ))
 }
 
-fn parse_runs(spec: &str) -> Result<Vec<Run>> {
-    spec.split(',')
-        .filter(|run| !run.trim().is_empty())
-        .map(|run| {
-            let (n, tick) = run
-                .split_once(':')
-                .with_context(|| format!("{run:?}: expected subscribers:tick"))?;
-            Ok(Run {
-                subscribers: n.trim().parse()?,
-                tick: tick.trim().to_owned(),
-            })
-        })
-        .collect()
-}
-
 fn main() -> Result<()> {
-    // `cargo bench` passes `--bench`; this harness takes its knobs from the environment.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    let env = |k: &str, bench: &str, smoke_default: &str| {
-        std::env::var(k).unwrap_or_else(|_| (if smoke { smoke_default } else { bench }).to_owned())
-    };
+    let knobs = Knobs::from_args();
+    let smoke = knobs.smoke;
+    let env = |k: &str, bench: &str, smoke: &str| knobs.get(k, bench, smoke);
     let runs = parse_runs(&env(
         "FANOUT_RUNS",
         "1000:100ms,10000:1s,19900:2s",
@@ -451,12 +174,7 @@ fn main() -> Result<()> {
     } else {
         (FLOOR_SOCKETS, FLOOR_WRITES)
     };
-    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    eprintln!("open-files limit {nofile} (server and generator each need one per subscriber)");
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = support::runtime()?;
     let mut results = Vec::new();
     for run in &runs {
         let label = format!("{} subs, tick {}", run.subscribers, run.tick);
@@ -486,8 +204,8 @@ fn main() -> Result<()> {
 
     let frame_size = results
         .iter()
-        .find(|r| r.summary.deltas > 0)
-        .map_or(2048, |r| r.summary.mean_frame_bytes.round() as usize);
+        .find(|r| r.m.summary.deltas > 0)
+        .map_or(2048, |r| r.m.summary.mean_frame_bytes.round() as usize);
     let bare = write_floor(
         frame_size,
         Receivers::Blocking,
@@ -533,14 +251,13 @@ fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
-        let s = &r.summary;
-        let per_sub =
-            (r.rss_loaded_kib.saturating_sub(r.rss_base_kib)) as f64 / s.connected.max(1) as f64;
-        let (h50, h99, hmax) = r.healthz;
+        let s = &r.m.summary;
+        let per_sub = r.m.rss_per_subscriber_kib();
+        let (h50, h99, hmax) = r.m.healthz;
         let rss = format!(
             "{:.1} → {:.1} | {per_sub:.2} | {h50:.1} / {h99:.1} / {hmax:.1}",
-            r.rss_base_kib as f64 / 1024.0,
-            r.rss_loaded_kib as f64 / 1024.0
+            r.m.rss_base_kib as f64 / 1024.0,
+            r.m.rss_loaded_kib as f64 / 1024.0
         );
         if s.deltas == 0 {
             // The idle run is for memory: its few heartbeat frames say nothing about CPU/frame.
@@ -551,7 +268,7 @@ fn main() -> Result<()> {
             continue;
         }
         println!(
-            "| {} | {} | {:.0} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} | {:.2} + {:.2} = {:.2} | {:.2} | {:.2} | {:.2} | {rss} |",
+            "| {} | {} | {:.0} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {rss} |",
             r.label,
             s.connected,
             s.steady_frames_per_sec,
@@ -561,12 +278,10 @@ fn main() -> Result<()> {
             s.latency.max_ms,
             s.read_latency.p99_ms,
             s.missing_seqs,
-            r.server.task_us,
-            r.server.irq_us,
-            r.server.total_us(),
-            r.server.total_us() / floor_for(s.connected).total_us(),
-            r.server_cores,
-            r.generator_cpu_per_frame_us,
+            r.m.server.cell(),
+            r.m.server.total_us() / floor_for(s.connected).total_us(),
+            r.m.server_cores,
+            r.m.generator_cpu_per_frame_us,
         );
     }
     if !flood_results.is_empty() {
@@ -576,7 +291,7 @@ fn main() -> Result<()> {
         );
         println!("|---|---|---|---|---|");
         for r in &flood_results {
-            let (s, (h50, h99, hmax)) = (&r.summary, r.healthz);
+            let (s, (h50, h99, hmax)) = (&r.m.summary, r.m.healthz);
             println!(
                 "| {} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {:?} | {h50:.1} / {h99:.1} / {hmax:.1} |",
                 r.label,
@@ -590,8 +305,8 @@ fn main() -> Result<()> {
         }
     }
     for r in results.iter().chain(&flood_results) {
-        eprintln!("{}: {}", r.label, serde_json::to_string(&r.summary)?);
-        let s = &r.summary;
+        eprintln!("{}: {}", r.label, serde_json::to_string(&r.m.summary)?);
+        let s = &r.m.summary;
         anyhow::ensure!(
             !smoke || (s.connected == s.clients as u64 && s.deltas > 0 && s.missing_seqs == 0),
             "smoke run: {}: {} of {} connected, {} deltas, {} missing seqs",
