@@ -196,17 +196,17 @@ fn screen_of(args: &[&str]) -> String {
             .output()
             .expect("tmux runs (the test command installs it: bash .ci/test.sh rust)")
     };
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "120",
-        "-y",
-        "30",
-        &command.join(" "),
-    ]);
+    let command = command.join(" ");
+    let mut new_session = vec!["new-session", "-d", "-s", &session, "-x", "120", "-y", "30"];
+    // tmux starts the command in its server's environment, not this process's.
+    let coverage: Vec<String> = common::coverage_env()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    for variable in &coverage {
+        new_session.extend(["-e", variable]);
+    }
+    new_session.push(&command);
+    let started = tmux(&new_session);
     assert!(started.status.success(), "{started:?}");
     let mut screen = String::new();
     for _ in 0..100 {
@@ -217,7 +217,14 @@ fn screen_of(args: &[&str]) -> String {
             break;
         }
     }
+    // `q` quits (and lets a coverage run write the board's profile, which a kill would not).
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let quit = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        !tmux(&["has-session", "-t", &session]).status.success()
+    });
     tmux(&["kill-session", "-t", &session]);
+    assert!(quit, "q did not quit the board");
     screen
 }
 
