@@ -268,6 +268,7 @@ async fn since_a_moment_ahead_of_this_replica_waits_for_it_and_replays() -> Resu
     );
     ensure!(frame["changed"]["usd"]["value"] == 2.0, "{frame}");
 
+    wait_until(|| async { servers[0].seq().await == seq + 2 }).await;
     let mut far = ws_connect(&servers[0].ws_url(&format!("?since={}", seq + 100_000))).await?;
     let frame = next_json(&mut far).await?;
     ensure!(
