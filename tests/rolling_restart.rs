@@ -78,6 +78,24 @@ fn haproxy(listen: u16, backends: &[u16], dir: &std::path::Path) -> Child {
         .expect("haproxy runs (the test command installs it: bash .ci/test.sh rust)")
 }
 
+/// Open WebSocket connections over every replica, as their `/metrics` say.
+async fn connections(ports: &[u16]) -> u64 {
+    let mut total = 0;
+    for port in ports {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let Ok(body) = reqwest::get(&url).await.and_then(|r| r.error_for_status()) else {
+            continue;
+        };
+        let text = body.text().await.unwrap_or_default();
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("ratecast_ws_connections "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64);
+    }
+    total
+}
+
 async fn sigterm_and_wait(child: &mut Child) {
     let pid = child.id().expect("running");
     let _ = std::process::Command::new("kill")
@@ -134,8 +152,19 @@ async fn a_rolling_restart_behind_a_load_balancer_misses_no_delta() {
             .await
             .expect("loadtest runs")
     });
-    // Every subscriber connected (1,000 at 500/s), then each replica in turn.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Every subscriber connected (1,000 at 500/s: 2 s on a quiet box, far longer on a loaded
+    // one or under coverage), then each replica in turn.
+    for _ in 0..600 {
+        if connections(&ports).await >= 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        connections(&ports).await,
+        1000,
+        "every subscriber connected"
+    );
     for (replica, &port) in replicas.iter_mut().zip(&ports) {
         sigterm_and_wait(replica).await;
         *replica = self::replica(port, &upstream.url(), &redis.url());
