@@ -21,5 +21,5 @@ if [ "${RATECAST_COVERAGE:-0}" = 1 ]; then
   command -v cargo-tarpaulin >/dev/null || cargo install --locked cargo-tarpaulin
   log "cargo tarpaulin --engine llvm --workspace --follow-exec"
   cargo tarpaulin --engine llvm --workspace --all-targets --follow-exec --skip-clean \
-    --out Stdout --timeout 600 --exclude-files 'benches/*'
+    --out Stdout --timeout 600 --no-fail-fast --exclude-files 'benches/*'
 fi
