@@ -51,7 +51,9 @@ async fn ready(port: u16) {
     panic!("replica on {port} not ready within 10 s");
 }
 
-/// haproxy in front of `backends`, checking readiness every 200 ms; WebSockets may live long.
+/// haproxy in front of `backends`, checking readiness every 200 ms (a draining replica's 503 is
+/// seen at once; a check may take up to 2 s on a loaded box before it counts as a failure);
+/// WebSockets may live long.
 fn haproxy(listen: u16, backends: &[u16], dir: &std::path::Path) -> Child {
     let servers: String = backends
         .iter()
@@ -63,7 +65,7 @@ fn haproxy(listen: u16, backends: &[u16], dir: &std::path::Path) -> Child {
     let config = format!(
         "global\n    maxconn 8000\n\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    \
-         timeout server 60s\n    timeout tunnel 1h\n    option forwardfor\n    option redispatch\n    retries 3\n\
+         timeout server 60s\n    timeout tunnel 1h\n    timeout check 2s\n    option forwardfor\n    option redispatch\n    retries 3\n\
          frontend ws\n    bind 127.0.0.1:{listen}\n    default_backend replicas\n\
          backend replicas\n    balance roundrobin\n    option httpchk GET /readyz\n    \
          http-check expect status 200\n{servers}"
