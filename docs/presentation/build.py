@@ -44,6 +44,26 @@ def bench_runs():
     return runs
 
 
+def cluster_figures():
+    """The cluster section of BENCHMARKS.md (benches/cluster.rs): follower vs standalone per run,
+    and the 50,000-subscriber run across three replicas."""
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    section = text[text.index("## Cluster mode (issue 13)"):text.index("## Fan-out")]
+    verdicts = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and (m := re.match(r"(\d+) subs, tick (\w+)$", cells[0])):
+            verdicts[int(m.group(1))] = {"tick": m.group(2), "ratio": float(cells[4]),
+                                         "standalone": cells[7], "follower": cells[8]}
+    scale = re.search(r"(\d+) replicas, tick (\w+), steady window \w+: (\d+) of (\d+) subscribers "
+                      r"connected; (\d+) missing seqs;\s+final seq (\d+) to (\d+) over every "
+                      r"subscriber; RSS per subscriber over all\s+replicas ([\d.]+) KiB", section)
+    if not verdicts or scale is None:
+        sys.exit("BENCHMARKS.md has no cluster-mode figures: run `cargo bench --bench cluster`")
+    date = re.search(r"`benches/cluster.rs`, (\d{4}-\d\d-\d\d)", section)
+    return verdicts, scale, date.group(1) if date else "date not recorded"
+
+
 def latency_of(cell):
     parts = [float(x) for x in cell.split("/")] if "/" in cell else None
     return dict(zip(("p50", "p90", "p99", "max"), parts)) if parts else None
@@ -211,6 +231,8 @@ def main():
     plot_latency(rows, loadtest)
     has_timeline = plot_timeline() and rolling is not None
 
+    verdicts, scale, cluster_date = cluster_figures()
+    small, large = verdicts[min(verdicts)], verdicts[max(verdicts)]
     cur = next(r for r in rows if r["commit"] == "81bf9a5" and r["subs"] == 10000)
     idle = next(r for r in runs if r["commit"] == "81bf9a5" and r["tick"] == "idle")
     lt = loadtest["latency"]
@@ -251,6 +273,16 @@ def main():
                          f"{redis['leader_after_s']} s and fresh data {redis['fresh_after_s']} s after Redis "
                          f"came back")
                         if redis else "**not run: depends on cluster mode (issue 13)**",
+        "cl_small": f"{min(verdicts):,}", "cl_small_ratio": f"{(small['ratio'] - 1) * 100:+.1f}",
+        "cl_large": f"{max(verdicts):,}", "cl_large_ratio": f"{(large['ratio'] - 1) * 100:+.1f}",
+        "cl_small_lat": f"{small['standalone']} → {small['follower']}",
+        "cl_large_lat": f"{large['standalone']} → {large['follower']}",
+        "cl_replicas": scale.group(1), "cl_tick": scale.group(2),
+        "cl_connected": f"{int(scale.group(3)):,}", "cl_clients": f"{int(scale.group(4)):,}",
+        "cl_missing": scale.group(5),
+        "cl_final": "one final seq on every subscriber" if scale.group(6) == scale.group(7)
+                    else "final seqs differ",
+        "cl_rss": scale.group(8), "cl_date": cluster_date,
         "timeline": ("![w:1000](img/rolling-restart-timeline.png)" if has_timeline else
                      "*No timeline: the rolling-restart drill needs cluster mode (issue 13), which this run's binary does not have.*"),
     }
