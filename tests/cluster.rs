@@ -331,7 +331,14 @@ async fn before_the_first_good_poll_every_replica_says_why() -> Result<()> {
         let (code, _) = server.get_json("/readyz").await;
         ensure!(code == 503);
     }
-    ensure!(leaders(&servers).await.len() == 1);
+    let leader = leaders(&servers).await;
+    ensure!(leader.len() == 1);
+    ensure!(
+        servers[leader[0]]
+            .metric("ratecast_cluster_publish_total{result=\"waiting\"}")
+            .await
+            >= 1.0
+    );
     // Recovery: the first data reaches every replica.
     upstream.set(Reply::Json(fixture()));
     for server in &servers {
