@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ratecast_protocol::checksum::table_checksum;
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
 use ratecast_protocol::rates;
 use ratecast_protocol::{Rates, Source};
@@ -25,6 +26,7 @@ fn two_polls() -> (Rates, Rates) {
 fn delta_frame(old: &Rates, new: &Rates) -> ServerFrame {
     let changes = rates::diff(old, new);
     ServerFrame::Delta(protocol::Delta {
+        epoch: "5f0c2a9e81d3b7c4".into(),
         seq: 43,
         ts: 1_732_550_030_456,
         changed: changes
@@ -33,6 +35,7 @@ fn delta_frame(old: &Rates, new: &Rates) -> ServerFrame {
             .map(|(code, change)| (code.clone(), change.into()))
             .collect(),
         removed: changes.removed,
+        checksum: Some(table_checksum(new)),
     })
 }
 
@@ -59,12 +62,14 @@ fn serialise(c: &mut Criterion) {
     let (old, new) = two_polls();
     let delta = delta_frame(&old, &new);
     let snapshot = ServerFrame::Snapshot(protocol::Snapshot {
+        epoch: "5f0c2a9e81d3b7c4".into(),
         seq: 42,
         ts: 1_732_550_000_123,
         source: Source::CoinGecko,
         stale: false,
         checked_at: Some(1_732_550_000_123),
         rates: new.clone(),
+        checksum: Some(table_checksum(&new)),
     });
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Bytes(delta.encode().len() as u64));
@@ -72,6 +77,15 @@ fn serialise(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(snapshot.encode().len() as u64));
     group.bench_function("snapshot", |b| b.iter(|| black_box(&snapshot).encode()));
     group.finish();
+}
+
+/// The table checksum every snapshot and delta carries: once per publication, never per
+/// subscriber, so this is its whole cost.
+fn checksum(c: &mut Criterion) {
+    let (_, new) = two_polls();
+    c.bench_function("checksum/table", |b| {
+        b.iter(|| table_checksum(black_box(&new)))
+    });
 }
 
 fn store_apply(c: &mut Criterion) {
@@ -93,5 +107,5 @@ fn store_apply(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, diff, serialise, store_apply);
+criterion_group!(benches, parse, diff, serialise, checksum, store_apply);
 criterion_main!(benches);

@@ -24,6 +24,9 @@ pub enum ServerFrame {
 /// The whole table at `seq`: the first frame of a connection and every resync.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The stream's epoch: `seq`s compare only within one (see docs/protocol.md).
+    #[serde(default)]
+    pub epoch: String,
     pub seq: u64,
     /// Publish time of `seq`, ms since the epoch.
     pub ts: u64,
@@ -34,15 +37,44 @@ pub struct Snapshot {
     #[serde(default)]
     pub checked_at: Option<u64>,
     pub rates: Rates,
+    /// [`crate::checksum`] of `rates`; absent only from servers older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u32>,
 }
 
 /// What changed from `seq - 1` to `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delta {
+    #[serde(default)]
+    pub epoch: String,
     pub seq: u64,
     pub ts: u64,
     pub changed: BTreeMap<String, ChangedRate>,
     pub removed: Vec<String>,
+    /// [`crate::checksum`] of the table once this delta is applied (of the units the
+    /// connection receives, on a filtered one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u32>,
+}
+
+impl Delta {
+    /// Folds this delta into a client's table (what every client does with each delta).
+    pub fn apply_to(&self, rates: &mut Rates) {
+        for (code, change) in &self.changed {
+            rates.insert(
+                code.clone(),
+                Rate {
+                    name: change.name.clone(),
+                    unit: change.unit.clone(),
+                    value: change.value,
+                    kind: change.kind.clone(),
+                },
+            );
+        }
+        for code in &self.removed {
+            rates.remove(code);
+        }
+    }
 }
 
 /// A new or changed unit with its previous value (`null` when just added).
@@ -78,6 +110,8 @@ impl From<&Change> for ChangedRate {
 /// server holds no data (it says why, and when the next attempt is).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    #[serde(default)]
+    pub epoch: String,
     pub ts: u64,
     pub source: Source,
     /// The data is not confirmed current: the upstream is down, or has not confirmed it for
@@ -96,8 +130,10 @@ pub struct Status {
 }
 
 /// Sent every heartbeat interval so browsers (which cannot see pings) can tell a quiet feed from a dead one.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
+    #[serde(default)]
+    pub epoch: String,
     pub seq: u64,
     pub ts: u64,
     /// When the upstream last confirmed the rates (ms since the epoch), so that a page can
@@ -170,26 +206,31 @@ mod tests {
         let frames = [
             (
                 ServerFrame::Snapshot(Snapshot {
+                    epoch: "e1".into(),
                     seq: 7,
                     ts: 1,
                     source: Source::Demo,
                     stale: false,
                     checked_at: Some(1),
                     rates: Rates::new(),
+                    checksum: Some(0),
                 }),
                 FrameKind::Snapshot,
             ),
             (
                 ServerFrame::Delta(Delta {
+                    epoch: "e1".into(),
                     seq: 8,
                     ts: 2,
                     changed: BTreeMap::new(),
                     removed: vec![],
+                    checksum: Some(1),
                 }),
                 FrameKind::Delta,
             ),
             (
                 ServerFrame::Status(Status {
+                    epoch: "e1".into(),
                     ts: 3,
                     source: Source::CoinGecko,
                     stale: true,
@@ -202,6 +243,7 @@ mod tests {
             ),
             (
                 ServerFrame::Heartbeat(Heartbeat {
+                    epoch: "e1".into(),
                     seq: 9,
                     ts: 4,
                     checked_at: None,

@@ -6,10 +6,12 @@
 //! - [`rates`]: one unit's rate, a table of them, validation, and the diff of two tables.
 //! - [`status`]: where data comes from and how healthy that source is.
 //! - [`frames`]: server → client frames and client → server commands.
+//! - [`checksum`]: the table checksum every snapshot and delta carries.
 //! - [`time`]: timestamps as the wire carries them.
 //! - [`backoff`]: the retry schedule the poller and the clients share.
 
 pub mod backoff;
+pub mod checksum;
 pub mod frames;
 pub mod rates;
 pub mod status;

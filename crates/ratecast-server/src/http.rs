@@ -168,6 +168,8 @@ struct RestCache(Mutex<Option<Arc<RestBody>>>);
 
 #[derive(Serialize)]
 struct RestRates<'a> {
+    /// `seq` compares only within one epoch (docs/protocol.md).
+    epoch: &'a str,
     seq: u64,
     /// When the rates last changed.
     #[serde(with = "rfc3339_opt")]
@@ -182,6 +184,8 @@ struct RestRates<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     rates: &'a Rates,
+    /// The table's checksum, as the stream's frames carry it.
+    checksum: u32,
 }
 
 impl RestCache {
@@ -191,6 +195,7 @@ impl RestCache {
             return Ok(rest.clone());
         }
         let body = serde_json::to_vec(&RestRates {
+            epoch: &view.epoch,
             seq: view.seq,
             updated_at: Some(view.updated_at),
             checked_at: view.upstream.last_success,
@@ -199,6 +204,7 @@ impl RestCache {
             upstream: &view.upstream,
             reason: view.reason.as_deref(),
             rates: &view.rates,
+            checksum: view.checksum,
         })
         .map_err(|_| ApiError::Internal)?;
         let etag = etag::strong(etag::fnv1a(&body));
@@ -256,6 +262,7 @@ async fn rate(State(state): State<AppState>, path: CodePath) -> Result<Response,
         .get(&code)
         .ok_or_else(|| ApiError::NotFound(format!("unknown currency {code:?}")))?;
     let body = json!({
+        "epoch": &*view.epoch,
         "seq": view.seq,
         "updated_at": humantime::format_rfc3339_millis(view.updated_at).to_string(),
         "checked_at": view.upstream.last_success.map(|t| humantime::format_rfc3339_millis(t).to_string()),

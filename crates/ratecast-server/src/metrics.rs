@@ -34,6 +34,9 @@ pub struct Metrics {
     /// Cluster mode: seconds from the leader's publication to its application here.
     pub cluster_stream_lag: Gauge,
     pub cluster_stream_delay: Histogram,
+    /// Cluster mode: times the shared state disagreed with what this replica served (lost
+    /// writes: a lower `seq`, a served `seq` re-issued, a delta whose checksum does not match).
+    pub cluster_divergences: Counter,
     pub ws_shard_lagged: Counter,
 }
 
@@ -102,6 +105,8 @@ impl Metrics {
                 .register_histogram(&m("ratecast_cluster_stream_delay_seconds"), &METADATA),
             ws_shard_lagged: recorder
                 .register_counter(&m("ratecast_ws_shard_lagged_total"), &METADATA),
+            cluster_divergences: recorder
+                .register_counter(&m("ratecast_cluster_divergences_total"), &METADATA),
             recorder,
             handle,
         }
@@ -267,7 +272,12 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (
         "ratecast_cluster_resyncs_total",
         None,
-        "Cluster mode: whole-state loads from Redis, by reason (start, gap, generation, reconnect).",
+        "Cluster mode: whole-state loads from Redis, by reason (start, gap, generation, reconnect, behind, diverged).",
+    ),
+    (
+        "ratecast_cluster_divergences_total",
+        None,
+        "Cluster mode: the shared state disagreed with what this replica served (it lost writes); the replica kept its table until a new epoch.",
     ),
     (
         "ratecast_cluster_publish_total",

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
 
+use ratecast_protocol::checksum::table_checksum;
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
 use ratecast_protocol::rates::{Change, Changes, Rate, Rates, diff};
 use ratecast_protocol::time::unix_ms;
@@ -51,10 +52,15 @@ impl StoreConfig {
 /// One published change, with its full-feed frame serialised once.
 #[derive(Debug)]
 pub struct DeltaEvent {
+    /// The epoch `seq` belongs to: a subscriber of another epoch gets a snapshot instead.
+    pub epoch: Arc<str>,
     pub seq: u64,
     pub ts: u64,
     pub changes: Changes,
     pub frame: Bytes,
+    /// The whole table once this change is applied: filtered subscribers' checksums come from
+    /// it (a cheap `Arc`, the same one the view holds).
+    pub rates: Arc<Rates>,
 }
 
 /// What the broadcast channel carries: cheap to clone (an `Arc` or a `Bytes`).
@@ -68,6 +74,8 @@ pub enum Event {
 /// The current table and everything derived from it, rebuilt on each change.
 #[derive(Debug)]
 pub struct View {
+    /// The stream's epoch (docs/protocol.md): `seq`s compare only within one.
+    pub epoch: Arc<str>,
     pub seq: u64,
     /// Publish time of `seq` (ms since the epoch).
     pub ts: u64,
@@ -76,6 +84,8 @@ pub struct View {
     pub stale: bool,
     pub upstream: UpstreamState,
     pub rates: Arc<Rates>,
+    /// [`table_checksum`] of `rates`, computed once per view.
+    pub checksum: u32,
     /// Full-feed snapshot frame.
     pub snapshot_frame: Bytes,
     /// Why the data is stale or missing (the status frame's `reason`), for the REST body.
@@ -85,6 +95,8 @@ pub struct View {
 /// A whole state taken from elsewhere (the cluster's Redis), replacing this store's.
 #[derive(Debug, Clone)]
 pub struct Restore {
+    /// The shared state's epoch (the cluster's generation).
+    pub epoch: Arc<str>,
     pub seq: u64,
     /// Publish time of `seq` (ms since the epoch).
     pub ts: u64,
@@ -104,6 +116,26 @@ pub enum ApplyError {
     NotNext { held: u64, got: u64 },
     #[error("no state to apply a delta to")]
     NoState,
+    #[error("delta {seq} belongs to epoch {got:?}, not the held {held:?}")]
+    OtherEpoch {
+        held: Arc<str>,
+        got: String,
+        seq: u64,
+    },
+    /// The table this delta leads to is not the one it was published with: the held table is
+    /// not the one the publisher built on (a lost write re-issued this `seq`).
+    #[error("delta {seq}: the table after it has checksum {ours}, the publisher's had {theirs}")]
+    Checksum { seq: u64, ours: u32, theirs: u32 },
+}
+
+/// Why a whole state was not restored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The same epoch at a lower `seq` than served: the shared state lost writes this replica
+    /// already served. Serving it would take `seq` back and re-issue served `seq`s with other
+    /// content; the publisher starts a new epoch instead.
+    #[error("the shared state is at seq {got} of this epoch, behind the {held} already served")]
+    Behind { held: u64, got: u64 },
 }
 
 /// Resume outcome for `?since=`.
@@ -118,9 +150,9 @@ pub struct Store {
     config: StoreConfig,
     inner: RwLock<Inner>,
     events: broadcast::Sender<Event>,
-    /// The held `seq` once there is data (`None` before), for connections waiting to catch up
-    /// ([`Store::catch_up`]).
-    held: watch::Sender<Option<u64>>,
+    /// The held epoch and `seq` once there is data (`None` before), for connections waiting to
+    /// catch up ([`Store::catch_up`]).
+    held: watch::Sender<Option<(Arc<str>, u64)>>,
 }
 
 /// A `since` at most this many deltas ahead of the held `seq` is waited for in cluster mode:
@@ -130,6 +162,8 @@ pub struct Store {
 const CATCH_UP_DELTAS: u64 = 16;
 
 struct Inner {
+    /// Standalone: new per process. Cluster mode: the shared state's generation.
+    epoch: Arc<str>,
     seq: u64,
     rates: Arc<Rates>,
     upstream: UpstreamState,
@@ -150,6 +184,7 @@ impl Store {
         let store = Self {
             held: watch::Sender::new(None),
             inner: RwLock::new(Inner {
+                epoch: new_epoch(),
                 seq: initial_seq(),
                 rates: Arc::default(),
                 upstream: UpstreamState::default(),
@@ -183,13 +218,15 @@ impl Store {
         }
         let seq = inner.seq + 1;
         let ts = unix_ms(now);
-        let frame = delta_frame(seq, ts, &changes);
+        let frame = delta_frame(&inner.epoch, seq, ts, &changes, table_checksum(&rates));
         self.push_delta(&mut inner, rates, changes, seq, ts, frame, now);
         Some(seq)
     }
 
     /// Applies a delta published elsewhere (cluster mode), with its frame as published so that
-    /// every replica sends the same bytes. It must follow the held `seq`.
+    /// every replica sends the same bytes. It must follow the held `seq` in the held epoch, and
+    /// lead to the table the publisher had (its checksum): a replica never serves a table that
+    /// differs from the one the frame's checksum names.
     pub fn apply_published(
         &self,
         delta: &protocol::Delta,
@@ -206,9 +243,26 @@ impl Store {
                 got: delta.seq,
             });
         }
+        if *delta.epoch != *inner.epoch {
+            return Err(ApplyError::OtherEpoch {
+                held: inner.epoch.clone(),
+                got: delta.epoch.clone(),
+                seq: delta.seq,
+            });
+        }
         let changes = changes_of(delta);
         let mut rates = (*inner.rates).clone();
         apply_changes(&mut rates, &changes);
+        let ours = table_checksum(&rates);
+        if let Some(theirs) = delta.checksum
+            && theirs != ours
+        {
+            return Err(ApplyError::Checksum {
+                seq: delta.seq,
+                ours,
+                theirs,
+            });
+        }
         self.push_delta(&mut inner, rates, changes, delta.seq, delta.ts, frame, now);
         Ok(delta.seq)
     }
@@ -225,19 +279,22 @@ impl Store {
         now: SystemTime,
     ) {
         self.record_history(inner, &changes, ts, now);
+        let rates = Arc::new(rates);
         let event = Arc::new(DeltaEvent {
+            epoch: inner.epoch.clone(),
             seq,
             ts,
             changes,
             frame,
+            rates: rates.clone(),
         });
         if inner.ring.len() == self.config.ring_capacity {
             inner.ring.pop_front();
         }
         inner.ring.push_back(event.clone());
         inner.seq = seq;
-        self.held.send_replace(Some(seq));
-        inner.rates = Arc::new(rates);
+        self.held.send_replace(Some((inner.epoch.clone(), seq)));
+        inner.rates = rates;
         inner.stale = self.is_stale(inner, now);
         self.rebuild_view(inner, ts, now);
         // Sent under the write lock so that a subscriber's snapshot and its receiver agree.
@@ -245,21 +302,33 @@ impl Store {
     }
 
     /// Replaces the whole state (cluster mode: on start, after a gap, or when the cluster's
-    /// Redis was emptied). Connected clients get one delta event from the old table to the new
-    /// one at the new `seq`: full-feed subscribers whose `seq` it does not follow are resynced
-    /// with a snapshot by the fan-out, never replayed. The ring holds only the given deltas,
-    /// so a `since=` from before is answered with a snapshot.
-    pub fn restore(&self, restore: Restore, now: SystemTime) {
+    /// Redis was emptied or started a new epoch). Connected clients get one delta event from
+    /// the old table to the new one at the new `seq`: full-feed subscribers whose `seq` it does
+    /// not follow, and every subscriber when the epoch changed, are resynced with a snapshot by
+    /// the fan-out, never replayed. The ring holds only the given deltas, so a `since=` from
+    /// before is answered with a snapshot.
+    ///
+    /// A state of the held epoch behind the held `seq` is refused ([`RestoreError::Behind`]):
+    /// `seq` never goes back within an epoch.
+    pub fn restore(&self, restore: Restore, now: SystemTime) -> Result<(), RestoreError> {
         let (same, changes) = {
             let inner = self.read();
-            let same = inner.view.is_some() && inner.seq == restore.seq;
+            if inner.view.is_some() && inner.epoch == restore.epoch && restore.seq < inner.seq {
+                return Err(RestoreError::Behind {
+                    held: inner.seq,
+                    got: restore.seq,
+                });
+            }
+            let same =
+                inner.view.is_some() && inner.seq == restore.seq && inner.epoch == restore.epoch;
             (same, diff(&inner.rates, &restore.rates))
         };
         if same && changes.is_empty() {
             self.set_upstream(restore.upstream, now);
-            return;
+            return Ok(());
         }
         let mut inner = self.write();
+        inner.epoch = restore.epoch.clone();
         inner.upstream = restore.upstream;
         inner.ring.clear();
         let mut expected = None;
@@ -270,12 +339,19 @@ impl Store {
                 break;
             }
             expected = Some(delta.seq - 1);
+            if *delta.epoch != *restore.epoch {
+                break;
+            }
             let changes = changes_of(&delta);
+            // Each replayed delta's table is not kept (only the newest is): a filtered
+            // subscriber's replay takes its checksum from the table it ends at.
             inner.ring.push_front(Arc::new(DeltaEvent {
+                epoch: restore.epoch.clone(),
                 seq: delta.seq,
                 ts: delta.ts,
                 changes,
                 frame,
+                rates: Arc::default(),
             }));
             if inner.ring.len() == self.config.ring_capacity {
                 break;
@@ -297,19 +373,25 @@ impl Store {
             })
             .collect();
         inner.seq = restore.seq;
-        self.held.send_replace(Some(restore.seq));
-        inner.rates = Arc::new(restore.rates);
+        self.held
+            .send_replace(Some((restore.epoch.clone(), restore.seq)));
+        let rates = Arc::new(restore.rates);
+        inner.rates = rates.clone();
         inner.stale = self.is_stale(&inner, now);
         self.rebuild_view(&mut inner, restore.ts, now);
+        let checksum = table_checksum(&rates);
         let event = Arc::new(DeltaEvent {
+            frame: delta_frame(&restore.epoch, restore.seq, restore.ts, &changes, checksum),
+            epoch: restore.epoch,
             seq: restore.seq,
             ts: restore.ts,
-            frame: delta_frame(restore.seq, restore.ts, &changes),
             changes,
+            rates,
         });
         let _ = self.events.send(Event::Delta(event));
         inner.status_frame = self.status_frame(&inner, unix_ms(now));
         let _ = self.events.send(Event::Status(inner.status_frame.clone()));
+        Ok(())
     }
 
     /// The upstream state as the cluster's leader reported it (cluster mode).
@@ -377,6 +459,7 @@ impl Store {
 
     fn status_frame(&self, inner: &Inner, ts: u64) -> Bytes {
         ServerFrame::Status(protocol::Status {
+            epoch: inner.epoch.to_string(),
             ts,
             source: self.config.source,
             stale: inner.stale,
@@ -443,17 +526,27 @@ impl Store {
     }
 
     fn rebuild_view(&self, inner: &mut Inner, ts: u64, updated_at: SystemTime) {
+        // Only a new table needs a new checksum (the stale flag or the upstream state also
+        // rebuild the view).
+        let checksum = match &inner.view {
+            Some(view) if Arc::ptr_eq(&view.rates, &inner.rates) => view.checksum,
+            _ => table_checksum(&inner.rates),
+        };
         let snapshot_frame = ServerFrame::Snapshot(protocol::Snapshot {
+            epoch: inner.epoch.to_string(),
             seq: inner.seq,
             ts,
             source: self.config.source,
             stale: inner.stale,
             checked_at: inner.upstream.last_success.map(unix_ms),
             rates: (*inner.rates).clone(),
+            checksum: Some(checksum),
         })
         .encode();
         let reason = self.reason(inner);
         inner.view = Some(Arc::new(View {
+            epoch: inner.epoch.clone(),
+            checksum,
             seq: inner.seq,
             ts,
             updated_at,
@@ -489,6 +582,24 @@ impl Store {
 
     pub fn seq(&self) -> u64 {
         self.read().seq
+    }
+
+    /// The current epoch (standalone: this process's; cluster mode: the shared state's once
+    /// loaded).
+    pub fn epoch(&self) -> Arc<str> {
+        self.read().epoch.clone()
+    }
+
+    /// The epoch and `seq` held, and the frame published at that `seq` (`None` before any
+    /// delta): what a cluster reader compares a stream entry with.
+    pub fn head(&self) -> (Arc<str>, u64, Option<Bytes>) {
+        let inner = self.read();
+        let frame = inner
+            .ring
+            .back()
+            .filter(|d| d.seq == inner.seq)
+            .map(|d| d.frame.clone());
+        (inner.epoch.clone(), inner.seq, frame)
     }
 
     /// History of one unit, oldest first; `None` for a unit not currently served.
@@ -534,12 +645,16 @@ impl Store {
     /// and, when `since` is a few deltas ahead of the held `seq`, until it holds `since` (the
     /// client left a replica that applied the shared stream a moment earlier). The client then
     /// gets its replay instead of a snapshot. Returns at once standalone.
-    pub async fn catch_up(&self, since: u64) {
+    pub async fn catch_up(&self, since: u64, epoch: Option<&str>) {
         let Some(limit) = self.config.resume_catch_up else {
             return;
         };
-        let answerable =
-            |held: &Option<u64>| held.is_some_and(|h| since <= h || since - h > CATCH_UP_DELTAS);
+        // Once loaded, a `since` of another epoch (or none) is answered at once: a snapshot.
+        let answerable = |held: &Option<(Arc<str>, u64)>| {
+            held.as_ref().is_some_and(|(held_epoch, h)| {
+                epoch != Some(&**held_epoch) || since <= *h || since - h > CATCH_UP_DELTAS
+            })
+        };
         let mut held = self.held.subscribe();
         if answerable(&held.borrow_and_update()) {
             return;
@@ -552,11 +667,17 @@ impl Store {
         );
     }
 
-    /// The current view and, when every delta after `since` is still held, those deltas.
-    pub fn resume(&self, since: u64) -> (Option<Arc<View>>, Resume) {
+    /// The current view and, when `since` is of the held epoch and every delta after it is
+    /// still held, those deltas. A `since` without an epoch (a client older than the field)
+    /// or of another epoch gets a snapshot: its `seq` may name other content here.
+    pub fn resume(&self, since: u64, epoch: Option<&str>) -> (Option<Arc<View>>, Resume) {
         let inner = self.read();
         let oldest_held = inner.ring.front().map_or(inner.seq + 1, |d| d.seq);
-        let resume = if since <= inner.seq && since + 1 >= oldest_held && inner.view.is_some() {
+        let resume = if epoch == Some(&*inner.epoch)
+            && since <= inner.seq
+            && since + 1 >= oldest_held
+            && inner.view.is_some()
+        {
             Resume::Replay(
                 inner
                     .ring
@@ -582,9 +703,11 @@ impl Store {
     }
 }
 
-/// The full-feed delta frame of `changes` at `seq`: built the same way wherever it is built.
-pub fn delta_frame(seq: u64, ts: u64, changes: &Changes) -> Bytes {
+/// The full-feed delta frame of `changes` at `seq`, with the checksum of the table it leads
+/// to: built the same way wherever it is built.
+pub fn delta_frame(epoch: &str, seq: u64, ts: u64, changes: &Changes, checksum: u32) -> Bytes {
     ServerFrame::Delta(protocol::Delta {
+        epoch: epoch.to_owned(),
         seq,
         ts,
         changed: changes
@@ -593,6 +716,7 @@ pub fn delta_frame(seq: u64, ts: u64, changes: &Changes) -> Bytes {
             .map(|(code, change)| (code.clone(), change.into()))
             .collect(),
         removed: changes.removed.clone(),
+        checksum: Some(checksum),
     })
     .encode()
 }
@@ -648,6 +772,13 @@ fn describe_error(source: Source, kind: &str) -> String {
     }
 }
 
+/// A standalone server's epoch: new per process, so a `since=` from another process (or
+/// replica) never names a `seq` of this one.
+fn new_epoch() -> Arc<str> {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().random::<u64>()).into()
+}
+
 /// `seq` starts at a random per-process offset (below 2^52, so JavaScript reads it exactly):
 /// a `since=` that a client got from another replica then falls outside our ring and yields
 /// a snapshot instead of a wrong replay.
@@ -686,6 +817,7 @@ mod tests {
 
     fn restore(seq: u64, usd: f64, deltas: Vec<(protocol::Delta, Bytes)>) -> Restore {
         Restore {
+            epoch: "g1".into(),
             seq,
             ts: 1,
             rates: table(usd),
@@ -697,7 +829,7 @@ mod tests {
 
     fn published(seq: u64, prev: f64, usd: f64) -> (protocol::Delta, Bytes) {
         let changes = diff(&table(prev), &table(usd));
-        let frame = delta_frame(seq, seq, &changes);
+        let frame = delta_frame("g1", seq, seq, &changes, table_checksum(&table(usd)));
         match serde_json::from_slice(&frame).unwrap() {
             ServerFrame::Delta(delta) => (delta, frame),
             _ => unreachable!(),
@@ -713,7 +845,7 @@ mod tests {
             store.apply_published(&delta, frame.clone(), now),
             Err(ApplyError::NoState)
         );
-        store.restore(restore(10, 1.0, vec![]), now);
+        store.restore(restore(10, 1.0, vec![]), now).unwrap();
         assert_eq!(store.apply_published(&delta, frame.clone(), now), Ok(11));
         assert_eq!(store.view().unwrap().rates["usd"].value, 1.5);
         let (gap, gap_frame) = published(13, 1.5, 2.0);
@@ -721,7 +853,7 @@ mod tests {
             store.apply_published(&gap, gap_frame, now),
             Err(ApplyError::NotNext { held: 11, got: 13 })
         );
-        match store.resume(10).1 {
+        match store.resume(10, Some("g1")).1 {
             Resume::Replay(deltas) => assert_eq!(deltas[0].frame, frame),
             Resume::Snapshot => panic!("not replayed"),
         }
@@ -731,14 +863,14 @@ mod tests {
     fn a_restore_replays_its_deltas_and_snapshots_anything_older() {
         let store = store();
         let now = SystemTime::now();
-        store.restore(restore(5, 1.0, vec![]), now);
+        store.restore(restore(5, 1.0, vec![]), now).unwrap();
         let mut events = store.events();
         let deltas = vec![published(99, 1.0, 1.5), published(100, 1.5, 2.0)];
-        store.restore(restore(100, 2.0, deltas), now);
-        assert!(matches!(store.resume(98).1, Resume::Replay(d) if d.len() == 2));
-        assert!(matches!(store.resume(97).1, Resume::Snapshot));
+        store.restore(restore(100, 2.0, deltas), now).unwrap();
+        assert!(matches!(store.resume(98, Some("g1")).1, Resume::Replay(d) if d.len() == 2));
+        assert!(matches!(store.resume(97, Some("g1")).1, Resume::Snapshot));
         // A `since` from before the restore (another generation): a snapshot, never a replay.
-        assert!(matches!(store.resume(5).1, Resume::Snapshot));
+        assert!(matches!(store.resume(5, Some("g1")).1, Resume::Snapshot));
         // Connected clients hear of it: one delta event at the new seq (the fan-out resyncs
         // those it does not follow).
         match events.try_recv() {
@@ -751,7 +883,7 @@ mod tests {
     fn a_backplane_fault_is_stale_with_a_reason() {
         let store = store();
         let now = SystemTime::now();
-        store.restore(restore(5, 1.0, vec![]), now);
+        store.restore(restore(5, 1.0, vec![]), now).unwrap();
         store.record_success(now);
         assert!(!store.view().unwrap().stale);
         store.set_backplane_fault(Some("io"), now);

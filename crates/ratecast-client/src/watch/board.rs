@@ -343,6 +343,7 @@ mod tests {
             kind: "fiat".into(),
         };
         ServerFrame::Snapshot(Snapshot {
+            epoch: "e1".into(),
             seq: 7,
             ts: 1,
             source: Source::Demo,
@@ -353,6 +354,7 @@ mod tests {
                 ("eur".to_owned(), rate("Euro", 36_000.0)),
             ]
             .into(),
+            checksum: None,
         })
     }
 
@@ -365,10 +367,12 @@ mod tests {
             prev: None,
         };
         ServerFrame::Delta(Delta {
+            epoch: "e1".into(),
             seq: 8,
             ts: 2,
             changed: [(code.to_owned(), changed)].into(),
             removed: vec![],
+            checksum: None,
         })
     }
 

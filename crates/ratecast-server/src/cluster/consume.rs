@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::{ClusterError, ClusterStatus, Keys, READ_BLOCK, STREAM_DELTAS};
 use crate::metrics::Metrics;
-use crate::store::{Restore, Store};
+use crate::store::{ApplyError, Restore, Store};
 use ratecast_protocol::backoff::backoff;
 use ratecast_protocol::frames::{Delta, ServerFrame};
 use ratecast_protocol::time::unix_ms;
@@ -119,7 +119,13 @@ impl Reader {
             match self.load().await? {
                 Some(loaded) => {
                     let seq = loaded.restore.seq;
-                    self.store.restore(loaded.restore, SystemTime::now());
+                    if let Err(behind) = self.store.restore(loaded.restore, SystemTime::now()) {
+                        // Serving it would take `seq` back and re-issue served `seq`s with
+                        // other content: keep serving what is held (flagged stale if it lasts)
+                        // until the leader starts a new epoch or the state passes ours.
+                        self.metrics.cluster_divergences.increment(1);
+                        return Err(ClusterError::Behind(behind.to_string()));
+                    }
                     self.metrics.seq.set(seq as f64);
                     if at.generation.as_deref() != Some(&loaded.generation) {
                         info!(seq, reason, generation = %loaded.generation, "cluster: loaded the shared state");
@@ -183,7 +189,17 @@ impl Reader {
         }
         if kind == "d" {
             let seq: u64 = field("seq")?.parse().ok()?;
-            let held = self.store.seq();
+            let (_, held, held_frame) = self.store.head();
+            if seq == held && held_frame.is_some_and(|f| bytes(&entry.map, "frame") != Some(f)) {
+                // The `seq` we served, with other content: the shared state lost writes and
+                // a leader re-issued it. Never build on it.
+                warn!(
+                    seq,
+                    "cluster: a served seq was re-issued with other content"
+                );
+                self.metrics.cluster_divergences.increment(1);
+                return Some("diverged");
+            }
             if seq <= held {
                 // Already applied (a reload overlapped the read): nothing to do, and its
                 // upstream state is older than the one held.
@@ -201,8 +217,18 @@ impl Reader {
                 );
                 return Some("gap");
             };
-            if self.store.apply_published(&delta, frame, now).is_err() {
-                return Some("gap");
+            match self.store.apply_published(&delta, frame, now) {
+                Ok(_) => {}
+                Err(ApplyError::Checksum { .. }) => {
+                    warn!(
+                        seq,
+                        "cluster: the delta's checksum does not match the table it leads to; loading the whole state"
+                    );
+                    self.metrics.cluster_divergences.increment(1);
+                    return Some("diverged");
+                }
+                Err(ApplyError::OtherEpoch { .. }) => return Some("generation"),
+                Err(ApplyError::NotNext { .. } | ApplyError::NoState) => return Some("gap"),
             }
             self.metrics.seq.set(seq as f64);
             self.metrics.deltas_published.increment(1);
@@ -226,6 +252,9 @@ impl Reader {
         Ok(match (generation, seq) {
             (Some(g), _) if Some(&g) != at.generation.as_ref() => Some("generation"),
             (Some(_), Some(seq)) if seq > self.store.seq() => Some("gap"),
+            // Our generation, behind what we served: it lost writes (the reload refuses it
+            // and waits for the leader's new epoch).
+            (Some(_), Some(seq)) if seq < self.store.seq() => Some("behind"),
             (None, _) => {
                 self.read_waiting().await?;
                 None
@@ -337,10 +366,12 @@ impl Reader {
                 })
                 .collect();
             deltas.reverse();
+            let epoch = generation.clone();
             return Ok(Some(Loaded {
                 generation,
                 last_id,
                 restore: Restore {
+                    epoch: epoch.into(),
                     seq,
                     ts,
                     rates,

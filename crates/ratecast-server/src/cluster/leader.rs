@@ -140,6 +140,12 @@ async fn poll_once(
                 .increment(1);
             match published {
                 Published::Delta(seq) | Published::Reset(seq) => debug!(seq, "cluster: published"),
+                Published::NewEpoch(seq) => {
+                    warn!(
+                        seq,
+                        "cluster: published a new epoch over the state that lost writes"
+                    )
+                }
                 Published::Confirm | Published::Waiting => {}
             }
             Some(delay)

@@ -58,6 +58,9 @@ pub enum ClusterError {
     Fenced,
     #[error("the shared state changed under this leader")]
     Conflict,
+    /// The shared state is behind what this replica served in the same generation.
+    #[error("the shared state lost writes: {0}")]
+    Behind(String),
     #[error("unexpected data in Redis: {0}")]
     Data(String),
 }
@@ -81,6 +84,7 @@ impl ClusterError {
             },
             Self::Fenced => "fenced",
             Self::Conflict => "conflict",
+            Self::Behind(_) => "behind",
             Self::Data(_) => "data",
         }
     }

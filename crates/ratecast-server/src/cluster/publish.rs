@@ -13,21 +13,26 @@ use redis::aio::ConnectionManager;
 use super::{ClusterError, Keys, Lease, STREAM_DELTAS};
 use crate::store::{Store, delta_frame};
 use ratecast_protocol::UpstreamState;
+use ratecast_protocol::checksum::table_checksum;
 use ratecast_protocol::rates::{Rates, diff};
 use ratecast_protocol::time::unix_ms;
+use tracing::warn;
 
 /// Points kept per unit in Redis, as the store keeps them.
 const HISTORY_POINTS: usize = 2_880;
 
 /// KEYS: 1 lease, 2 state, 3 stream, 4.. history lists (changed units, then removed ones).
 /// ARGV: 1 token, 2 kind (d: delta, u: upstream state / confirmation, r: new generation),
-///   3 generation, 4 the `seq` the leader built on ('' when there is no state yet), 5 new `seq`,
-///   6 ts (ms), 7 delta frame, 8 upstream state (JSON), 9 snapshot rates (JSON),
+///   3 generation to write, 4 the `seq` the leader built on ('' when there is no state yet),
+///   5 new `seq`, 6 ts (ms), 7 delta frame, 8 upstream state (JSON), 9 snapshot rates (JSON),
 ///   10 poll time (ms), 11 MINID (oldest `seq` kept), 12 points per list, 13 changed lists,
-///   14.. per changed list: the new point "ts value" (d), or every point as a JSON array (r).
+///   14 the generation the leader built on ('' when there is no state yet),
+///   15.. per changed list: the new point "ts value" (d), or every point as a JSON array (r).
 /// Returns 'ok', 'fenced' (the lease is not ours) or 'conflict' (the state is not what the
-/// leader built on). `seq` never goes back: a delta takes exactly held + 1, a new generation
-/// is only created where there is no state, with a `seq` above any before (time-based).
+/// leader built on). `seq` never goes back: a delta takes exactly held + 1 in the same
+/// generation; a new generation replaces no state, or exactly the state the leader read (one
+/// that lost writes it had published), with a `seq` above any before (time-based, and above
+/// what the leader published and served).
 const PUBLISH: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
 local gen = redis.call('HGET', KEYS[2], 'gen')
@@ -35,7 +40,9 @@ local seq = redis.call('HGET', KEYS[2], 'seq')
 local kind = ARGV[2]
 if ARGV[4] == '' then
   if gen or kind ~= 'r' then return 'conflict' end
-elseif gen ~= ARGV[3] or seq ~= ARGV[4] or kind == 'r' then
+elseif gen ~= ARGV[14] or seq ~= ARGV[4] then
+  return 'conflict'
+elseif (kind == 'r') ~= (ARGV[3] ~= ARGV[14]) then
   return 'conflict'
 end
 local changed = tonumber(ARGV[13])
@@ -44,14 +51,14 @@ if kind == 'r' then
   redis.call('DEL', KEYS[3])
   for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
   for i = 1, changed do
-    local points = cjson.decode(ARGV[13 + i])
+    local points = cjson.decode(ARGV[14 + i])
     for j = 1, #points, 1000 do
       redis.call('RPUSH', KEYS[3 + i], unpack(points, j, math.min(j + 999, #points)))
     end
   end
 elseif kind == 'd' then
   for i = 1, changed do
-    redis.call('RPUSH', KEYS[3 + i], ARGV[13 + i])
+    redis.call('RPUSH', KEYS[3 + i], ARGV[14 + i])
     redis.call('LTRIM', KEYS[3 + i], -cap, -1)
   end
   for i = 4 + changed, #KEYS do redis.call('DEL', KEYS[i]) end
@@ -97,6 +104,12 @@ struct Base {
     generation: String,
     seq: u64,
     rates: Rates,
+    /// The state read is behind this `seq` of its own generation, which this leader published
+    /// or its replica served: the shared state lost acknowledged writes (a failover to a
+    /// replica that had not received them, a restart from an older RDB/AOF). Building on it
+    /// would re-issue served `seq`s with other content, so the next publication starts a new
+    /// generation (epoch) above this mark instead.
+    lost_writes_after: Option<u64>,
 }
 
 /// The shared state's head, read when a replica takes the lease.
@@ -124,6 +137,8 @@ pub(super) enum Published {
     Confirm,
     /// A new generation (the state was missing: first start, or Redis was emptied).
     Reset(u64),
+    /// A new generation replacing a state that lost writes this leader published or served.
+    NewEpoch(u64),
     /// A failure before any state exists: only the upstream state, under the waiting key.
     Waiting,
 }
@@ -134,6 +149,7 @@ impl Published {
             Self::Delta(_) => "delta",
             Self::Confirm => "confirm",
             Self::Reset(_) => "reset",
+            Self::NewEpoch(_) => "new_epoch",
             Self::Waiting => "waiting",
         }
     }
@@ -147,6 +163,9 @@ pub(super) struct Publisher {
     /// Seeds a new generation's history and keeps `seq` above what this replica served.
     store: Arc<Store>,
     base: Option<Base>,
+    /// The newest generation and `seq` this publisher published: with what its replica
+    /// served, the high-water mark a reloaded state must not be behind.
+    published: Option<(String, u64)>,
 }
 
 impl Publisher {
@@ -158,7 +177,20 @@ impl Publisher {
             waiting: Script::new(WAITING),
             store,
             base: None,
+            published: None,
         }
+    }
+
+    /// The highest `seq` of `generation` this leader published or its replica served.
+    fn high_water(&self, generation: &str) -> Option<u64> {
+        let published = self
+            .published
+            .as_ref()
+            .filter(|(g, _)| g == generation)
+            .map(|&(_, seq)| seq);
+        let (epoch, seq, _) = self.store.head();
+        let served = (self.store.view().is_some() && *epoch == *generation).then_some(seq);
+        published.max(served)
     }
 
     /// Reads the shared state's head and what to build on (when taking the lease, and after a
@@ -170,12 +202,25 @@ impl Publisher {
             .query_async(&mut self.conn)
             .await?;
         self.base = match (generation, seq, snapshot) {
-            (Some(generation), Some(seq), Some(snapshot)) => Some(Base {
-                generation,
-                seq,
-                rates: serde_json::from_str(&snapshot)
-                    .map_err(|e| ClusterError::Data(format!("snapshot: {e}")))?,
-            }),
+            (Some(generation), Some(seq), Some(snapshot)) => {
+                let mark = self.high_water(&generation);
+                let lost_writes_after = mark.filter(|&mark| mark > seq);
+                if let Some(mark) = lost_writes_after {
+                    warn!(
+                        generation,
+                        seq,
+                        mark,
+                        "cluster: the shared state lost writes already served; starting a new epoch"
+                    );
+                }
+                Some(Base {
+                    rates: serde_json::from_str(&snapshot)
+                        .map_err(|e| ClusterError::Data(format!("snapshot: {e}")))?,
+                    generation,
+                    seq,
+                    lost_writes_after,
+                })
+            }
             _ => None,
         };
         Ok(Head {
@@ -229,6 +274,27 @@ impl Publisher {
         }
     }
 
+    /// A new generation's history lists (as JSON arrays, in `table`'s order): what this replica
+    /// holds, plus the new value where it differs from the last point.
+    fn seed_history(&self, table: &Rates, ts: u64) -> Result<Vec<String>, ClusterError> {
+        let histories = self.store.histories(&BTreeSet::new());
+        table
+            .iter()
+            .map(|(code, rate)| {
+                let held = histories.get(code);
+                let mut series: Vec<String> = held
+                    .map(|s| s.iter().map(|(t, v)| format!("{t} {v}")).collect())
+                    .unwrap_or_default();
+                if held.and_then(|s| s.last()).map(|p| p.1) != Some(rate.value) {
+                    series.push(format!("{ts} {}", rate.value));
+                }
+                let skip = series.len().saturating_sub(HISTORY_POINTS);
+                serde_json::to_string(&series[skip..])
+                    .map_err(|e| ClusterError::Data(e.to_string()))
+            })
+            .collect()
+    }
+
     async fn try_publish(
         &mut self,
         lease: &Lease,
@@ -240,51 +306,62 @@ impl Publisher {
         let up = serde_json::to_string(upstream).map_err(|e| ClusterError::Data(e.to_string()))?;
         let mut invocation = self.script.key(&self.keys.lease);
         invocation.key(&self.keys.state).key(&self.keys.stream);
-        let (published, next_base, kind, generation, held, seq, frame, snapshot);
+        let (published, next_base, kind, generation, built_on, held, seq, frame, snapshot);
         let mut points: Vec<String> = Vec::new();
+        let lost = self.base.as_ref().and_then(|b| b.lost_writes_after);
         match (&self.base, rates) {
             (None, None) => return self.publish_waiting(lease, &up).await,
-            (None, Some(rates)) => {
+            (None, Some(_))
+            | (
+                Some(Base {
+                    lost_writes_after: Some(_),
+                    ..
+                }),
+                _,
+            ) => {
                 // A new generation: a `seq` above any of an earlier one (1,024 per ms of wall
-                // time since the epoch stays below 2^53 until the 23rd century) and above what
-                // this replica served.
-                let served = self.store.view().map_or(0, |v| v.seq);
-                let new_seq = (ts * 1_024).max(served + 1);
-                let new_generation = format!("{:016x}", rand::rng().random::<u64>());
-                let histories = self.store.histories(&BTreeSet::new());
-                for code in rates.keys() {
-                    let mut series: Vec<String> = histories
-                        .get(code)
-                        .map(|s| s.iter().map(|(t, v)| format!("{t} {v}")).collect())
-                        .unwrap_or_default();
-                    let last = histories.get(code).and_then(|s| s.last()).map(|p| p.1);
-                    if last != Some(rates[code].value) {
-                        series.push(format!("{ts} {}", rates[code].value));
-                    }
-                    let skip = series.len().saturating_sub(HISTORY_POINTS);
-                    let series: Vec<String> = series.into_iter().skip(skip).collect();
+                // time since the epoch stays below 2^53 until the 23rd century), above what
+                // this replica served and above the high-water mark of lost writes. Its table:
+                // this poll's, or after a failed poll the newest this replica served (the
+                // shared state's is older than what was served).
+                let served = self.store.view();
+                let new_seq = (ts * 1_024)
+                    .max(served.as_ref().map_or(0, |v| v.seq) + 1)
+                    .max(lost.unwrap_or(0) + 1);
+                let table = match (rates, &served, &self.base) {
+                    (Some(rates), _, _) => rates.clone(),
+                    (None, Some(view), _) => (*view.rates).clone(),
+                    (None, None, Some(base)) => base.rates.clone(),
+                    (None, None, None) => unreachable!("matched above"),
+                };
+                for code in table.keys() {
                     invocation.key(self.keys.history(code));
-                    points.push(
-                        serde_json::to_string(&series)
-                            .map_err(|e| ClusterError::Data(e.to_string()))?,
-                    );
                 }
+                points = self.seed_history(&table, ts)?;
                 kind = "r";
-                generation = new_generation;
-                held = String::new();
+                generation = format!("{:016x}", rand::rng().random::<u64>());
+                (built_on, held) = match &self.base {
+                    Some(base) => (base.generation.clone(), base.seq.to_string()),
+                    None => (String::new(), String::new()),
+                };
                 seq = new_seq;
                 frame = Vec::new();
-                snapshot = Some(rates);
-                published = Published::Reset(new_seq);
+                published = match lost {
+                    Some(_) => Published::NewEpoch(new_seq),
+                    None => Published::Reset(new_seq),
+                };
                 next_base = Some(Base {
                     generation: generation.clone(),
                     seq,
-                    rates: rates.clone(),
+                    rates: table.clone(),
+                    lost_writes_after: None,
                 });
+                snapshot = Some(table);
             }
             (Some(base), rates) => {
                 let changes = rates.map(|r| diff(&base.rates, r)).unwrap_or_default();
                 generation = base.generation.clone();
+                built_on = base.generation.clone();
                 held = base.seq.to_string();
                 if changes.is_empty() {
                     kind = "u";
@@ -296,7 +373,9 @@ impl Publisher {
                 } else {
                     kind = "d";
                     seq = base.seq + 1;
-                    frame = delta_frame(seq, ts, &changes).to_vec();
+                    let table = rates.cloned().unwrap_or_default();
+                    frame = delta_frame(&generation, seq, ts, &changes, table_checksum(&table))
+                        .to_vec();
                     for (code, change) in &changes.changed {
                         invocation.key(self.keys.history(code));
                         points.push(format!("{ts} {}", change.rate.value));
@@ -304,19 +383,20 @@ impl Publisher {
                     for code in &changes.removed {
                         invocation.key(self.keys.history(code));
                     }
-                    snapshot = rates;
                     published = Published::Delta(seq);
                     next_base = Some(Base {
                         generation: generation.clone(),
                         seq,
-                        rates: rates.cloned().unwrap_or_default(),
+                        rates: table.clone(),
+                        lost_writes_after: None,
                     });
+                    snapshot = Some(table);
                 }
             }
         }
         let snapshot = match snapshot {
             Some(rates) => {
-                serde_json::to_string(rates).map_err(|e| ClusterError::Data(e.to_string()))?
+                serde_json::to_string(&rates).map_err(|e| ClusterError::Data(e.to_string()))?
             }
             None => String::new(),
         };
@@ -333,13 +413,17 @@ impl Publisher {
             .arg(ts.to_string())
             .arg(seq.saturating_sub(STREAM_DELTAS - 1).to_string())
             .arg(HISTORY_POINTS)
-            .arg(points.len());
+            .arg(points.len())
+            .arg(&built_on);
         for point in &points {
             invocation.arg(point);
         }
         let result: String = invocation.invoke_async(&mut self.conn).await?;
         match result.as_str() {
             "ok" => {
+                if let Some(base) = &next_base {
+                    self.published = Some((base.generation.clone(), base.seq));
+                }
                 self.base = next_base;
                 Ok(published)
             }

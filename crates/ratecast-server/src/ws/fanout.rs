@@ -31,6 +31,7 @@ use super::{CloseReason, frame};
 use crate::metrics::Metrics;
 use crate::store::{DeltaEvent, Event, Resume, Store, View};
 use ratecast_protocol::Rates;
+use ratecast_protocol::checksum::{filtered_checksum, table_checksum};
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
 use ratecast_protocol::time::unix_ms;
 
@@ -58,7 +59,8 @@ pub enum Command {
     /// A new subscriber: send it a snapshot (or the replay after `since`) and then the feed.
     Add {
         peer: Arc<Peer>,
-        since: Option<u64>,
+        /// `?since=` and the epoch it belongs to (`?epoch=`).
+        since: Option<(u64, Option<String>)>,
         filter: Option<Arc<BTreeSet<String>>>,
     },
     /// A frame answering the client (pong, error).
@@ -149,6 +151,7 @@ pub fn start(
                 },
                 clock,
                 snapshot_cache: None,
+                epoch: context.store.epoch(),
             };
             tasks.spawn(worker.run(rx, events, heartbeats.clone()));
             Shard { commands }
@@ -164,6 +167,9 @@ struct Worker {
     clock: Clock,
     /// The full-feed snapshot of the newest view, framed once for every new subscriber.
     snapshot_cache: Option<(Arc<View>, Bytes)>,
+    /// The epoch of the last delta event: one of another epoch resyncs every subscriber, since
+    /// their `seq`s say nothing of the new epoch's.
+    epoch: Arc<str>,
 }
 
 impl Worker {
@@ -327,12 +333,12 @@ impl Worker {
 
     /// First frames of a new subscriber: the replay after `since` when every delta is held,
     /// else a snapshot (none yet if there is no data: the first delta will bring one).
-    fn start_feed(&mut self, id: u64, since: Option<u64>) {
-        let Some(since) = since else {
+    fn start_feed(&mut self, id: u64, since: Option<(u64, Option<String>)>) {
+        let Some((since, epoch)) = since else {
             self.resync(id, false);
             return;
         };
-        let (view, resume) = self.context.store.resume(since);
+        let (view, resume) = self.context.store.resume(since, epoch.as_deref());
         let metrics = &self.context.metrics;
         match (view, resume) {
             (Some(view), Resume::Replay(deltas)) => {
@@ -343,8 +349,12 @@ impl Worker {
                     return;
                 };
                 let mut out = BytesMut::new();
-                for delta in &deltas {
-                    if let Some(frame) = delta_frame(delta, sub.filter.as_deref()) {
+                let count = deltas.len();
+                for (i, delta) in deltas.iter().enumerate() {
+                    // A filtered replay's checksums: only the last frame's table is known
+                    // (the view's), so the frames before it carry none.
+                    let rates = (i + 1 == count).then_some(&view.rates);
+                    if let Some(frame) = delta_frame(delta, sub.filter.as_deref(), rates) {
                         out.extend_from_slice(&frame);
                     }
                 }
@@ -425,6 +435,17 @@ impl Worker {
     }
 
     async fn fan_out(&mut self, delta: &Arc<DeltaEvent>) {
+        if delta.epoch != self.epoch {
+            // A new epoch (the shared state lost writes, or was replaced): every table held
+            // downstream may be wrong, so everyone starts again from a snapshot.
+            debug!(epoch = %delta.epoch, seq = delta.seq, "new epoch; resyncing every subscriber");
+            self.epoch = delta.epoch.clone();
+            let ids: Vec<u64> = self.subscribers.keys().copied().collect();
+            for id in ids {
+                self.resync(id, true);
+            }
+            return;
+        }
         let shared = frame::text(&delta.frame);
         let (mut frames, mut bytes) = (0u64, 0u64);
         let mut dead = Vec::new();
@@ -451,7 +472,7 @@ impl Worker {
             let filtered;
             let frame = match sub.filter.as_deref() {
                 None => &shared,
-                Some(filter) => match delta_frame(delta, Some(filter)) {
+                Some(filter) => match delta_frame(delta, Some(filter), Some(&delta.rates)) {
                     Some(frame) => {
                         filtered = frame;
                         &filtered
@@ -533,8 +554,13 @@ impl Worker {
 }
 
 /// The framed delta for a filter (`None`: the full feed's shared bytes are used instead), or
-/// `None` when the delta touches none of the filter's codes.
-fn delta_frame(delta: &DeltaEvent, filter: Option<&BTreeSet<String>>) -> Option<Bytes> {
+/// `None` when the delta touches none of the filter's codes. A filtered frame carries the
+/// checksum of the filter's units in `rates`, the table after it, when that is known.
+fn delta_frame(
+    delta: &DeltaEvent,
+    filter: Option<&BTreeSet<String>>,
+    rates: Option<&Arc<Rates>>,
+) -> Option<Bytes> {
     let Some(filter) = filter else {
         return Some(frame::text(&delta.frame));
     };
@@ -556,10 +582,12 @@ fn delta_frame(delta: &DeltaEvent, filter: Option<&BTreeSet<String>>) -> Option<
         return None;
     }
     let json = ServerFrame::Delta(protocol::Delta {
+        epoch: delta.epoch.to_string(),
         seq: delta.seq,
         ts: delta.ts,
         changed,
         removed,
+        checksum: rates.map(|rates| filtered_checksum(rates, filter)),
     })
     .encode();
     Some(frame::text(&json))
@@ -574,13 +602,16 @@ fn filtered_snapshot(view: &View, filter: &BTreeSet<String>) -> Bytes {
                 .map(|rate| (code.clone(), rate.clone()))
         })
         .collect();
+    let checksum = table_checksum(&rates);
     ServerFrame::Snapshot(protocol::Snapshot {
+        epoch: view.epoch.to_string(),
         seq: view.seq,
         ts: view.ts,
         source: view.source,
         stale: view.stale,
         checked_at: view.upstream.last_success.map(unix_ms),
         rates,
+        checksum: Some(checksum),
     })
     .encode()
 }

@@ -153,6 +153,7 @@ impl Hub {
 async fn heartbeat(state: AppState, beat: watch::Sender<Bytes>) {
     every(state.config.ws.heartbeat_interval, &state.shutdown, || {
         let frame = ServerFrame::Heartbeat(protocol::Heartbeat {
+            epoch: state.store.epoch().to_string(),
             seq: state.store.seq(),
             ts: unix_ms(SystemTime::now()),
             checked_at: state.store.checked_at(),
@@ -166,6 +167,8 @@ async fn heartbeat(state: AppState, beat: watch::Sender<Bytes>) {
 #[derive(Debug, Deserialize)]
 pub struct StreamParams {
     since: Option<u64>,
+    /// The epoch `since` belongs to; a resume without it gets a snapshot.
+    epoch: Option<String>,
     symbols: Option<String>,
 }
 
@@ -322,7 +325,7 @@ async fn upgrade(
                 return debug!("connection ended before the upgrade");
             };
             if let Some(since) = params.since {
-                state.store.catch_up(since).await;
+                state.store.catch_up(since, params.epoch.as_deref()).await;
             }
             let peer = Arc::new(Peer {
                 id: slot.id,
@@ -334,7 +337,7 @@ async fn upgrade(
             let shard = hub.shard(slot.id).commands.clone();
             let added = Command::Add {
                 peer: peer.clone(),
-                since: params.since,
+                since: params.since.map(|since| (since, params.epoch)),
                 filter,
             };
             if shard.send(added).is_ok() {
