@@ -88,6 +88,16 @@ CASES = {
     "cluster redis errors": ("RatecastClusterRedisErrors", "12m", "3m", {"severity": "warning", "pod": POD, "kind": "io"},
                              f"Pod {POD} fails Redis operations (io)",
                              [(f'ratecast_cluster_redis_errors_total{{{SEL}, pod="{POD}", kind="io"}}', "0+60x30")]),
+    # Redis restored from an older snapshot at 10m: two replicas each refuse it once; nothing
+    # before. Fires at once, and resolves once the 15-minute window has passed.
+    "cluster lost writes": ("RatecastClusterLostWrites", "11m", "5m", {"severity": "warning"},
+                            "Redis came back with older data than the replicas served: a new epoch was started",
+                            [(f'ratecast_cluster_divergences_total{{{SEL}, pod="{POD}"}}', "0x9 1x20"),
+                             (f'ratecast_cluster_divergences_total{{{SEL}, pod="{FULLNAME}-other"}}', "0x9 1x20")]),
+    "cluster lost writes resolves": ("RatecastClusterLostWrites", "11m", "28m", {"severity": "warning"},
+                                     "Redis came back with older data than the replicas served: a new epoch was started",
+                                     [(f'ratecast_cluster_divergences_total{{{SEL}, pod="{POD}"}}', "0x9 1x20"),
+                                      (f'ratecast_cluster_divergences_total{{{SEL}, pod="{FULLNAME}-other"}}', "0x9 1x20")]),
 }
 
 

@@ -480,9 +480,12 @@ impl Store {
             .as_deref()
             .map(|kind| describe_error(self.config.source, kind));
         if let Some(fault) = inner.backplane_fault {
-            return Some(format!(
-                "lost contact with the cluster's shared state ({fault}); serving the last data it published"
-            ));
+            return Some(match fault {
+                "behind" => "the cluster's shared state lost its newest writes; serving the last data it published until the cluster starts a new epoch".to_owned(),
+                fault => format!(
+                    "lost contact with the cluster's shared state ({fault}); serving the last data it published"
+                ),
+            });
         }
         match (&inner.view, inner.stale, failing, error) {
             (None, _, true, Some(error)) => Some(error),
@@ -877,6 +880,60 @@ mod tests {
             Ok(Event::Delta(d)) => assert_eq!((d.seq, d.changes.changed.len()), (100, 1)),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A delta published on another table than the one held (a lost write re-issued its `seq`)
+    /// is refused by its checksum: the replica never serves a table the publisher did not have.
+    #[test]
+    fn a_delta_whose_checksum_disagrees_is_not_applied() {
+        let store = store();
+        let now = SystemTime::now();
+        store.restore(restore(10, 1.0, vec![]), now).unwrap();
+        // Published on a table where eur was 3.0 (not the 2.0 held): the delta only moves usd,
+        // so it applies cleanly here; only the checksum of the table it leads to tells.
+        let mut other = table(1.2);
+        other.get_mut("eur").unwrap().value = 3.0;
+        let mut after = other.clone();
+        after.get_mut("usd").unwrap().value = 1.5;
+        let changes = diff(&table(1.2), &table(1.5));
+        let frame = delta_frame("g1", 11, 11, &changes, table_checksum(&after));
+        let ServerFrame::Delta(delta) = serde_json::from_slice(&frame).unwrap() else {
+            unreachable!()
+        };
+        assert!(matches!(
+            store.apply_published(&delta, frame, now),
+            Err(ApplyError::Checksum { seq: 11, .. })
+        ));
+        assert_eq!(store.seq(), 10);
+        assert_eq!(store.view().unwrap().rates["usd"].value, 1.0);
+    }
+
+    /// Within an epoch `seq` never goes back: an older state of the same epoch is refused, one
+    /// of a new epoch is taken and sent to every subscriber.
+    #[test]
+    fn an_older_state_of_the_same_epoch_is_refused() {
+        let store = store();
+        let now = SystemTime::now();
+        store.restore(restore(10, 1.0, vec![]), now).unwrap();
+        assert_eq!(
+            store.restore(restore(8, 2.0, vec![]), now),
+            Err(RestoreError::Behind { held: 10, got: 8 })
+        );
+        assert_eq!(store.seq(), 10);
+        let mut events = store.events();
+        let new_epoch = Restore {
+            epoch: "g2".into(),
+            ..restore(20, 2.0, vec![])
+        };
+        store.restore(new_epoch, now).unwrap();
+        assert_eq!(&*store.epoch(), "g2");
+        match events.try_recv() {
+            Ok(Event::Delta(d)) => assert_eq!((&*d.epoch, d.seq), ("g2", 20)),
+            other => panic!("{other:?}"),
+        }
+        // A `since` of the old epoch is never replayed, even at a seq the new one holds.
+        assert!(matches!(store.resume(20, Some("g1")).1, Resume::Snapshot));
+        assert!(matches!(store.resume(20, None).1, Resume::Snapshot));
     }
 
     #[test]
