@@ -404,7 +404,7 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
         summary["final_seq_max"], converged.1,
         "the clients ended where the replicas did: {summary}"
     );
-    let log = rest_log.lock().unwrap();
+    let log = std::mem::take(&mut *rest_log.lock().unwrap());
     let mut tables: HashMap<(String, u64), u64> = HashMap::new();
     for ((replica, pid), seen) in log.iter() {
         for window in seen.windows(2) {
