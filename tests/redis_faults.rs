@@ -5,6 +5,7 @@
 //! endpoint). The target (docs/cluster.md): once a working endpoint is reachable, the cluster
 //! has a leader and fresh data again within 2 × the lease TTL.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
@@ -96,24 +97,56 @@ async fn recovered(replicas: &[Replica], seq_before: u64, since: Instant) -> Res
     }
 }
 
+/// A primary and its replica (a standby for a failover), the endpoint proxy in front of the
+/// primary, and the ratecast replicas behind the endpoint, one of them leading.
+struct Deployment {
+    primary: RedisServer,
+    standby: RedisServer,
+    proxy: Proxy,
+    /// Answers the leader's polls with new values each time: a delta per poll.
+    _upstream: FakeUpstream,
+    replicas: Vec<Replica>,
+}
+
+impl Deployment {
+    async fn start() -> Result<Self> {
+        let primary = RedisServer::start();
+        let standby = RedisServer::start();
+        standby.replicate(&primary);
+        let proxy = Proxy::start(primary.addr()).await;
+        let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
+        let replicas = cluster(&upstream, &proxy).await?;
+        Ok(Self {
+            primary,
+            standby,
+            proxy,
+            _upstream: upstream,
+            replicas,
+        })
+    }
+
+    /// Moves the endpoint to `target` and checks the target: a leader and fresh data on
+    /// every replica within 2 × TTL.
+    async fn switch_and_recover(&self, target: SocketAddr, case: &str) -> Result<()> {
+        let seq_before = highest_seq(&self.replicas).await?;
+        self.proxy.switch_to(target);
+        let took = recovered(&self.replicas, seq_before, Instant::now()).await?;
+        eprintln!("{case}: a leader and fresh data after {took:?}");
+        Ok(())
+    }
+}
+
 /// The outage: the primary vanishes without a RST (every open connection silent,
 /// forever), and the endpoint name is then moved to a working primary (here the same one).
 /// Only new connections reach it.
 #[tokio::test]
 async fn a_black_holed_primary_then_a_working_endpoint_has_a_leader_and_fresh_data_within_two_ttls()
 -> Result<()> {
-    let redis = RedisServer::start();
-    let proxy = Proxy::start(redis.addr()).await;
-    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
-    let replicas = cluster(&upstream, &proxy).await?;
-
-    proxy.black_hole();
-    leaderless(&replicas).await?;
-    let seq_before = highest_seq(&replicas).await?;
-    proxy.switch_to(redis.addr());
-    let took = recovered(&replicas, seq_before, Instant::now()).await?;
-    eprintln!("black hole → working endpoint: leader and fresh data after {took:?}");
-    Ok(())
+    let d = Deployment::start().await?;
+    d.proxy.black_hole();
+    leaderless(&d.replicas).await?;
+    d.switch_and_recover(d.primary.addr(), "black hole, then a working endpoint")
+        .await
 }
 
 /// A failover that demotes the old primary (`REPLICAOF` the new one) while the replicas'
@@ -121,40 +154,52 @@ async fn a_black_holed_primary_then_a_working_endpoint_has_a_leader_and_fresh_da
 /// points at the new primary for new connections.
 #[tokio::test]
 async fn an_old_primary_demoted_under_open_connections_readonly_recovers() -> Result<()> {
-    let old = RedisServer::start();
-    let new = RedisServer::start();
-    new.replicate(&old);
-    let proxy = Proxy::start(old.addr()).await;
-    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
-    let replicas = cluster(&upstream, &proxy).await?;
-
-    new.promote();
-    old.replicate(&new);
-    proxy.switch_to(new.addr());
-    let switched = Instant::now();
-    let seq_before = highest_seq(&replicas).await?;
-    let took = recovered(&replicas, seq_before, switched).await?;
-    eprintln!("READONLY on the demoted primary: leader and fresh data after {took:?}");
-    Ok(())
+    let d = Deployment::start().await?;
+    d.standby.promote();
+    d.primary.replicate(&d.standby);
+    d.switch_and_recover(d.standby.addr(), "READONLY on the demoted primary")
+        .await
 }
 
 /// The measured failover: the primary goes silent on its open connections, its
 /// replica is promoted, and the endpoint name moves to it.
 #[tokio::test]
 async fn a_replica_promoted_while_the_old_primary_is_silent_recovers() -> Result<()> {
-    let primary = RedisServer::start();
-    let replica = RedisServer::start();
-    replica.replicate(&primary);
-    let proxy = Proxy::start(primary.addr()).await;
-    let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
-    let replicas = cluster(&upstream, &proxy).await?;
+    let d = Deployment::start().await?;
+    d.proxy.black_hole();
+    d.standby.promote();
+    d.switch_and_recover(
+        d.standby.addr(),
+        "promoted replica behind the moved endpoint",
+    )
+    .await
+}
 
-    proxy.black_hole();
-    replica.promote();
-    proxy.switch_to(replica.addr());
-    let switched = Instant::now();
-    let seq_before = highest_seq(&replicas).await?;
-    let took = recovered(&replicas, seq_before, switched).await?;
-    eprintln!("promoted replica behind the moved endpoint: leader and fresh data after {took:?}");
+/// Nothing here follows `MOVED`/`ASK`: a sharded Redis Cluster is refused at start-up, with a
+/// message that says what to use instead, rather than half working until its first failover.
+#[tokio::test]
+async fn a_sharded_redis_cluster_is_refused_at_start_up() -> Result<()> {
+    let redis = RedisServer::start_sharded();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_ratecast"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            &redis.url(),
+        ])
+        .args(["--upstream-url", "http://127.0.0.1:9"])
+        .env_clear()
+        .envs(common::coverage_env())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), run).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "{:?}: {stderr}", out.status);
+    ensure!(
+        stderr.contains("is a sharded Redis Cluster (cluster_enabled:1), which is not supported")
+            && stderr.contains("use a non-clustered primary endpoint"),
+        "{stderr}"
+    );
     Ok(())
 }

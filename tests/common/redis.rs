@@ -22,6 +22,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Keeps `dir` (and its dump) across restarts.
     persistent: bool,
+    /// `--cluster-enabled yes`: a one-node sharded Redis Cluster holding every slot.
+    sharded: bool,
     child: Option<Child>,
 }
 
@@ -38,16 +40,26 @@ const PORT_TRIES: usize = 5;
 impl RedisServer {
     /// An empty server that persists nothing.
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(false, false)
+    }
+
+    /// A one-node Redis Cluster (`--cluster-enabled yes`) holding every slot: it reports
+    /// `cluster_enabled:1`, as a sharded ElastiCache does.
+    pub fn start_sharded() -> Self {
+        let server = Self::start_with(false, true);
+        server
+            .command(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+            .expect("CLUSTER ADDSLOTSRANGE");
+        server
     }
 
     /// An empty server whose data directory survives [`Self::restart_from_dump`]: `SAVE` (or
     /// [`Self::save`]) writes `dump.rdb` there, and a restart loads it.
     pub fn start_persistent() -> Self {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
-    fn start_with(persistent: bool) -> Self {
+    fn start_with(persistent: bool, sharded: bool) -> Self {
         static SERVERS: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ratecast-redis-{}-{}",
@@ -58,6 +70,7 @@ impl RedisServer {
             port: 0,
             dir,
             persistent,
+            sharded,
             child: None,
         };
         for _ in 0..PORT_TRIES {
@@ -180,9 +193,14 @@ impl RedisServer {
         }
         std::fs::create_dir_all(&self.dir)?;
         let dir = self.dir.to_str().context("temp dir is UTF-8")?;
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--dir", dir, "--save", "", "--appendonly", "no"])
+            .args(["--dir", dir, "--save", "", "--appendonly", "no"]);
+        if self.sharded {
+            command.args(["--cluster-enabled", "yes"]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
