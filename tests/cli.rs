@@ -19,7 +19,7 @@ fn serve(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn bad_config_fails_fast_with_one_clear_error() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--poll-interval", "soon"], "--poll-interval"),
         (&["--poll-interval", "0s"], "greater than zero"),
         (&["--upstream-url", "not a url"], "--upstream-url"),
@@ -28,6 +28,9 @@ fn bad_config_fails_fast_with_one_clear_error() {
             "http:// or https://",
         ),
         (&["--listen", "nowhere"], "--listen"),
+        // The keys' hash tag is {PREFIX}: {} is none, and a brace breaks it.
+        (&["--cluster-key-prefix", ""], "must not be empty"),
+        (&["--cluster-key-prefix", "a{b"], "must not contain { or }"),
     ];
     for (args, expect) in cases {
         let started = Instant::now();

@@ -4,15 +4,13 @@
 //! again) → 0 missed deltas and every client ends on the same `seq`.
 
 mod common;
-#[path = "common/redis.rs"]
-mod redis_server;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::redis::{RedisServer, free_port};
 use common::{FakeUpstream, Reply, fixture};
-use redis_server::{RedisServer, free_port};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 

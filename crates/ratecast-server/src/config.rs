@@ -95,8 +95,8 @@ pub struct ClusterConfig {
     pub cluster_lease_ttl: Duration,
 
     /// Prefix of every key, so that several deployments can share one Redis. The keys are
-    /// `{PREFIX}:…` (one hash slot).
-    #[arg(long, env = "RATECAST_CLUSTER_KEY_PREFIX", default_value = "ratecast")]
+    /// `{PREFIX}:…` (one hash slot): not empty, and no `{` or `}`.
+    #[arg(long, env = "RATECAST_CLUSTER_KEY_PREFIX", default_value = "ratecast", value_parser = parse_key_prefix)]
     pub cluster_key_prefix: String,
 }
 
@@ -200,6 +200,18 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err("must be greater than zero".into()),
         d => Ok(d),
     }
+}
+
+/// The prefix goes between braces as the keys' hash tag: `{}` is no hash tag, and a brace
+/// inside would end or nest it, spreading the keys over slots.
+fn parse_key_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty (the keys' hash tag would be {}, which is none)".into());
+    }
+    if s.contains(['{', '}']) {
+        return Err("must not contain { or } (it is the keys' hash tag: {PREFIX})".into());
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_http_url(s: &str) -> Result<Url, String> {

@@ -93,14 +93,17 @@ pub async fn run(
             poller_config,
             token.clone(),
         ))],
-        Some(status) => cluster::start(
-            &config,
-            upstream,
-            state.store.clone(),
-            state.metrics.clone(),
-            status.clone(),
-            token.clone(),
-        )?,
+        Some(status) => {
+            cluster::start(
+                &config,
+                upstream,
+                state.store.clone(),
+                state.metrics.clone(),
+                status.clone(),
+                token.clone(),
+            )
+            .await?
+        }
     };
     tokio::spawn(ticker(state.clone()));
 

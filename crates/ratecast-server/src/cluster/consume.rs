@@ -10,12 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{ClusterError, ClusterStatus, Keys, READ_BLOCK, STREAM_DELTAS};
+use super::{ClusterError, ClusterStatus, Conn, Keys, READ_BLOCK, STREAM_DELTAS};
 use crate::metrics::Metrics;
 use crate::store::{ApplyError, Restore, Store};
 use ratecast_protocol::backoff::backoff;
@@ -31,7 +30,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 const READ_COUNT: usize = 128;
 
 pub(super) struct Reader {
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub keys: Keys,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,

@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use rand::Rng;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{ClusterError, ClusterStatus, Keys};
+use super::{ClusterError, ClusterStatus, Conn, Keys};
 use crate::metrics::Metrics;
 use ratecast_protocol::backoff::backoff;
 
@@ -60,7 +59,7 @@ impl Lease {
 }
 
 pub(super) struct Leasing {
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub keys: Keys,
     pub name: String,
     pub ttl: Duration,

@@ -12,6 +12,7 @@
 //!
 //! The store and the upstream know nothing of this module; it sits where the poller does.
 
+mod conn;
 mod consume;
 mod leader;
 mod lease;
@@ -21,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ use crate::poller::PollerConfig;
 use crate::store::Store;
 use crate::upstream::RateSource;
 
+use conn::Conn;
 pub use lease::Lease;
 
 /// Published deltas kept in the stream, and loaded into a starting replica's ring: the
@@ -63,13 +64,19 @@ pub enum ClusterError {
     Behind(String),
     #[error("unexpected data in Redis: {0}")]
     Data(String),
+    #[error(
+        "the Redis at --redis-url is a sharded Redis Cluster (cluster_enabled:1), which is not \
+         supported: use a non-clustered primary endpoint (e.g. ElastiCache with cluster mode \
+         disabled)"
+    )]
+    Sharded,
 }
 
 impl ClusterError {
     /// Bounded label for `ratecast_cluster_redis_errors_total` and the stale reason.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::BadUrl => "config",
+            Self::BadUrl | Self::Sharded => "config",
             Self::Redis(e) if e.is_timeout() => "timeout",
             Self::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "io",
             Self::Redis(e) => match e.kind() {
@@ -139,31 +146,19 @@ impl ClusterStatus {
     }
 }
 
-/// A Redis client for `url`; nothing is connected yet.
+/// A Redis client for `url`, its sockets with keepalive and `TCP_USER_TIMEOUT`; nothing is
+/// connected yet.
 pub fn client(url: &str) -> Result<redis::Client, ClusterError> {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         return Err(ClusterError::BadUrl);
     }
     // The parse error may quote the URL: it is dropped.
-    redis::Client::open(url).map_err(|_| ClusterError::BadUrl)
-}
-
-/// A self-reconnecting connection; commands fail fast while Redis is away (the callers back
-/// off and retry themselves).
-fn connection(
-    client: &redis::Client,
-    response: Duration,
-) -> Result<ConnectionManager, ClusterError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(response))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    Ok(ConnectionManager::new_lazy_with_config(
-        client.clone(),
-        config,
-    )?)
+    let parsed = redis::Client::open(url).map_err(|_| ClusterError::BadUrl)?;
+    let info = parsed
+        .get_connection_info()
+        .clone()
+        .set_tcp_settings(conn::tcp_settings());
+    redis::Client::open(info).map_err(|_| ClusterError::BadUrl)
 }
 
 /// This process's name in the lease (for people reading Redis; fencing uses a random token).
@@ -173,8 +168,9 @@ fn replica_name() -> String {
 }
 
 /// Starts the lease, the leader's poll loop and the stream reader. They stop when `shutdown`
-/// is cancelled (the lease is released, so another replica takes over at once).
-pub fn start(
+/// is cancelled (the lease is released, so another replica takes over at once). Fails at
+/// once on a sharded Redis Cluster; an unreachable Redis is retried in the background.
+pub async fn start(
     config: &Config,
     upstream: impl RateSource + 'static,
     store: Arc<Store>,
@@ -192,8 +188,10 @@ pub fn start(
     let ttl = config.cluster.cluster_lease_ttl;
     let command_timeout = (ttl / 2).clamp(Duration::from_millis(200), Duration::from_secs(2));
     let (lease_tx, lease_rx) = watch::channel(None);
+    let mut lease_conn = Conn::new(&client, command_timeout);
+    lease_conn.check().await?;
     let lease = lease::Leasing {
-        conn: connection(&client, command_timeout)?,
+        conn: lease_conn,
         keys: keys.clone(),
         name: replica_name(),
         ttl,
@@ -201,7 +199,7 @@ pub fn start(
         status: status.clone(),
     };
     let publisher = publish::Publisher::new(
-        connection(&client, command_timeout.max(Duration::from_secs(2)))?,
+        Conn::new(&client, command_timeout.max(Duration::from_secs(2))),
         keys.clone(),
         store.clone(),
     );
@@ -210,7 +208,8 @@ pub fn start(
         max_backoff: config.max_backoff,
     };
     let reader = consume::Reader {
-        conn: connection(&client, READ_BLOCK + Duration::from_secs(3))?,
+        // Past this a blocking read is stuck (a silent peer): the connection is rebuilt.
+        conn: Conn::new(&client, READ_BLOCK + Duration::from_secs(1)),
         keys,
         store: store.clone(),
         metrics: metrics.clone(),

@@ -8,9 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
-use super::{ClusterError, Keys, Lease, STREAM_DELTAS};
+use super::{ClusterError, Conn, Keys, Lease, STREAM_DELTAS};
 use crate::store::{Store, delta_frame};
 use ratecast_protocol::UpstreamState;
 use ratecast_protocol::checksum::table_checksum;
@@ -156,7 +155,7 @@ impl Published {
 }
 
 pub(super) struct Publisher {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     script: Script,
     waiting: Script,
@@ -169,7 +168,7 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(conn: ConnectionManager, keys: Keys, store: Arc<Store>) -> Self {
+    pub fn new(conn: Conn, keys: Keys, store: Arc<Store>) -> Self {
         Self {
             conn,
             keys,
