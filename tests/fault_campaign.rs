@@ -17,14 +17,9 @@
 //! (RELIABILITY.md has its figures).
 
 mod common;
-#[path = "common/redis.rs"]
-#[allow(dead_code)] // only its free_port
-mod redis_server;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,90 +30,14 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use common::redis::{RedisServer, free_port};
 use common::{FakeUpstream, Reply, fixture};
-use redis_server::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
 const REPLICAS: usize = 3;
 const SUBSCRIBERS: usize = 300;
 /// Short enough that a stopped or killed leader is replaced within a couple of seconds.
 const LEASE_TTL: &str = "2s";
-
-/// A `redis-server` with a data directory of its own, so that it can `SAVE` and later start
-/// again from that older dump on the same port.
-struct PersistentRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl PersistentRedis {
-    fn start(dir: &Path) -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            dir: dir.join("redis"),
-            child: None,
-        };
-        std::fs::create_dir_all(&redis.dir).expect("redis dir");
-        redis.spawn();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args([
-                "--dbfilename",
-                "dump.rdb",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.command("PING").is_ok_and(|r| r == "+PONG\r\n") {
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn command(&self, command: &str) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(format!("{command}\r\n").as_bytes())?;
-        let mut reply = vec![0u8; 256];
-        let n = stream.read(&mut reply)?;
-        Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
-    }
-
-    fn restart_from_dump(&mut self) {
-        let _ = self.command("SHUTDOWN NOSAVE");
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
-        self.spawn();
-    }
-}
-
-impl Drop for PersistentRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn replica(port: u16, upstream: &str, redis: &str) -> Child {
     Command::new(BIN)
@@ -245,7 +164,7 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
     let dir = std::env::temp_dir().join(format!("ratecast-campaign-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
-    let mut redis = PersistentRedis::start(&dir);
+    let mut redis = RedisServer::start_persistent();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -319,7 +238,7 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
     while Instant::now() < end {
         // A dump now, and a few deltas (300 ms polls) before the fault: the writes after it
         // are the ones a restore from it loses.
-        let _ = redis.command("SAVE");
+        redis.save();
         tokio::time::sleep(Duration::from_millis(rng.random_range(600..2_000))).await;
         let fault = FAULTS[rng.random_range(0..FAULTS.len())];
         let mut leader = None;
@@ -331,7 +250,10 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
         let target = leader.unwrap_or_else(|| rng.random_range(0..REPLICAS));
         eprintln!("fault: {fault:?} (replica {target}, leader {leader:?})");
         match fault {
-            Fault::RedisRestartFromOlderDump => redis.restart_from_dump(),
+            Fault::RedisRestartFromOlderDump => {
+                redis.shutdown_nosave();
+                redis.restart_from_dump();
+            }
             Fault::LeaderKill => {
                 signal(&replicas[target], "KILL").await;
                 let _ = replicas[target].wait().await;
