@@ -128,8 +128,14 @@ impl Deployment {
     /// Moves the endpoint to `target` and checks the target: a leader and fresh data on
     /// every replica within 2 × TTL.
     async fn switch_and_recover(&self, target: SocketAddr, case: &str) -> Result<()> {
+        self.recovers_after(|| self.proxy.switch_to(target), case)
+            .await
+    }
+
+    /// Runs `fix` (a working endpoint from then on) and checks the target.
+    async fn recovers_after(&self, fix: impl FnOnce(), case: &str) -> Result<()> {
         let seq_before = highest_seq(&self.replicas).await?;
-        self.proxy.switch_to(target);
+        fix();
         let took = recovered(&self.replicas, seq_before, Instant::now()).await?;
         eprintln!("{case}: a leader and fresh data after {took:?}");
         Ok(())
@@ -146,6 +152,17 @@ async fn a_black_holed_primary_then_a_working_endpoint_has_a_leader_and_fresh_da
     d.proxy.black_hole();
     leaderless(&d.replicas).await?;
     d.switch_and_recover(d.primary.addr(), "black hole, then a working endpoint")
+        .await
+}
+
+/// A partition that heals: the same connections carry the held commands and answers again.
+#[tokio::test]
+async fn a_black_holed_primary_that_heals_has_a_leader_and_fresh_data_within_two_ttls() -> Result<()>
+{
+    let d = Deployment::start().await?;
+    d.proxy.black_hole();
+    leaderless(&d.replicas).await?;
+    d.recovers_after(|| d.proxy.heal(), "black hole, healed")
         .await
 }
 
@@ -200,6 +217,54 @@ async fn a_sharded_redis_cluster_is_refused_at_start_up() -> Result<()> {
         stderr.contains("is a sharded Redis Cluster (cluster_enabled:1), which is not supported")
             && stderr.contains("use a non-clustered primary endpoint"),
         "{stderr}"
+    );
+    Ok(())
+}
+
+/// The harness itself, as the lost-write cases use it: a dump taken, writes after it lost by a
+/// `SHUTDOWN NOSAVE`, the restart on the same port back at the dump; and the proxy's black
+/// hole holding a command until it heals, and its reset ending the connection.
+#[tokio::test]
+async fn the_harness_restarts_from_a_dump_and_the_proxy_holds_heals_and_resets() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut redis = RedisServer::start_persistent();
+    redis.command(&["SET", "k", "saved"])?;
+    redis.save();
+    redis.command(&["SET", "k", "lost"])?;
+    redis.shutdown_nosave();
+    redis.restart_from_dump();
+    ensure!(
+        redis.command(&["GET", "k"])? == "saved",
+        "not back at the dump"
+    );
+    redis.restart();
+    ensure!(
+        redis.command(&["GET", "k"])?.is_empty(),
+        "restart() is empty"
+    );
+
+    let proxy = Proxy::start(redis.addr()).await;
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await?;
+    let mut reply = [0u8; 7];
+    client.write_all(b"PING\r\n").await?;
+    client.read_exact(&mut reply).await?;
+    ensure!(&reply == b"+PONG\r\n", "relayed");
+    proxy.black_hole();
+    client.write_all(b"PING\r\n").await?;
+    let silent = tokio::time::timeout(Duration::from_millis(300), client.read_exact(&mut reply));
+    ensure!(silent.await.is_err(), "answered through the black hole");
+    proxy.heal();
+    tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut reply)).await??;
+    ensure!(
+        &reply == b"+PONG\r\n",
+        "the held command is answered once healed"
+    );
+    proxy.reset_all();
+    let after_reset = tokio::time::timeout(Duration::from_secs(2), client.read(&mut reply)).await?;
+    ensure!(
+        matches!(after_reset, Ok(0) | Err(_)),
+        "connection still open after reset_all: {after_reset:?}"
     );
     Ok(())
 }
