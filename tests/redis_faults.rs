@@ -14,7 +14,7 @@ use tokio::time::Instant;
 mod common;
 
 use common::proxy::Proxy;
-use common::redis::RedisServer;
+use common::redis::{RedisServer, free_port};
 use common::replica::{Replica, leader_of, spawn_cluster};
 use common::{FakeUpstream, Reply, fixture};
 
@@ -175,6 +175,21 @@ async fn an_old_primary_demoted_under_open_connections_readonly_recovers() -> Re
     d.standby.promote();
     d.primary.replicate(&d.standby);
     d.switch_and_recover(d.standby.addr(), "READONLY on the demoted primary")
+        .await
+}
+
+/// The old primary made a replica of a primary it cannot reach, serving no stale data (as a
+/// node does that lost its own primary mid-failover): every command there is answered
+/// `MASTERDOWN`, the reader's included. The endpoint name points at the promoted standby.
+#[tokio::test]
+async fn a_primary_that_lost_its_own_primary_masterdown_recovers() -> Result<()> {
+    let d = Deployment::start().await?;
+    d.standby.promote();
+    let nowhere = free_port().to_string();
+    d.primary
+        .command(&["CONFIG", "SET", "replica-serve-stale-data", "no"])?;
+    d.primary.command(&["REPLICAOF", "127.0.0.1", &nowhere])?;
+    d.switch_and_recover(d.standby.addr(), "MASTERDOWN on the old primary")
         .await
 }
 
