@@ -14,7 +14,7 @@ use tokio::time::Instant;
 mod common;
 
 use common::proxy::Proxy;
-use common::redis::RedisServer;
+use common::redis::{RedisServer, free_port};
 use common::replica::{Replica, leader_of, spawn_cluster};
 use common::{FakeUpstream, Reply, fixture};
 
@@ -128,8 +128,14 @@ impl Deployment {
     /// Moves the endpoint to `target` and checks the target: a leader and fresh data on
     /// every replica within 2 × TTL.
     async fn switch_and_recover(&self, target: SocketAddr, case: &str) -> Result<()> {
+        self.recovers_after(|| self.proxy.switch_to(target), case)
+            .await
+    }
+
+    /// Runs `fix` (a working endpoint from then on) and checks the target.
+    async fn recovers_after(&self, fix: impl FnOnce(), case: &str) -> Result<()> {
         let seq_before = highest_seq(&self.replicas).await?;
-        self.proxy.switch_to(target);
+        fix();
         let took = recovered(&self.replicas, seq_before, Instant::now()).await?;
         eprintln!("{case}: a leader and fresh data after {took:?}");
         Ok(())
@@ -149,6 +155,17 @@ async fn a_black_holed_primary_then_a_working_endpoint_has_a_leader_and_fresh_da
         .await
 }
 
+/// A partition that heals: the same connections carry the held commands and answers again.
+#[tokio::test]
+async fn a_black_holed_primary_that_heals_has_a_leader_and_fresh_data_within_two_ttls() -> Result<()>
+{
+    let d = Deployment::start().await?;
+    d.proxy.black_hole();
+    leaderless(&d.replicas).await?;
+    d.recovers_after(|| d.proxy.heal(), "black hole, healed")
+        .await
+}
+
 /// A failover that demotes the old primary (`REPLICAOF` the new one) while the replicas'
 /// connections stay open on it: every write there is answered `READONLY`. The endpoint name
 /// points at the new primary for new connections.
@@ -158,6 +175,21 @@ async fn an_old_primary_demoted_under_open_connections_readonly_recovers() -> Re
     d.standby.promote();
     d.primary.replicate(&d.standby);
     d.switch_and_recover(d.standby.addr(), "READONLY on the demoted primary")
+        .await
+}
+
+/// The old primary made a replica of a primary it cannot reach, serving no stale data (as a
+/// node does that lost its own primary mid-failover): every command there is answered
+/// `MASTERDOWN`, the reader's included. The endpoint name points at the promoted standby.
+#[tokio::test]
+async fn a_primary_that_lost_its_own_primary_masterdown_recovers() -> Result<()> {
+    let d = Deployment::start().await?;
+    d.standby.promote();
+    let nowhere = free_port().to_string();
+    d.primary
+        .command(&["CONFIG", "SET", "replica-serve-stale-data", "no"])?;
+    d.primary.command(&["REPLICAOF", "127.0.0.1", &nowhere])?;
+    d.switch_and_recover(d.standby.addr(), "MASTERDOWN on the old primary")
         .await
 }
 
@@ -200,6 +232,54 @@ async fn a_sharded_redis_cluster_is_refused_at_start_up() -> Result<()> {
         stderr.contains("is a sharded Redis Cluster (cluster_enabled:1), which is not supported")
             && stderr.contains("use a non-clustered primary endpoint"),
         "{stderr}"
+    );
+    Ok(())
+}
+
+/// The harness itself, as the lost-write cases use it: a dump taken, writes after it lost by a
+/// `SHUTDOWN NOSAVE`, the restart on the same port back at the dump; and the proxy's black
+/// hole holding a command until it heals, and its reset ending the connection.
+#[tokio::test]
+async fn the_harness_restarts_from_a_dump_and_the_proxy_holds_heals_and_resets() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut redis = RedisServer::start_persistent();
+    redis.command(&["SET", "k", "saved"])?;
+    redis.save();
+    redis.command(&["SET", "k", "lost"])?;
+    redis.shutdown_nosave();
+    redis.restart_from_dump();
+    ensure!(
+        redis.command(&["GET", "k"])? == "saved",
+        "not back at the dump"
+    );
+    redis.restart();
+    ensure!(
+        redis.command(&["GET", "k"])?.is_empty(),
+        "restart() is empty"
+    );
+
+    let proxy = Proxy::start(redis.addr()).await;
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await?;
+    let mut reply = [0u8; 7];
+    client.write_all(b"PING\r\n").await?;
+    client.read_exact(&mut reply).await?;
+    ensure!(&reply == b"+PONG\r\n", "relayed");
+    proxy.black_hole();
+    client.write_all(b"PING\r\n").await?;
+    let silent = tokio::time::timeout(Duration::from_millis(300), client.read_exact(&mut reply));
+    ensure!(silent.await.is_err(), "answered through the black hole");
+    proxy.heal();
+    tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut reply)).await??;
+    ensure!(
+        &reply == b"+PONG\r\n",
+        "the held command is answered once healed"
+    );
+    proxy.reset_all();
+    let after_reset = tokio::time::timeout(Duration::from_secs(2), client.read(&mut reply)).await?;
+    ensure!(
+        matches!(after_reset, Ok(0) | Err(_)),
+        "connection still open after reset_all: {after_reset:?}"
     );
     Ok(())
 }

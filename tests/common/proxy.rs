@@ -95,13 +95,6 @@ impl Proxy {
             link.task.abort();
         }
     }
-
-    /// Connections open now.
-    pub fn open_connections(&self) -> usize {
-        let mut state = self.state.lock().unwrap();
-        state.links.retain(|l| !l.task.is_finished());
-        state.links.len()
-    }
 }
 
 impl Drop for Proxy {

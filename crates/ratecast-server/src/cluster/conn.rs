@@ -122,10 +122,7 @@ impl Conn {
     fn judge(&mut self, result: Result<&[Value], &RedisError>) {
         let condemned = match result {
             Err(e) => starts_over(e),
-            Ok(values) => values.iter().any(|v| match v {
-                Value::ServerError(e) => e.kind().is_some_and(moved_on),
-                _ => false,
-            }),
+            Ok(values) => values.iter().any(condemns),
         };
         if condemned {
             self.live = None;
@@ -141,6 +138,12 @@ fn starts_over(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_unrecoverable_error()
         || matches!(e.kind(), ErrorKind::Server(kind) if moved_on(kind))
+}
+
+/// A reply (an error reply is a value until the caller converts it) from a server that is
+/// not the primary to talk to.
+fn condemns(value: &Value) -> bool {
+    matches!(value, Value::ServerError(e) if e.kind().is_some_and(moved_on))
 }
 
 /// Server errors that mean the endpoint's current server is not the primary to talk to.
@@ -179,5 +182,47 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         self.client.get_connection_info().redis_settings().db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(resp: &str) -> Value {
+        redis::parse_redis_value(resp.as_bytes()).expect("a RESP reply")
+    }
+
+    #[test]
+    fn a_server_that_is_not_the_primary_condemns_the_connection() {
+        for resp in [
+            "-READONLY You can't write against a read only replica.\r\n",
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+        ] {
+            assert!(condemns(&reply(resp)), "{resp}");
+        }
+        for resp in [
+            "-NOSCRIPT No matching script.\r\n",
+            "-ERR wrong number of arguments\r\n",
+            "+OK\r\n",
+        ] {
+            assert!(!condemns(&reply(resp)), "{resp}");
+        }
+    }
+
+    #[test]
+    fn timeouts_and_broken_sockets_start_over() {
+        for kind in [
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            assert!(starts_over(&std::io::Error::from(kind).into()), "{kind:?}");
+        }
+        let not_found = RedisError::from((ErrorKind::Server(ServerErrorKind::NoScript), "x"));
+        assert!(!starts_over(&not_found));
+        let loading = RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "x"));
+        assert!(starts_over(&loading));
     }
 }

@@ -9,6 +9,8 @@
 //!   `seq`, appends to the stream and stores the snapshot and history.
 //! - [`consume`]: every replica's stream reader, the leader's included: Redis → store. It
 //!   loads the whole state on start, after a gap, and when Redis was emptied.
+//! - [`conn`]: each task's Redis connection: rebuilt (a fresh connect) after a timeout, an
+//!   I/O error, `READONLY`, `LOADING` or `MASTERDOWN`; a sharded Redis Cluster is refused.
 //!
 //! The store and the upstream know nothing of this module; it sits where the poller does.
 
