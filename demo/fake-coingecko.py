@@ -2,8 +2,8 @@
 """CoinGecko's GET /api/v3/exchange_rates on loopback, for the native stack's drills (standard
 library only). The replicas poll it as they would poll CoinGecko, so staleness takes the
 production path (data unconfirmed for --stale-after, an upstream answering 503), not the demo
-source's. Answers the recorded payload (tests/fixtures) with a few rates moved on each poll, so
-every poll makes a delta, as the demo source does.
+source's. Answers the recorded payload (tests/fixtures) with rates moved on each poll, so every
+poll makes a delta, as the demo source does.
 
   fake-coingecko.py PORT FIXTURE
 
@@ -23,7 +23,8 @@ port, fixture = int(sys.argv[1]), sys.argv[2]
 rates = json.load(open(fixture))["rates"]
 state = {"outage": False, "frozen": False}
 lock = threading.Lock()
-# Every unit but the base: a random walk of 3 of them per poll, within ±0.5 % a step.
+# Every unit but the base may move: a third of them per poll, within ±0.5 % a step, as the demo
+# source does (frames of ~2.5 KB a second: what fills a slow client's buffers within the drill).
 movable = [code for code in rates if code != "btc"]
 
 
@@ -35,7 +36,7 @@ class Handler(BaseHTTPRequestHandler):
             if state["outage"]:
                 return self.answer(503, b'{"error":"service unavailable"}')
             if not state["frozen"]:
-                for code in random.sample(movable, 3):
+                for code in random.sample(movable, len(movable) // 3):
                     rates[code]["value"] = round(rates[code]["value"] * random.uniform(0.995, 1.005), 10)
             body = json.dumps({"rates": rates}).encode()
         self.answer(200, body)
