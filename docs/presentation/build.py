@@ -415,7 +415,7 @@ def main():
         "v_memory": memory_target[0],
         "image_mb": f"{image['bytes'] / 1e6:.1f}", "image_date": image["date"], "image_commit": image["commit"],
         "coverage": f"{coverage['percent']:.2f}", "coverage_date": coverage["date"],
-        "panels": panels, "panel_rows": panel_rows,
+        "panels": f"{panels} panels, {panel_rows} row{'' if panel_rows == 1 else 's'}",
         "cost_dev": f"{cost['dev']:,.0f}", "cost_staging": f"{cost['staging']:,.0f}",
         "cost_prod": f"{cost['prod']:,.0f}", "cost_egress": f"{egress[0]:,.0f}",
         "egress_clients": egress[1],
