@@ -7,7 +7,7 @@ laptop and in the e2e stage without installing anything).
   clients.py flood URL SECONDS  sends pings as fast as it can (reading the answers, so it is
                                 not also slow) until the server closes it or SECONDS pass
 
-Prints one JSON line: {"client", "closed", "close_code", "seconds", "frames_sent", ...}.
+Prints one JSON line: {"client", "closed", "close_code", "ended", "seconds", ...}.
 """
 import base64
 import json
@@ -69,10 +69,15 @@ def close_code(payload):
     return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
 
 
+def close_reason(payload):
+    return payload[2:].decode(errors="replace")
+
+
 def drain(sock, limit=10.0):
-    """Reads until EOF, a reset or limit seconds; returns (close code or None, how it ended)."""
+    """Reads until EOF, a reset or limit seconds; returns (close code or None, its reason, how it
+    ended: "close frame", "eof", "reset" or "still open")."""
     sock.settimeout(1)
-    buf, code, ended, deadline = b"", None, "still open", time.monotonic() + limit
+    buf, code, reason, ended, deadline = b"", None, "", "still open", time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
@@ -87,17 +92,22 @@ def drain(sock, limit=10.0):
         parsed, buf = frames(buf + chunk)
         for opcode, payload in parsed:
             if opcode == 8:
-                code = close_code(payload)
-    return code, ended
+                code, reason = close_code(payload), close_reason(payload)
+    # A close frame before the end of the stream is how the server ended it.
+    return code, reason, "close frame" if code is not None else ended
 
 
 def slow(url, seconds):
     start = time.monotonic()
     sock = connect(url, rcvbuf=2048)
     time.sleep(seconds)
-    code, ended = drain(sock)
+    drained = time.monotonic()
+    code, reason, ended = drain(sock)
+    # drain_s: how long the reads took to reach the end; a stream the server had already ended
+    # drains at once.
     return {"client": "slow", "closed": ended != "still open", "close_code": code,
-            "ended": ended, "seconds": round(time.monotonic() - start, 1)}
+            "close_reason": reason, "ended": ended, "seconds": round(time.monotonic() - start, 1),
+            "drain_s": round(time.monotonic() - drained, 1)}
 
 
 def ping_frame(payload=b"flood"):

@@ -252,20 +252,53 @@ sample_timeline() {
   done
 }
 
-# freeze_feed / thaw_feed : stop and restart new deltas (the demo outage on every replica),
-# so that every subscriber can settle on one final seq before the load generator stops.
-freeze_feed() { local n; for n in "${REPLICAS[@]}"; do replica_running "$n" && replica_signal "$n" USR1; done; }
-thaw_feed() { freeze_feed; }
+# freeze_feed / thaw_feed : stop and restart new deltas, so that every subscriber can settle on
+# one final seq before the load generator stops. Natively the fake CoinGecko keeps answering the
+# same rates (fresh, no change); in compose the demo source fails on every replica (SIGUSR1).
+freeze_feed() {
+  if [ "$DEMO_TARGET" = native ]; then fake_upstream freeze; else toggle_demo_source; fi
+}
+thaw_feed() {
+  if [ "$DEMO_TARGET" = native ]; then fake_upstream thaw; else toggle_demo_source; fi
+}
 
-# needs_cluster DRILL : exits with 3 ("depends on cluster mode") when the stack runs without it.
+# ---- the upstream ----------------------------------------------------------------------------
+# fake_upstream outage|recover|freeze|thaw : the native stack's fake CoinGecko (fake-coingecko.py).
+fake_upstream() { curl -fsS --max-time 3 -X POST -o /dev/null "http://127.0.0.1:$UPSTREAM_PORT/fake/$1"; }
+# SIGUSR1 toggles the demo source's outage on every running replica (compose: --demo).
+toggle_demo_source() { local n; for n in "${REPLICAS[@]}"; do replica_running "$n" && replica_signal "$n" USR1; done; }
+# upstream_outage / upstream_recover : CoinGecko unreachable, then answering again.
+upstream_outage() {
+  if [ "$DEMO_TARGET" = native ]; then fake_upstream outage; else toggle_demo_source; fi
+}
+upstream_recover() {
+  if [ "$DEMO_TARGET" = native ]; then fake_upstream recover; else toggle_demo_source; fi
+}
+
+# ---- drills that cannot run here -------------------------------------------------------------
+# The exit status of a drill that did not run, and only that: no tool a drill calls exits with
+# it (curl's codes stop near 100, bash's own start at 126), so a failing command is never
+# mistaken for a skip. demo/run.sh accepts it only for drills in DEMO_MAY_SKIP.
+NOT_RUN=112
+
+# not_run REASON : records why this drill did not run ($DEMO_OUT/not-run/<drill>) and exits NOT_RUN.
+not_run() {
+  local drill
+  drill=$(basename "$0" .sh); drill=${drill#[0-9]-}
+  mkdir -p "$DEMO_OUT/not-run"
+  printf '%s\n' "$1" >"$DEMO_OUT/not-run/$drill"
+  happened "NOT RUN: $1; not run, not passed"
+  exit "$NOT_RUN"
+}
+
+# needs_cluster DRILL : not run when the stack runs without cluster mode (a binary without it).
 needs_cluster() {
   if ! cluster_mode; then
     # A binary with cluster mode whose replicas show no leader gauge is a failure, not a skip.
     if [ "$DEMO_TARGET" = native ] && [ "${CLUSTER:-0}" = 1 ]; then
       fail "the replicas run with --redis-url but expose no ratecast_cluster_leader"
     fi
-    happened "DEPENDS ON CLUSTER MODE (issue 13): the replicas expose no ratecast_cluster_leader, so $1 cannot run here; not run, not passed"
-    exit 3
+    not_run "$1 needs cluster mode: the replicas expose no ratecast_cluster_leader"
   fi
 }
 

@@ -32,22 +32,32 @@ json.dump({
 PY
 echo "run: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["commit"], "|", r["machine"], "| load", r["load_average"])' "$DEMO_OUT/run.json")"
 
+# DEMO_MAY_SKIP: the drills that may report "not run" on this machine (space-separated; default
+# none). A drill that does not run without being listed fails the run: a skip is never a pass.
+read -r -a may_skip <<<"${DEMO_MAY_SKIP:-}"
+rm -rf "$DEMO_OUT/not-run"
 passed=() failed=() skipped=()
 for drill in "${drills[@]}"; do
   script=$(find "$DEMO_DIR/drills" -name "[0-9]-$drill.sh" | head -n1)
   [ -n "$script" ] || { echo "unknown drill: $drill (one of: ${ALL[*]})" >&2; failed+=("$drill"); continue; }
   rc=0
   bash "$script" || rc=$?
-  case $rc in
-    0) passed+=("$drill") ;;
-    3) skipped+=("$drill") ;;
-    *) failed+=("$drill") ;;
-  esac
+  if [ "$rc" -eq 0 ]; then
+    passed+=("$drill")
+  elif [ "$rc" -eq "$NOT_RUN" ] && [ -s "$DEMO_OUT/not-run/$drill" ] && [[ " ${may_skip[*]} " == *" $drill "* ]]; then
+    skipped+=("$drill")
+  else
+    [ "$rc" -eq "$NOT_RUN" ] && echo "   $drill did not run, and DEMO_MAY_SKIP (${may_skip[*]:-empty}) does not allow it here" >&2
+    failed+=("$drill")
+  fi
 done
 
 printf '\ndrills passed: %s\n' "${passed[*]:-none}"
-[ ${#skipped[@]} -gt 0 ] && printf 'drills NOT RUN (depend on cluster mode, issue 13): %s\n' "${skipped[*]}"
+[ ${#skipped[@]} -gt 0 ] && printf 'drills NOT RUN (allowed here by DEMO_MAY_SKIP): %s\n' "${skipped[*]}"
 [ ${#failed[@]} -gt 0 ] && printf 'drills FAILED: %s\n' "${failed[*]}"
 printf '%s\n' "${passed[*]:-}" >"$DEMO_OUT/drills-passed.txt"
-printf '%s\n' "${skipped[*]:-}" >"$DEMO_OUT/drills-not-run.txt"
+# One line per drill not run, "drill<TAB>why": the slides say "not run" for these and no other.
+for drill in "${skipped[@]}"; do
+  printf '%s\t%s\n' "$drill" "$(cat "$DEMO_OUT/not-run/$drill")"
+done >"$DEMO_OUT/drills-not-run.txt"
 [ ${#failed[@]} -eq 0 ]

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The demo stack without Docker, from Debian packages, on loopback only: what the e2e test stage
-# runs the drills against (DEMO_TARGET=native). The same shape as compose.yaml: 3 replicas in
-# demo mode (in cluster mode on redis-server when the binary has it, issue 13), haproxy in front
-# rendered from deploy/compose/haproxy.cfg, Prometheus rendered from
-# deploy/compose/prometheus/prometheus.yml with the chart's rules. No Grafana (not packaged).
+# runs the drills against (DEMO_TARGET=native). The same shape as compose.yaml: 3 replicas (in
+# cluster mode on redis-server when the binary has it, issue 13), haproxy in front rendered from
+# deploy/compose/haproxy.cfg, Prometheus rendered from deploy/compose/prometheus/prometheus.yml
+# with the chart's rules. No Grafana (not packaged). Unlike compose.yaml the replicas poll a fake
+# CoinGecko (fake-coingecko.py, the recorded payload moving) instead of running --demo, so the
+# drills' staleness and alert timings are those of the production code path.
 #
 # Usage: DEMO_RUN=DIR RATECAST_BIN=PATH demo/stack-native.sh up|down|start-replica N|start-redis
 # DIR gets env (the ports, sourced by demo/lib.sh), *.pid, *.log and the rendered configs.
@@ -40,6 +42,14 @@ start_redis() {
   spawn redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
 }
 
+start_upstream() {
+  # shellcheck source=/dev/null
+  source "$DEMO_RUN/env"
+  spawn upstream python3 "$DEMO_DIR/fake-coingecko.py" "$UPSTREAM_PORT" \
+    "$REPO_ROOT/tests/fixtures/coingecko-exchange-rates-2022.json"
+  wait_http "http://127.0.0.1:$UPSTREAM_PORT/api/v3/exchange_rates"
+}
+
 start_replica() {
   local n=$1
   # shellcheck source=/dev/null
@@ -51,7 +61,8 @@ start_replica() {
   [ "$CLUSTER" = 1 ] && redis=(--redis-url "redis://127.0.0.1:$REDIS_PORT" --cluster-lease-ttl 5s)
   # The compose stack's settings (compose.yaml), plus the caps lifted for 1,000 loopback
   # subscribers.
-  spawn "ratecast-$n" env RUST_LOG=info RATECAST_LOG_FORMAT=json "$RATECAST_BIN" serve --demo \
+  spawn "ratecast-$n" env RUST_LOG=info RATECAST_LOG_FORMAT=json "$RATECAST_BIN" serve \
+    --upstream-url "http://127.0.0.1:$UPSTREAM_PORT" \
     --listen "127.0.0.1:${!port_var}" --metrics-listen "127.0.0.1:${!metrics_var}" \
     --poll-interval 1s --stale-after 10s --max-backoff 10s --shutdown-grace 10s --write-timeout 5s \
     --socket-send-buffer 8192 \
@@ -69,11 +80,12 @@ up() {
     echo "CLUSTER=$cluster"
     for n in 1 2 3; do echo "PORT_$n=$(free_port)"; echo "METRICS_PORT_$n=$(free_port)"; done
     echo "LB_PORT=$(free_port)"; echo "STATS_PORT=$(free_port)"
-    echo "PROM_PORT=$(free_port)"; echo "REDIS_PORT=$(free_port)"
+    echo "PROM_PORT=$(free_port)"; echo "REDIS_PORT=$(free_port)"; echo "UPSTREAM_PORT=$(free_port)"
   } >"$DEMO_RUN/env"
   # shellcheck source=/dev/null
   source "$DEMO_RUN/env"
 
+  start_upstream
   [ "$cluster" = 1 ] && start_redis
   for n in 1 2 3; do start_replica "$n"; done
 

@@ -18,6 +18,6 @@ log "cargo build --bin ratecast"
 log "browser tests"
 cd "$REPO_ROOT/tests/browser"
 # A fixed locale for the unit tests of format.js (the browser pages set en-US themselves).
-LC_ALL=C.UTF-8 RATECAST_BIN="$REPO_ROOT/target/debug/ratecast" \
+LC_ALL=C.UTF-8 RATECAST_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/ratecast" \
   node --test --test-concurrency=1 --test-timeout=180000 --test-reporter=spec
 echo "screenshots: $(cd "$REPO_ROOT" && ls docs/screenshots/*.png | tr '\n' ' ')"

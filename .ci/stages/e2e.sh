@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stage e2e: the demo stack and its failure drills, natively (no image pulls): 3 replicas in demo
-# mode (cluster mode on redis-server when the binary has it, issue 13) behind haproxy, Prometheus
+# Stage e2e: the demo stack and its failure drills, natively (no image pulls): 3 replicas polling
+# a fake CoinGecko in cluster mode on redis-server behind haproxy, Prometheus
 # evaluating the Helm chart's alert rules; then demo/run.sh runs every drill, asserting each
 # outcome, and writes the figures and pictures the slides use to docs/presentation/data/.
 # Also checks what cannot run here: compose.yaml (docker-compose config), the Grafana
@@ -56,7 +56,8 @@ command -v npm >/dev/null || ensure_apt nodejs npm
 
 log "cargo build --bin ratecast"
 cargo build --quiet --bin ratecast
-export RATECAST_BIN="$REPO_ROOT/target/debug/ratecast" RATECAST_PROFILE=debug
+# Where cargo put it: CARGO_TARGET_DIR when set (a worktree sharing a build), else target/.
+export RATECAST_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/ratecast" RATECAST_PROFILE=debug
 
 log "native stack: redis-server, 3 replicas, haproxy, prometheus"
 DEMO_RUN=$(mktemp -d)
@@ -76,7 +77,11 @@ source "$DEMO_RUN/env"
 "$VENV/bin/python" deploy/compose/check-grafana.py "http://127.0.0.1:$PROM_PORT"
 
 log "drills"
-rm -f "$DEMO_OUT"/*.json "$DEMO_OUT"/*.csv
+# Everything in data/ is this run's output (figures, pictures, captures): none may survive from
+# an older run, or a drill that stopped writing its picture would go unnoticed.
+find "$DEMO_OUT" -mindepth 1 -delete
+# Every drill runs here (the binary has cluster mode): none may report "not run".
+export DEMO_MAY_SKIP=""
 if bash demo/run.sh; then
   keep_logs=0
 else

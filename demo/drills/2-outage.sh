@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Drill 2: a CoinGecko outage. The demo source is told to fail (SIGUSR1 to every replica: in
-# cluster mode only the leader polls, and leadership may move during the drill). Asserts: the
-# data turns stale with its age shown, Prometheus fires RatecastDataStale (the chart's rule),
-# and after the source recovers the data is fresh again and the alert resolves.
+# Drill 2: a CoinGecko outage. Natively the fake CoinGecko answers 503 (the replicas take the
+# production path: last success older than --stale-after, upstream down); in compose the demo
+# source is told to fail (SIGUSR1 to every replica: in cluster mode only the leader polls, and
+# leadership may move during the drill). Asserts: the data turns stale with its age shown,
+# Prometheus fires RatecastDataStale (the chart's rule), and after the source recovers the data
+# is fresh again and the alert resolves.
 # shellcheck source=demo/lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 stale() { rates_json | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["stale"] else 1)'; }
 fresh() { ! stale; }
 max_age() { prom_value 'max(ratecast_data_age_seconds{namespace="demo"})'; }
-toggle_all() { for n in "${REPLICAS[@]}"; do replica_running "$n" && replica_signal "$n" USR1; done; }
 
 say "Drill 2: CoinGecko outage -> stale banner with the data's age -> recovery"
 wait_until 30 "fresh data before the drill" fresh
@@ -18,8 +19,11 @@ watch_for "the wall: the status turns 'Stale' with the data's age counting up"
 watch_for "Prometheus $PROM/alerts : RatecastDataStale pending, then firing; Grafana 'Data age'"
 
 # A wall that was open before the outage, as a real one is: its picture once it shows Stale.
+# Natively it is the slides' picture: no playwright-core (tests/browser's npm ci) is a failure.
 shot=""
-if [ "$DEMO_TARGET" = native ] && [ -d "$REPO_ROOT/tests/browser/node_modules/playwright-core" ]; then
+if [ "$DEMO_TARGET" = native ]; then
+  [ -d "$REPO_ROOT/tests/browser/node_modules/playwright-core" ] \
+    || fail "no playwright-core in tests/browser/node_modules (npm ci there): no picture of the stale wall"
   shot_out=$(mktemp)
   node "$DEMO_DIR/wall-shot.mjs" "$LB_HTTP/?wall=1&symbols=usd,eur,gbp,eth,xau&base=usd" \
     "$DEMO_OUT/wall-stale.png" Stale 6000 90000 >"$shot_out" &
@@ -28,10 +32,10 @@ if [ "$DEMO_TARGET" = native ] && [ -d "$REPO_ROOT/tests/browser/node_modules/pl
 fi
 
 t0=$(now_ms)
-toggle_all
+upstream_outage
 # Whatever happens below, the drills after this one need a working source.
-trap 'toggle_all' EXIT
-happened "SIGUSR1 sent: the demo source now fails like an unreachable CoinGecko"
+trap 'upstream_recover' EXIT
+happened "the upstream now fails like an unreachable CoinGecko"
 wait_until 60 "the API reports stale data" stale
 t_stale=$(now_ms)
 rates_json | python3 -c 'import json,sys; b=json.load(sys.stdin); print("   API:", json.dumps({k: b.get(k) for k in ("stale", "upstream", "reason") if k in b}))'
@@ -50,10 +54,10 @@ t_fire=$(now_ms)
 age_at_fire=$(max_age)
 happened "RatecastDataStale firing after $(( (t_fire - t0) / 1000 )) s (data age ${age_at_fire%.*} s)"
 
-toggle_all
+upstream_recover
 trap - EXIT
 t_back=$(now_ms)
-happened "SIGUSR1 again: the source answers; the poller retries on its backoff"
+happened "the upstream answers again; the poller retries on its backoff"
 wait_until 120 "fresh data again" fresh
 t_fresh=$(now_ms)
 happened "fresh again $(( (t_fresh - t_back) / 1000 )) s after the source came back"

@@ -3,9 +3,13 @@
 drills' figures in data/ (written by `bash .ci/test.sh e2e`), draws the plots into img/, and
 fills slides.src.md's {{placeholders}} into slides.md, which marp renders (.ci/stages/slides.sh).
 
-Every figure carries the run it came from: BENCHMARKS.md runs by commit and the machine that
-file describes, drill figures by data/run.json (commit, machine, load, build). A placeholder
-with no measurement behind it stops the build rather than printing a guess.
+Every figure is read from its one source, never typed here: the bench runs and the bench machine
+from BENCHMARKS.md, drill figures from data/*.json (stamped by data/run.json: commit, machine,
+load, build), the image size and line coverage from docs/measured/ (written by the docker stage
+and the coverage command), the cost from infra/README.md's table, the panel count from the
+chart's dashboard. A figure that is missing stops the build (exit 1) rather than printing a
+guess; a drill says "not run" only when data/drills-not-run.txt (demo/run.sh, DEMO_MAY_SKIP)
+lists it. README's figures are checked against the same sources (check_readme).
 """
 import csv
 import json
@@ -21,7 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DATA, IMG = HERE / "data", HERE / "img"
-BENCH_MACHINE = "2 vCPU Xeon (KVM), 24 GiB, Debian 12, shared"
+MEASURED = ROOT / "docs" / "measured"
+DASHBOARD = ROOT / "deploy" / "helm" / "ratecast" / "dashboards" / "ratecast.json"
+# The smallest text a chart may carry, in pixels of the 1920×1080 screen the deck is shown on
+# (checked by fit-check.mjs against each chart's img/<name>.json): read from across a room.
+MIN_CHART_TEXT_PX = 20
 
 
 # ---- BENCHMARKS.md -------------------------------------------------------------------------
@@ -42,6 +50,50 @@ def bench_runs():
             runs.append({"commit": commit, "label": label, "load": load, "floors": dict(floors),
                          "subs": int(m.group(1)), "tick": m.group(2), "cells": cells})
     return runs
+
+
+def bench_section(title):
+    """The text of one `## ` section of BENCHMARKS.md."""
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def table_rows(text):
+    """The cells of each Markdown table row in text (separator rows left out)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines()
+            if line.startswith("|") and not re.match(r"\|\s*-", line)]
+
+
+def bench_machine():
+    """BENCHMARKS.md's "The machine" table, in one line."""
+    rows = {r[0]: r[1] for r in table_rows(bench_section("The machine")) if len(r) == 2 and r[0]}
+    try:
+        cpu, memory, os_, files = rows["CPU"], rows["memory"], rows["OS"], rows["open files"]
+    except KeyError as e:
+        sys.exit(f"BENCHMARKS.md's machine table has no {e} row")
+    shared = "; shared with other builds" if "shared" in rows.get("neighbours", "") else ""
+    nofile = re.search(r"\*\*([\d,]+)\*\*", files)
+    return f"{cpu}; {memory.split(',')[0]}; {os_.split(',')[0]}{shared}", nofile.group(1)
+
+
+def bench_targets():
+    """BENCHMARKS.md's targets table (Findings): target → (verdict, measured)."""
+    rows = table_rows(bench_section("Findings"))
+    targets = {r[0]: (r[1].replace("**", ""), r[2]) for r in rows if len(r) == 3 and r[0] != "target"}
+    if not targets:
+        sys.exit("BENCHMARKS.md has no targets table under Findings")
+    return targets
+
+
+def target(targets, words):
+    """The one target whose name holds `words`."""
+    found = [v for k, v in targets.items() if words in k]
+    if len(found) != 1:
+        sys.exit(f"BENCHMARKS.md's targets table has {len(found)} rows about {words!r}")
+    return found[0]
 
 
 def cluster_figures():
@@ -89,30 +141,50 @@ def run_name(r):
 
 
 # ---- plots ---------------------------------------------------------------------------------
+# Drawn at the size they are shown (1280 px wide at full slide width, 100 dpi) with text no
+# smaller than 14 pt, so that on a 1920×1080 screen no chart text is under MIN_CHART_TEXT_PX.
+DPI = 100
+
+
 def style():
-    plt.rcParams.update({"figure.dpi": 110, "font.size": 12, "axes.spines.top": False,
+    plt.rcParams.update({"figure.dpi": DPI, "font.size": 17, "axes.titlesize": 19,
+                         "axes.labelsize": 17, "xtick.labelsize": 16, "ytick.labelsize": 16,
+                         "legend.fontsize": 15, "axes.spines.top": False,
                          "axes.spines.right": False})
 
 
-def plot_cpu(rows, before):
+def save(fig, name):
+    """Writes img/NAME.png and img/NAME.json: its width and its smallest text in image pixels,
+    which fit-check.mjs scales to the screen to hold it to MIN_CHART_TEXT_PX."""
+    fig.tight_layout()
+    fig.savefig(IMG / f"{name}.png", dpi=DPI)
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)
+             if t.get_visible() and t.get_text().strip()]
+    (IMG / f"{name}.json").write_text(json.dumps({
+        "width_px": round(fig.get_size_inches()[0] * DPI),
+        "min_text_px": round(min(sizes) * DPI / 72, 1),
+        "min_screen_text_px": MIN_CHART_TEXT_PX,
+    }) + "\n")
+    plt.close(fig)
+
+
+def plot_cpu(rows, before, floor_sockets):
     at10k = [r for r in rows if r["subs"] == 10000]
-    names = [run_name(r) for r in at10k] + [f"{before['commit']}\n(task per subscriber,\ntask time only)"]
+    names = [run_name(r) for r in at10k] + [f"{before['commit']}\ntask/subscriber"]
     task = [r["task"] for r in at10k] + [before["task"]]
     irq = [r["irq"] for r in at10k] + [0]
-    fig, ax = plt.subplots(figsize=(10, 4.6))
+    fig, ax = plt.subplots(figsize=(12.8, 4.0))
     ax.bar(names, task, label="server task µs/frame", color="#2f6db3")
-    ax.bar(names, irq, bottom=task, label="+ irq (loopback receive, machine-wide)", color="#9cc0e8")
+    ax.bar(names, irq, bottom=task, label="+ irq (loopback receive)", color="#9cc0e8")
     for i, r in enumerate(at10k):
-        ax.hlines(r["floor"], i - 0.4, i + 0.4, colors="#c0392b", linewidth=2.5,
-                  label="write floor, 9,000 sockets (same run)" if i == 0 else None)
-        ax.text(i, r["total"] + 0.3, f"{r['total'] / r['floor']:.2f}×", ha="center")
+        ax.hlines(r["floor"], i - 0.4, i + 0.4, colors="#c0392b", linewidth=3,
+                  label=f"write floor, {floor_sockets:,} sockets" if i == 0 else None)
+        ax.text(i, r["total"] + 0.3, f"{r['total'] / r['floor']:.2f}×", ha="center", fontsize=17)
+    ax.text(len(at10k), before["task"] + 0.3, "task only", ha="center", fontsize=15)
     ax.set_ylabel("µs per delivered frame")
-    ax.set_title("CPU per delivered frame at 10,000 subscribers, against the write floor")
-    ax.legend(loc="lower right", fontsize=10)
-    ax.tick_params(axis="x", labelsize=10)
-    fig.tight_layout()
-    fig.savefig(IMG / "cpu-per-frame.png")
-    plt.close(fig)
+    ax.set_ylim(0, max(r["total"] for r in at10k) * 1.5)
+    ax.legend(loc="upper left", ncol=3, fontsize=15, frameon=False)
+    save(fig, "cpu-per-frame")
 
 
 def plot_memory(runs):
@@ -121,69 +193,61 @@ def plot_memory(runs):
         c = r["cells"]
         kib = float(c[-1]) if c[-1].replace(".", "").isdigit() else None
         if kib and r["tick"] == "idle":
-            points.append((f"{run_name(r)}", kib))
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+            points.append((run_name(r).replace(" run ", "\nrun "), kib, r["subs"]))
+    fig, ax = plt.subplots(figsize=(12.8, 4.0))
     ax.bar([p[0] for p in points], [p[1] for p in points], color="#3a9d5d")
-    ax.axhline(8, color="#c0392b", linestyle="--", label="target ≤ 8 KiB")
-    for i, (_, v) in enumerate(points):
-        ax.text(i, v + 0.2, f"{v:.2f}", ha="center")
+    ax.axhline(8, color="#c0392b", linestyle="--", linewidth=2.5, label="target ≤ 8 KiB")
+    for i, (_, v, _) in enumerate(points):
+        ax.text(i, v + 0.2, f"{v:.2f}", ha="center", fontsize=17)
     ax.set_ylabel("KiB RSS per idle subscriber")
-    ax.set_title("Memory per idle subscriber (19,900 idle subscribers)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(IMG / "memory-per-subscriber.png")
-    plt.close(fig)
+    ax.legend(loc="upper left", frameon=False)
+    save(fig, "memory-per-subscriber")
+    return sorted({p[2] for p in points})
 
 
 def plot_latency(rows, loadtest):
     chosen = [r for r in rows if r["commit"] == "81bf9a5" or r["label"] == "run C"]
-    labels = [f"{r['subs']:,} subs\n{run_name(r)}" for r in chosen]
+    labels = [f"{r['subs']:,}\n{run_name(r)}" for r in chosen]
     series = [r["latency"] for r in chosen]
-    if loadtest:
-        l = loadtest["latency"]
-        labels.append(f"{loadtest['connected']:,} subs via haproxy\ne2e {loadtest['run']['commit']}")
-        series.append({"p50": l["p50_ms"], "p90": l["p90_ms"], "p99": l["p99_ms"], "max": l["max_ms"]})
-    fig, ax = plt.subplots(figsize=(10, 4.6))
+    l = loadtest["latency"]
+    labels.append(f"{loadtest['connected']:,} via\nhaproxy, e2e")
+    series.append({"p50": l["p50_ms"], "p90": l["p90_ms"], "p99": l["p99_ms"], "max": l["max_ms"]})
+    fig, ax = plt.subplots(figsize=(12.8, 4.0))
     width = 0.2
     for k, (name, color) in enumerate((("p50", "#9cc0e8"), ("p90", "#5b93d1"), ("p99", "#2f6db3"), ("max", "#1b3f6b"))):
         xs = [i + (k - 1.5) * width for i in range(len(series))]
         ax.bar(xs, [s[name] for s in series], width, label=name, color=color)
-    ax.axhline(50, color="#c0392b", linestyle="--", label="p99 target at 10k: 50 ms")
-    ax.set_xticks(range(len(series)), labels, fontsize=9)
-    ax.set_ylabel("ms, publish → kernel receive")
-    ax.set_title("Delivery latency percentiles")
-    ax.legend(fontsize=9, ncol=5)
-    fig.tight_layout()
-    fig.savefig(IMG / "latency.png")
-    plt.close(fig)
+    ax.axhline(50, color="#c0392b", linestyle="--", linewidth=2.5, label="p99 target at 10k: 50 ms")
+    ax.set_xticks(range(len(series)), labels)
+    ax.set_ylabel("ms, publish → receive")
+    ax.legend(ncol=5, loc="upper left", frameon=False)
+    ax.set_ylim(0, max(s["max"] for s in series) * 1.2)
+    save(fig, "latency")
 
 
 def plot_timeline():
     path, events_path = DATA / "rolling-restart-timeline.csv", DATA / "rolling-restart-events.csv"
-    if not path.exists():
-        return False
     rows = list(csv.DictReader(path.open()))
     if len(rows) < 5:
-        return False
+        sys.exit(f"data/{path.name} has {len(rows)} samples: the rolling-restart drill did not sample")
     t0 = int(rows[0]["ms"])
     t = [(int(r["ms"]) - t0) / 1000 for r in rows]
-    fig, ax = plt.subplots(figsize=(10, 4.4))
+    fig, ax = plt.subplots(figsize=(12.8, 4.2))
     for n, color in (("1", "#2f6db3"), ("2", "#3a9d5d"), ("3", "#d68910")):
-        ax.plot(t, [float(r[f"conn_{n}"] or 0) for r in rows], label=f"ratecast-{n}", color=color)
+        ax.plot(t, [float(r[f"conn_{n}"] or 0) for r in rows], label=f"ratecast-{n}", color=color,
+                linewidth=2.5)
+    top = max(float(r[f"conn_{n}"] or 0) for r in rows for n in "123") * 1.35
+    ax.set_ylim(0, top)
     for e in csv.DictReader(events_path.open()):
         if e["event"].startswith("SIGTERM") or e["event"] == "feed frozen":
             x = (int(e["ms"]) - t0) / 1000
             ax.axvline(x, color="#888", linestyle=":")
-            ax.text(x, ax.get_ylim()[1] * 0.95, e["event"].replace("ratecast-", "r"), rotation=90,
-                    va="top", ha="right", fontsize=9)
+            ax.text(x, top * 0.98, e["event"].replace("ratecast-", "r"), rotation=90,
+                    va="top", ha="right", fontsize=15)
     ax.set_xlabel("seconds")
     ax.set_ylabel("WebSocket connections")
-    ax.set_title("Rolling restart under 1,000 subscribers: connections per replica")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(IMG / "rolling-restart-timeline.png")
-    plt.close(fig)
-    return True
+    ax.legend(loc="center left", frameon=False)
+    save(fig, "rolling-restart-timeline")
 
 
 def unwrap(body):
@@ -201,10 +265,89 @@ def unwrap(body):
     return "\n".join(out)
 
 
+# ---- the other sources ---------------------------------------------------------------------
+def measured(name, command):
+    """docs/measured/NAME.json, written by COMMAND."""
+    path = MEASURED / f"{name}.json"
+    if not path.exists():
+        sys.exit(f"docs/measured/{name}.json is missing: `{command}` writes it")
+    return json.loads(path.read_text())
+
+
+def monthly_cost():
+    """infra/README.md's cost table: each environment's total, checked against its line items,
+    and prod's usage-driven egress with the client count it assumes."""
+    rows = [r for r in table_rows((ROOT / "infra" / "README.md").read_text()) if len(r) == 5]
+    head = next((i for i, r in enumerate(rows) if r[:4] == ["line item", "dev", "staging", "prod"]), None)
+    if head is None:
+        sys.exit("infra/README.md has no cost table (line item | dev | staging | prod)")
+    number = lambda cell: float(re.sub(r"[^\d.]", "", cell.replace(" ", "")) or 0)
+    items, totals, egress = [], None, None
+    for r in rows[head + 1:]:
+        if r[0].startswith("**total"):
+            totals = [number(c) for c in r[1:4]]
+        elif r[0].startswith("internet egress"):
+            clients = re.search(r"([\d ,]+) clients", r[4])
+            egress = (number(r[3]), f"{int(number(clients.group(1))):,}")
+        elif totals is None:
+            items.append([number(c) for c in r[1:4]])
+    if totals is None or egress is None:
+        sys.exit("infra/README.md's cost table has no total row or no egress row")
+    for env, total, column in zip(("dev", "staging", "prod"), totals, zip(*items)):
+        if round(sum(column)) != total:
+            sys.exit(f"infra/README.md: the {env} line items add up to {sum(column):.2f}, the total says {total:.0f}")
+    return dict(zip(("dev", "staging", "prod"), totals)), egress
+
+
+def dashboard_panels():
+    """The chart's Grafana dashboard: (panels, rows), rows' nested panels counted."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    panels = panels + [p for row in panels for p in row.get("panels", [])]
+    rows = sum(p["type"] == "row" for p in panels)
+    return len(panels) - rows, rows
+
+
+def check_readme(image, coverage):
+    """README.md and docs/container.md quote the image size and the line coverage: they must say
+    what docs/measured/ says (they are written by hand; this makes a stale one fail the stage)."""
+    readme = (ROOT / "README.md").read_text()
+    container = (ROOT / "docs" / "container.md").read_text()
+    size = f"**{image['bytes'] / 1e6:.1f} MB**"
+    problems = [f"{name} does not say {size} (docs/measured/image.json: {image['bytes']:,} bytes)"
+                for name, text in (("README.md", readme), ("docs/container.md", container))
+                if size not in text]
+    m = re.search(r"Measured\s+(\S+) at commit (\w+),[^*]*\*\*([\d.]+) %\*\* of lines \(([\d,]+) of ([\d,]+)", readme)
+    want = (coverage["date"], coverage["commit"], f"{coverage['percent']:.2f}",
+            f"{coverage['covered']:,}", f"{coverage['coverable']:,}")
+    if m is None or m.groups() != want:
+        problems.append(f"README.md's line coverage says {m.groups() if m else 'nothing'}; docs/measured/coverage.json: {want}")
+    if problems:
+        sys.exit("README figures disagree with their source:\n  " + "\n  ".join(problems))
+
+
 # ---- the deck --------------------------------------------------------------------------------
 def load(name):
     path = DATA / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def not_run_here():
+    """Drills demo/run.sh let go unrun on this machine (DEMO_MAY_SKIP), with the reason."""
+    path = DATA / "drills-not-run.txt"
+    if not path.exists():
+        sys.exit("data/drills-not-run.txt is missing: run `bash .ci/test.sh e2e` first")
+    return dict(line.split("\t", 1) for line in path.read_text().splitlines() if line)
+
+
+def drill_result(name, not_run, describe):
+    """describe(figures) for a drill that ran; "not run" only for one listed as not runnable."""
+    figures = load(name)
+    if figures is not None:
+        return describe(figures)
+    if name in not_run:
+        return f"**not run here**: {not_run[name]}"
+    sys.exit(f"data/{name}.json is missing and data/drills-not-run.txt does not list {name}: "
+             "the drill failed or did not run (`bash .ci/test.sh e2e`)")
 
 
 def run_tag(figures):
@@ -216,63 +359,92 @@ def run_tag(figures):
 def main():
     style()
     IMG.mkdir(exist_ok=True)
+    image = measured("image", "bash .ci/test.sh docker")
+    coverage = measured("coverage", "RATECAST_COVERAGE=1 bash .ci/test.sh rust")
+    check_readme(image, coverage)
+    cost, egress = monthly_cost()
+    panels, panel_rows = dashboard_panels()
+    machine, nofile = bench_machine()
+    targets = bench_targets()
+
     runs = bench_runs()
     rows = full_rows(runs)
-    before = next(r for r in runs if r["commit"] == "3285130" and r["subs"] == 10000)
-    before = {"commit": "3285130", "task": float(before["cells"][3])}
+    before_row = next(r for r in runs if r["commit"] == "3285130" and r["subs"] == 10000)
+    before = {"commit": "3285130", "task": float(before_row["cells"][3])}
+    before_idle = next(r for r in runs if r["commit"] == "3285130" and r["tick"] == "idle")
+    not_run = not_run_here()
     live, outage, slow, loadtest = load("live"), load("outage"), load("slow-clients"), load("loadtest")
-    leader, rolling, redis = load("leader-kill"), load("rolling-restart"), load("redis-outage")
     for name, figures in (("live", live), ("outage", outage), ("slow-clients", slow), ("loadtest", loadtest)):
         if figures is None:
             sys.exit(f"data/{name}.json is missing: run `bash .ci/test.sh e2e` first")
 
-    plot_cpu(rows, before)
-    plot_memory(runs)
+    cur = next(r for r in rows if r["commit"] == "81bf9a5" and r["subs"] == 10000)
+    floor_sockets = 9000 if cur["subs"] >= 5000 else 1000
+    plot_cpu(rows, before, floor_sockets)
+    idle_subs = plot_memory(runs)
     plot_latency(rows, loadtest)
-    has_timeline = plot_timeline() and rolling is not None
 
     verdicts, scale, cluster_date = cluster_figures()
     small, large = verdicts[min(verdicts)], verdicts[max(verdicts)]
-    cur = next(r for r in rows if r["commit"] == "81bf9a5" and r["subs"] == 10000)
     idle = next(r for r in runs if r["commit"] == "81bf9a5" and r["tick"] == "idle")
     lt = loadtest["latency"]
+    rolling = load("rolling-restart")
+    if rolling is not None:
+        plot_timeline()
+    rr_clients = rolling["clients"] if rolling else None
+    one_process, p99_target = target(targets, "50,000"), target(targets, "p99")
+    cpu_target, memory_target = target(targets, "write floor"), target(targets, "idle subscriber")
+
+    def redis_describe(r):
+        ready = (f"haproxy and every replica ready in all {r['readiness_samples']} readiness samples"
+                 if r["readiness_not_ready"] == 0 else
+                 f"**not ready in {r['readiness_not_ready']} of {r['readiness_samples']} samples**")
+        return (f"stale within {r['stale_after_s'] + 1} s, the reason given (*{r['reason'].split(';')[0]}*); "
+                f"{ready} over the {r['outage_s']} s outage; a leader {r['leader_after_s']} s and fresh "
+                f"data {r['fresh_after_s']} s after Redis came back")
+
     v = {
-        "bench_machine": BENCH_MACHINE,
+        "bench_machine": machine, "nofile": nofile, "floor_sockets": f"{floor_sockets:,}",
         "cur_total": f"{cur['total']:.1f}", "cur_floor": f"{cur['floor']:.1f}",
+        "cur_task": f"{cur['task']:.1f}",
         "cur_ratio": f"{cur['total'] / cur['floor']:.2f}", "cur_p99": f"{cur['latency']['p99']:.0f}",
         "cur_p50": f"{cur['latency']['p50']:.0f}", "idle_kib": idle["cells"][-1],
-        "idle_subs": f"{idle['subs']:,}", "cur_load": f"{cur['load']}",
+        "idle_subs": " and ".join(f"{n:,}" for n in idle_subs), "cur_load": f"{cur['load']}",
+        "peer_task": f"{before['task']:.1f}", "peer_idle_kib": before_idle["cells"][-1],
+        "v_one_process": one_process[0], "v_p99": p99_target[0], "v_cpu": cpu_target[0],
+        "v_memory": memory_target[0],
+        "image_mb": f"{image['bytes'] / 1e6:.1f}", "image_date": image["date"], "image_commit": image["commit"],
+        "coverage": f"{coverage['percent']:.2f}", "coverage_date": coverage["date"],
+        "panels": f"{panels} panels, {panel_rows} row{'' if panel_rows == 1 else 's'}",
+        "cost_dev": f"{cost['dev']:,.0f}", "cost_staging": f"{cost['staging']:,.0f}",
+        "cost_prod": f"{cost['prod']:,.0f}", "cost_egress": f"{egress[0]:,.0f}",
+        "egress_clients": egress[1],
         "e2e_run": run_tag(loadtest),
-        "wall_stale": (f"{outage['wall']['status']} · {outage['wall']['age']}" if outage.get("wall")
-                       else "no picture in this run"),
+        "wall_stale": f"{outage['wall']['status']} · {outage['wall']['age']}",
         "live_deltas": live["deltas"], "live_units": live["units"],
         "out_stale": outage["stale_after_s"], "out_fire": outage["alert_firing_after_s"],
         "out_age": f"{float(outage['data_age_at_firing_s']):.0f}",
         "out_fresh": outage["fresh_after_recovery_s"], "out_resolved": outage["alert_resolved_after_recovery_s"],
         "slow_closes": slow["slow_consumer_closes"],
+        "slow_end": (f"close {slow['slow']['close_code']}" if slow["slow"]["close_code"]
+                     else "its stream ended, its socket too full for a close frame"),
         "slow_others": slow["others"]["connected"], "slow_missing": slow["others"]["missing_seqs"],
-        "flood_result": (f"closed with {slow['flood']['close_code']} after {slow['flood']['seconds']} s"
-                         if slow["flood_budget_in_build"] else
-                         "**pending**: this build has no per-client frame budget (stream-robustness change), "
-                         f"so no 1008 is asserted (the flood {'ended by ' + slow['flood']['ended'] if slow['flood']['closed'] else 'stayed open'}"
-                         f" after {slow['flood']['seconds']} s)"),
+        "flood_result": f"closed with {slow['flood']['close_code']} after {slow['flood']['seconds']} s",
         "lt_clients": f"{loadtest['connected']:,}", "lt_fps": f"{loadtest['steady_frames_per_sec']:.0f}",
         "lt_p50": f"{lt['p50_ms']:.1f}", "lt_p99": f"{lt['p99_ms']:.1f}", "lt_max": f"{lt['max_ms']:.1f}",
         "lt_missing": loadtest["missing_seqs"],
-        "leader_result": (f"lease taken over in {leader['takeover_ms'] / 1000:.1f} s; {leader['reconnects']} "
-                          f"reconnects, {leader['missed_on_reconnect']} deltas missed, "
-                          f"{leader['missing_seqs']} missing seqs")
-                         if leader else "**not run: depends on cluster mode (issue 13)**",
-        "rolling_result": (f"{rolling['connected']:,} subscribers, {rolling['reconnects']:,} reconnects, "
-                           f"{rolling['missed_on_reconnect']} missed, {rolling['reconnect_snapshots']} snapshots, "
-                           f"{rolling['missing_seqs']} missing seqs, "
-                           f"{'all ended on one seq' if rolling['final_seq_min'] == rolling['final_seq_max'] else 'final seqs differ'}; "
-                           f"delivery p99 {rolling['latency']['p99_ms']:.0f} ms across the restarts")
-                          if rolling else "**not run: depends on cluster mode (issue 13)**",
-        "redis_result": (f"stale within {redis['stale_after_s'] + 1} s, pods ready throughout; a leader "
-                         f"{redis['leader_after_s']} s and fresh data {redis['fresh_after_s']} s after Redis "
-                         f"came back")
-                        if redis else "**not run: depends on cluster mode (issue 13)**",
+        "leader_result": drill_result("leader-kill", not_run, lambda f: (
+            f"lease taken over in {f['takeover_ms'] / 1000:.1f} s; the {f['held_by_killed']} subscribers "
+            f"of the killed replica: {f['reconnects']} reconnects, {f['missed_on_reconnect']} deltas "
+            f"missed, {f['missing_seqs']} missing seqs")),
+        "rr_clients": f"{rr_clients:,}" if rr_clients else "the",
+        "rolling_result": drill_result("rolling-restart", not_run, lambda f: (
+            f"{f['connected']:,} subscribers, {f['reconnects']:,} reconnects, "
+            f"{f['missed_on_reconnect']} missed, {f['reconnect_snapshots']} snapshots, "
+            f"{f['missing_seqs']} missing seqs, "
+            f"{'all ended on one seq' if f['final_seq_min'] == f['final_seq_max'] else 'final seqs differ'}; "
+            f"delivery p99 {f['latency']['p99_ms']:.0f} ms across the restarts")),
+        "redis_result": drill_result("redis-outage", not_run, redis_describe),
         "cl_small": f"{min(verdicts):,}", "cl_small_ratio": f"{(small['ratio'] - 1) * 100:+.1f}",
         "cl_large": f"{max(verdicts):,}", "cl_large_ratio": f"{(large['ratio'] - 1) * 100:+.1f}",
         "cl_small_lat": f"{small['standalone']} → {small['follower']}",
@@ -283,8 +455,8 @@ def main():
         "cl_final": "one final seq on every subscriber" if scale.group(6) == scale.group(7)
                     else "final seqs differ",
         "cl_rss": scale.group(8), "cl_date": cluster_date,
-        "timeline": ("![w:1000](img/rolling-restart-timeline.png)" if has_timeline else
-                     "*No timeline: the rolling-restart drill needs cluster mode (issue 13), which this run's binary does not have.*"),
+        "timeline": ("![w:1100](img/rolling-restart-timeline.png)" if rolling else
+                     f"*No timeline: {not_run.get('rolling-restart', 'the drill did not run')}.*"),
     }
     text = (HERE / "slides.src.md").read_text()
     missing = sorted(set(re.findall(r"\{\{(\w+)\}\}", text)) - set(v))

@@ -51,6 +51,11 @@ async function wander(rounds) {
   }
 }
 
+/** The server's seq: unchanged across a recovery means no delta was sent to bring it about. */
+async function serverSeq() {
+  return (await (await fetch(`${server.url}/api/v1/rates`)).json()).seq;
+}
+
 /** A counter from the server's /metrics, 0 when it has not been incremented yet. */
 async function metric(name) {
   const text = await (await fetch(`${server.url}/metrics`)).text();
@@ -312,6 +317,7 @@ test('the wall shows the data age in large type, a stale banner across the room 
   const calm = await fontSize(wall, '#fresh-age');
   assert.ok(calm >= 40, `age readable across a room: ${calm}px`);
   assert.ok(!(await wall.locator('#freshness').evaluate((n) => n.classList.contains('alarm'))));
+  const seq = await serverSeq();
   upstream.failing = true;
   try {
     await wall.waitForSelector('#freshness.alarm', { timeout: 20_000 });
@@ -329,11 +335,11 @@ test('the wall shows the data age in large type, a stale banner across the room 
   } finally {
     upstream.failing = false;
   }
-  // Today's server counts the data's age from its last change (issue 14, point 6 is the
-  // server's): a change clears the flag whichever way it counts.
-  move('eur', 1.001);
+  // CoinGecko's usual case: it answers again with the same numbers. The server counts the age
+  // from the last confirmation, so the banner clears with no delta at all.
   await wall.waitForSelector('#freshness:not(.alarm)', { timeout: 20_000 });
   assert.match(await wall.locator('#fresh-age').textContent(), /^updated \d+ s ago$/);
+  assert.equal(await serverSeq(), seq, 'recovered on an unchanging upstream: no delta sent');
   await wall.context().close();
 });
 
@@ -352,17 +358,17 @@ test('team mode and phone width screenshots, no sideways scrolling on a phone', 
   await phone.context().close();
 });
 
-test('an upstream outage shows stale with the age of the data, then live again', async () => {
+test('an outage longer than --stale-after, then the same rates again: live with no delta', async () => {
   upstream.failing = true;
   await waitForStatus(page, /^Stale — \S/, 20_000);
   assert.match(await page.locator('#age').textContent(), /^updated \d+ (s|min) ago/);
+  // Past the server's 5 s --stale-after, so fresh data must come from a confirmation, not a change.
+  await new Promise((done) => setTimeout(done, 6000));
+  const seq = await serverSeq();
   upstream.failing = false;
-  // Today's server counts the data's age from its last change, so an outage longer than
-  // --stale-after stays stale until the next change (issue 14, point 6, is the server's): a change
-  // makes the data fresh whichever way it counts.
-  move('eur', 1.002);
   await waitForStatus(page, /^Live$/, 20_000);
   assert.equal(await page.locator('#age').textContent(), '');
+  assert.equal(await serverSeq(), seq, 'recovered on an unchanging upstream: no delta sent');
 });
 
 test('units that appear or vanish upstream are added to or removed from the table', async () => {
