@@ -2,8 +2,11 @@
 //! hundred `ratecast loadtest --reconnect` subscribers that verify every frame's checksum, and a
 //! randomized schedule of the faults managed Redis and Kubernetes actually have:
 //!
-//! - Redis restarted from a dump taken a few deltas earlier (a restore, or a failover to a
-//!   replica that missed the last writes);
+//! - Redis restarted from a dump taken a few deltas earlier (a restore);
+//! - a failover to a Redis replica that missed the last writes, the old primary silent and the
+//!   endpoint moved (a proxy in the test stands for the endpoint's DNS name);
+//! - the old primary demoted under the replicas' open connections (READONLY);
+//! - the primary black-holed (no answer, no RST) for a few seconds, then healed;
 //! - the leader SIGKILLed (and started again), or SIGSTOPped past its lease and resumed;
 //! - a replica restarted gracefully (SIGTERM), as a rolling restart does.
 //!
@@ -30,6 +33,7 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use common::proxy::Proxy;
 use common::redis::{RedisServer, free_port};
 use common::{FakeUpstream, Reply, fixture};
 
@@ -131,13 +135,19 @@ async fn ready(http: &reqwest::Client, port: u16) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
     RedisRestartFromOlderDump,
+    FailoverToLaggingReplica,
+    DemotedUnderOpenConnections,
+    BlackHoleThenHeal,
     LeaderKill,
     LeaderStop,
     GracefulRestart,
 }
 
-const FAULTS: [Fault; 4] = [
+const FAULTS: [Fault; 7] = [
     Fault::RedisRestartFromOlderDump,
+    Fault::FailoverToLaggingReplica,
+    Fault::DemotedUnderOpenConnections,
+    Fault::BlackHoleThenHeal,
     Fault::LeaderKill,
     Fault::LeaderStop,
     Fault::GracefulRestart,
@@ -164,7 +174,11 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
     let dir = std::env::temp_dir().join(format!("ratecast-campaign-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;
+    // A primary and its replica behind the endpoint; a failover swaps their roles.
     let mut redis = RedisServer::start_persistent();
+    let mut standby = RedisServer::start_persistent();
+    standby.replicate(&redis);
+    let endpoint = Proxy::start(redis.addr()).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -172,7 +186,7 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
     let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
     let mut replicas: Vec<Child> = ports
         .iter()
-        .map(|&p| replica(p, &upstream.url(), &redis.url()))
+        .map(|&p| replica(p, &upstream.url(), &endpoint.url()))
         .collect();
     for &port in &ports {
         ready(&http, port).await;
@@ -254,10 +268,31 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
                 redis.shutdown_nosave();
                 redis.restart_from_dump();
             }
+            Fault::FailoverToLaggingReplica => {
+                // The replica stops receiving; the primary takes a few more deltas, then
+                // vanishes for its open connections while the name moves to the replica.
+                standby.promote();
+                tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
+                endpoint.black_hole();
+                endpoint.switch_to(standby.addr());
+                redis.replicate(&standby);
+                std::mem::swap(&mut redis, &mut standby);
+            }
+            Fault::DemotedUnderOpenConnections => {
+                standby.promote();
+                redis.replicate(&standby);
+                endpoint.switch_to(standby.addr());
+                std::mem::swap(&mut redis, &mut standby);
+            }
+            Fault::BlackHoleThenHeal => {
+                endpoint.black_hole();
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..5_000))).await;
+                endpoint.heal();
+            }
             Fault::LeaderKill => {
                 signal(&replicas[target], "KILL").await;
                 let _ = replicas[target].wait().await;
-                replicas[target] = replica(ports[target], &upstream.url(), &redis.url());
+                replicas[target] = replica(ports[target], &upstream.url(), &endpoint.url());
                 pids.lock().unwrap()[target] = replicas[target].id().expect("running");
                 ready(&http, ports[target]).await;
             }
@@ -273,7 +308,7 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
                     .expect("a SIGTERMed replica exits within its grace")
                     .expect("wait");
                 assert!(status.success(), "SIGTERM exit: {status}");
-                replicas[target] = replica(ports[target], &upstream.url(), &redis.url());
+                replicas[target] = replica(ports[target], &upstream.url(), &endpoint.url());
                 pids.lock().unwrap()[target] = replicas[target].id().expect("running");
                 ready(&http, ports[target]).await;
             }

@@ -88,11 +88,13 @@ pub struct Target {
     pub rates_url: String,
 }
 
+/// A client's fold, its task, and the replica (index into `targets`) it is on.
+type Client = (Arc<Mutex<Fold>>, JoinHandle<Result<()>>, usize);
+
 pub struct Observers {
     stop: CancellationToken,
     targets: Vec<Target>,
-    /// Each client's fold and the replica (index into `targets`) it is on.
-    clients: Vec<(Arc<Mutex<Fold>>, JoinHandle<Result<()>>, usize)>,
+    clients: Vec<Client>,
     rest_log: Arc<Mutex<Vec<(usize, Seen)>>>,
     sampler: JoinHandle<()>,
     http: reqwest::Client,
