@@ -307,15 +307,16 @@ def dashboard_panels():
     return len(panels) - rows, rows
 
 
-def check_readme(image, coverage):
+def check_readme(coverage):
     """README.md and docs/container.md quote the image size and the line coverage: they must say
     what docs/measured/ says (they are written by hand; this makes a stale one fail the stage)."""
     readme = (ROOT / "README.md").read_text()
     container = (ROOT / "docs" / "container.md").read_text()
-    size = f"**{image['bytes'] / 1e6:.1f} MB**"
-    problems = [f"{name} does not say {size} (docs/measured/image.json: {image['bytes']:,} bytes)"
+    # The image size changes with every binary and the docker stage re-measures it on every run:
+    # the docs point at docs/measured/image.json instead of quoting a figure that would go stale.
+    problems = [f"{name} does not point at docs/measured/image.json for the image size"
                 for name, text in (("README.md", readme), ("docs/container.md", container))
-                if size not in text]
+                if "measured/image.json" not in text]
     m = re.search(r"Measured\s+(\S+) at commit (\w+),[^*]*\*\*([\d.]+) %\*\* of lines \(([\d,]+) of ([\d,]+)", readme)
     want = (coverage["date"], coverage["commit"], f"{coverage['percent']:.2f}",
             f"{coverage['covered']:,}", f"{coverage['coverable']:,}")
@@ -361,7 +362,7 @@ def main():
     IMG.mkdir(exist_ok=True)
     image = measured("image", "bash .ci/test.sh docker")
     coverage = measured("coverage", "RATECAST_COVERAGE=1 bash .ci/test.sh rust")
-    check_readme(image, coverage)
+    check_readme(coverage)
     cost, egress = monthly_cost()
     panels, panel_rows = dashboard_panels()
     machine, nofile = bench_machine()
