@@ -68,19 +68,20 @@ async fn an_unchanging_healthy_upstream_never_turns_stale() -> Result<()> {
     Ok(())
 }
 
+/// One good poll, then none for an hour: only time passes, no poll fails.
+const UNCONFIRMED_FOR_AN_HOUR: [&str; 6] = [
+    "--stale-after",
+    "1s",
+    "--poll-interval",
+    "1h",
+    "--heartbeat-interval",
+    "100ms",
+];
+
 #[tokio::test]
 async fn data_turns_stale_by_time_when_the_upstream_stops_confirming_it() -> Result<()> {
     let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
-    // One good poll, then none for an hour: only time passes, no poll fails.
-    let extra = [
-        "--stale-after",
-        "1s",
-        "--poll-interval",
-        "1h",
-        "--heartbeat-interval",
-        "100ms",
-    ];
-    let server = TestServer::start_ready(&upstream, &extra).await;
+    let server = TestServer::start_ready(&upstream, &UNCONFIRMED_FOR_AN_HOUR).await;
     let mut ws = ws_connect(&server.ws_url("")).await?;
     assert_eq!(next_json(&mut ws).await?["stale"], false);
     let status = loop {
@@ -98,6 +99,39 @@ async fn data_turns_stale_by_time_when_the_upstream_stops_confirming_it() -> Res
     let (_, rates) = server.get_json("/api/v1/rates").await;
     assert_eq!(rates["stale"], true);
     assert!(server.metric("ratecast_data_age_seconds").await >= 1.0);
+    Ok(())
+}
+
+/// The demo source ages out like CoinGecko (the same branch of `Store::is_stale`), so a drill's
+/// "stale after N s" on the demo times the path production takes.
+#[tokio::test]
+async fn demo_data_turns_stale_by_time_like_coingecko_data() -> Result<()> {
+    let server = TestServer::start(common::config(
+        "http://127.0.0.1:9",
+        &[&["--demo"][..], &UNCONFIRMED_FOR_AN_HOUR].concat(),
+    ))
+    .await;
+    server.wait_ready().await;
+    let mut ws = ws_connect(&server.ws_url("")).await?;
+    let snapshot = next_json(&mut ws).await?;
+    assert_eq!(snapshot["source"], "demo");
+    assert_eq!(snapshot["stale"], false);
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frame = next_json(&mut ws).await?;
+            if frame["type"] == "status" {
+                return anyhow::Ok(frame);
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("demo data never turned stale"))??;
+    assert_eq!(status["stale"], true, "{status}");
+    assert_eq!(status["upstream"]["status"], "ok", "no poll failed");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not confirmed"), "{status}");
+    let (_, rates) = server.get_json("/api/v1/rates").await;
+    assert_eq!(rates["stale"], true);
     Ok(())
 }
 
