@@ -567,6 +567,13 @@ async fn a_client_that_never_reads_is_closed_while_100_others_keep_receiving() -
             >= 1.0
     })
     .await;
+    assert_eq!(
+        server
+            .metric("ratecast_ws_slow_consumer_closes_total")
+            .await,
+        1.0,
+        "the stalled client, and no reader, was closed as a slow consumer"
+    );
     // The stalled client still holds its socket, yet its connection slot is released.
     wait_until(|| async { server.metric("ratecast_ws_connections").await == 0.0 }).await;
     drop(slow);
