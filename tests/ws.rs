@@ -475,14 +475,14 @@ async fn lagging_subscriber_is_resynced_with_a_snapshot() -> Result<()> {
 async fn a_client_that_never_reads_is_closed_while_100_others_keep_receiving() -> Result<()> {
     /// Every poll changes the rates (`Reply::Changing`): one delta per poll.
     const POLL: Duration = Duration::from_millis(50);
-    /// Readers alone, then beside the stalled client: its buffers fill within a second, then
-    /// its 3 s write timeout runs.
-    const QUIET: Duration = Duration::from_secs(1);
-    const STALLED: Duration = Duration::from_secs(4);
-    // 100 deltas over both windows on a quiet machine. Polls stretch on a loaded one (each is a
-    // request, a diff and a fan-out to 101 sockets, in a debug build beside other builds; 30
-    // to 40 seen at load 9): the server must publish at least a quarter, and every reader
-    // must receive every one it published.
+    /// Readers alone, then as long beside the stalled client: its buffers fill within a
+    /// second, then its 3 s write timeout runs.
+    const QUIET: Duration = Duration::from_secs(4);
+    const STALLED: Duration = QUIET;
+    // 160 deltas over both windows on a quiet machine. Polls stretch on a loaded one (each is a
+    // request, a diff and a fan-out to 101 sockets, in a debug build beside other builds; a
+    // third seen at load 9): the server must publish at least a quarter, and every reader must
+    // receive every one it published.
     let expected = ((QUIET + STALLED).as_millis() / POLL.as_millis()) as u64;
     let floor = expected / 4;
     let upstream = FakeUpstream::start(Reply::Changing(common::payload_with_units(100))).await;
@@ -525,14 +525,14 @@ async fn a_client_that_never_reads_is_closed_while_100_others_keep_receiving() -
         }));
     }
     // How fast they received is a benchmark's business (BENCHMARKS.md), not a test's. Here:
-    // how far the readers are apart in deltas at any moment (the furthest ahead against the
-    // furthest behind), with the stalled client against without it. A reader held up behind
-    // the stalled client falls tens of deltas behind the others.
+    // how far the readers are apart in deltas (the furthest ahead against the furthest
+    // behind), beside the stalled client against without it. Readers held up behind the
+    // stalled client stay behind the others for as long as it is held.
     wait_until(|| async { lasts.iter().all(|l| l.load(Ordering::Relaxed) > 0) }).await;
     let start_seq = server.seq().await;
-    let quiet = max_spread(&lasts, QUIET).await;
+    let (quiet, quiet_max) = spread(&lasts, QUIET).await;
     let slow = connect_small_buffer(&server, "").await;
-    let stalled = max_spread(&lasts, STALLED).await;
+    let (stalled, stalled_max) = spread(&lasts, STALLED).await;
     let end_seq = server.seq().await;
     let published = end_seq - start_seq;
     assert!(
@@ -553,12 +553,15 @@ async fn a_client_that_never_reads_is_closed_while_100_others_keep_receiving() -
         assert!(deltas >= published, "{deltas} deltas of {published}");
     }
     eprintln!(
-        "{published} deltas published; readers apart by at most {quiet} deltas alone, \
-         {stalled} beside the stalled client"
+        "{published} deltas published; readers apart by {quiet} deltas (p90; {quiet_max} at \
+         most) alone, {stalled} ({stalled_max}) beside the stalled client"
     );
+    // Against the same-length window before it: one delta more at the 90th percentile (a
+    // steady hold-up), two more at the worst moment (a burst of them).
     assert!(
-        stalled <= quiet + 1,
-        "the stalled client held readers up: {stalled} deltas apart beside it, {quiet} before"
+        stalled <= quiet + 1 && stalled_max <= quiet_max + 2,
+        "the stalled client held readers up: {stalled} deltas apart (p90; {stalled_max} at \
+         most) beside it, {quiet} ({quiet_max}) before"
     );
     wait_until(|| async {
         server
@@ -580,18 +583,20 @@ async fn a_client_that_never_reads_is_closed_while_100_others_keep_receiving() -
     Ok(())
 }
 
-/// For `window`, the most the readers' last `seq`s were apart at one moment (sampled every
-/// 5 ms).
-async fn max_spread(lasts: &[Arc<AtomicU64>], window: Duration) -> u64 {
+/// How far apart the readers' last `seq`s were (the furthest ahead against the furthest
+/// behind), sampled every 5 ms for `window`: the 90th percentile of the samples (a reader the
+/// scheduler left out for a moment is no hold-up) and the most.
+async fn spread(lasts: &[Arc<AtomicU64>], window: Duration) -> (u64, u64) {
     let until = tokio::time::Instant::now() + window;
-    let mut worst = 0;
+    let mut samples = Vec::new();
     while tokio::time::Instant::now() < until {
         let seqs = lasts.iter().map(|l| l.load(Ordering::Relaxed));
         let (low, high) = seqs.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
-        worst = worst.max(high - low);
+        samples.push(high - low);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    worst
+    samples.sort_unstable();
+    (samples[samples.len() * 9 / 10], samples[samples.len() - 1])
 }
 
 #[tokio::test]
