@@ -30,10 +30,21 @@ enum Command {
     Loadtest(loadtest::LoadtestArgs),
 }
 
+/// Colour only for a person at a terminal: never in a file, a pipe or a log collector, and
+/// never when `NO_COLOR` is set to anything (<https://no-color.org>).
+fn log_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = log_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -87,4 +98,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Loadtest(args) => loadtest::run(args, signal::shutdown()).await?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(
+            log_colour(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None));
+        assert!(!log_colour(false, Some("1".into())));
+    }
 }

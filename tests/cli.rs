@@ -131,6 +131,24 @@ fn api_key_never_reaches_the_logs() {
     );
 }
 
+/// Text logs to a pipe (a file, `docker logs`, journald) carry no ANSI colour codes: colour is
+/// for a terminal only.
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    let (mut child, listen) = serve_demo(&["--log-format", "text"], Stdio::piped());
+    let logs = logs_after(&mut child, "ratecast serving", 1);
+    wait_ready(&listen);
+    sigterm(child.id());
+    let status = child.wait().unwrap();
+    let logs = logs.join().unwrap().join("\n");
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert!(logs.contains("ratecast serving"), "{logs}");
+    assert!(
+        !logs.contains("\x1b["),
+        "colour codes in a piped log: {logs:?}"
+    );
+}
+
 /// Collects the child's stderr lines on a thread; returns once `times` lines hold `needle` (a
 /// readiness wait instead of a fixed sleep), with the thread to join for the whole log.
 fn logs_after(
@@ -161,6 +179,43 @@ fn logs_after(
     reader
 }
 
+/// `ratecast serve --demo --poll-interval 50ms` plus `extra` on a free port (`RUST_LOG=debug`),
+/// stderr to `stderr`; returns the child and its address.
+fn serve_demo(extra: &[&str], stderr: Stdio) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            &listen,
+            "--poll-interval",
+            "50ms",
+        ])
+        .args(extra)
+        .env_clear()
+        .envs(common::coverage_env())
+        .env("RUST_LOG", "debug")
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    (child, listen)
+}
+
+/// Ready (data served) rather than a fixed sleep: by then the signal handler is installed.
+fn wait_ready(listen: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready(listen) {
+        assert!(Instant::now() < deadline, "not ready within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `GET /readyz` answered 200.
 fn ready(addr: &str) -> bool {
     use std::io::{Read, Write};
@@ -185,26 +240,8 @@ fn sigterm(pid: u32) {
 
 #[test]
 fn sigterm_exits_zero_within_the_grace_period() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--demo", "--listen", &listen])
-        .args(["--poll-interval", "50ms", "--shutdown-grace", "3s"])
-        .env_clear()
-        .envs(common::coverage_env())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Ready (data served) rather than a fixed sleep: by then the signal handler is installed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready(&listen) {
-        assert!(Instant::now() < deadline, "not ready within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, listen) = serve_demo(&["--shutdown-grace", "3s"], Stdio::null());
+    wait_ready(&listen);
     let started = Instant::now();
     sigterm(child.id());
     let status = child.wait().unwrap();

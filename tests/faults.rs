@@ -8,7 +8,10 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{ServerProcess, client_frame, open_fds, raw_ws, wait_until};
+use common::{
+    ServerProcess, client_frame, close_payload_code, open_fds, raw_ws, read_raw_until_end,
+    wait_until,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -90,8 +93,16 @@ async fn every_removal_path_frees_the_slot_and_the_fd() -> Result<()> {
     back_to_baseline(&server, baseline, "flood close").await;
 
     // Garbage: not a frame (reserved bits), closed with 1002.
-    let (mut garbage, _) = raw_ws(server.addr, "", None).await?;
+    let (mut garbage, early) = raw_ws(server.addr, "", None).await?;
     garbage.write_all(&[0xF3; 64]).await?;
+    let (_, close) = read_raw_until_end(&mut garbage, early, Duration::from_secs(10)).await?;
+    let close = close.expect("garbage is answered with a close frame, not a bare end");
+    assert_eq!(
+        close_payload_code(&close),
+        Some(1002),
+        "garbage: {:?}",
+        String::from_utf8_lossy(&close)
+    );
     back_to_baseline(&server, baseline, "garbage").await;
 
     assert!(

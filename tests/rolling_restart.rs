@@ -96,12 +96,20 @@ async fn connections(ports: &[u16]) -> u64 {
     total
 }
 
+/// SIGTERM, then the replica must drain and exit 0 within its grace period (5 s) plus slack:
+/// a replica that crashes, is killed by a signal or hangs fails the test here.
 async fn sigterm_and_wait(child: &mut Child) {
     let pid = child.id().expect("running");
-    let _ = std::process::Command::new("kill")
+    let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+        .status()
+        .expect("kill runs");
+    assert!(killed.success(), "kill -TERM {pid}");
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("replica {pid} still running 15 s after SIGTERM"))
+        .expect("wait for the replica");
+    assert_eq!(exit.code(), Some(0), "replica {pid} after SIGTERM: {exit}");
 }
 
 // Two defects made some resumes snapshots here (23 of 1,561 in one fresh-clone run, 122 of 1,478

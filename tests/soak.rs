@@ -1,7 +1,9 @@
 //! Issue 12, point 8: the 60-second soak. `ratecast loadtest --soak` keeps clients connecting,
 //! reading, misbehaving and leaving against a `ratecast serve` subprocess, samples its RSS and
-//! fds, and fails when the server does not come back to its baseline (fds, connection slots)
-//! or logs a panic. The one-hour run is in BENCHMARKS.md; the command is in NOTES/README.
+//! fds, and fails when the server dies or restarts, when a connection ends otherwise than its
+//! behaviour calls for, when RSS keeps growing after the warm-up, when the server does not
+//! come back to its baseline (fds, connection slots) or logs a panic. The one-hour run is in
+//! BENCHMARKS.md; the command is in NOTES/README.
 
 mod common;
 
@@ -16,7 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_second_soak_leaves_no_leak_and_no_panic() -> Result<()> {
     let duration = std::env::var("RATECAST_SOAK_DURATION").unwrap_or_else(|_| "60s".into());
-    let server = ServerProcess::start(
+    let mut server = ServerProcess::start(
         BIN,
         &[
             "--poll-interval",
@@ -66,6 +68,15 @@ async fn sixty_second_soak_leaves_no_leak_and_no_panic() -> Result<()> {
         );
     }
     assert_eq!(summary["corrupt_streams"], 0);
+    assert_eq!(summary["unreachable"], serde_json::json!([]), "{summary}");
+    assert!(
+        summary["rss_bound_kib"].as_u64().is_some() && summary["settled"]["fds"].is_u64(),
+        "RSS and fds were compared: {summary}"
+    );
+    assert!(
+        server.child.try_wait()?.is_none(),
+        "the server is still running after the soak"
+    );
     let logs = server.logs();
     assert!(!logs.contains("panicked"), "{logs}");
     Ok(())

@@ -68,19 +68,20 @@ async fn an_unchanging_healthy_upstream_never_turns_stale() -> Result<()> {
     Ok(())
 }
 
+/// One good poll, then none for an hour: only time passes, no poll fails.
+const UNCONFIRMED_FOR_AN_HOUR: [&str; 6] = [
+    "--stale-after",
+    "1s",
+    "--poll-interval",
+    "1h",
+    "--heartbeat-interval",
+    "100ms",
+];
+
 #[tokio::test]
 async fn data_turns_stale_by_time_when_the_upstream_stops_confirming_it() -> Result<()> {
     let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
-    // One good poll, then none for an hour: only time passes, no poll fails.
-    let extra = [
-        "--stale-after",
-        "1s",
-        "--poll-interval",
-        "1h",
-        "--heartbeat-interval",
-        "100ms",
-    ];
-    let server = TestServer::start_ready(&upstream, &extra).await;
+    let server = TestServer::start_ready(&upstream, &UNCONFIRMED_FOR_AN_HOUR).await;
     let mut ws = ws_connect(&server.ws_url("")).await?;
     assert_eq!(next_json(&mut ws).await?["stale"], false);
     let status = loop {
@@ -98,6 +99,39 @@ async fn data_turns_stale_by_time_when_the_upstream_stops_confirming_it() -> Res
     let (_, rates) = server.get_json("/api/v1/rates").await;
     assert_eq!(rates["stale"], true);
     assert!(server.metric("ratecast_data_age_seconds").await >= 1.0);
+    Ok(())
+}
+
+/// The demo source ages out like CoinGecko (the same branch of `Store::is_stale`), so a drill's
+/// "stale after N s" on the demo times the path production takes.
+#[tokio::test]
+async fn demo_data_turns_stale_by_time_like_coingecko_data() -> Result<()> {
+    let server = TestServer::start(common::config(
+        "http://127.0.0.1:9",
+        &[&["--demo"][..], &UNCONFIRMED_FOR_AN_HOUR].concat(),
+    ))
+    .await;
+    server.wait_ready().await;
+    let mut ws = ws_connect(&server.ws_url("")).await?;
+    let snapshot = next_json(&mut ws).await?;
+    assert_eq!(snapshot["source"], "demo");
+    assert_eq!(snapshot["stale"], false);
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frame = next_json(&mut ws).await?;
+            if frame["type"] == "status" {
+                return anyhow::Ok(frame);
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("demo data never turned stale"))??;
+    assert_eq!(status["stale"], true, "{status}");
+    assert_eq!(status["upstream"]["status"], "ok", "no poll failed");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not confirmed"), "{status}");
+    let (_, rates) = server.get_json("/api/v1/rates").await;
+    assert_eq!(rates["stale"], true);
     Ok(())
 }
 
@@ -178,11 +212,39 @@ fn expected_503s_are_not_logged_as_errors() {
         }
         panic!("the server never answered");
     });
-    // SIGTERM: the drain answers 503 too.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    // SIGTERM: the drain answers 503 too (a stream that never reads holds the drain open
+    // long enough to ask), and the process still exits 0.
+    let drained = runtime.block_on(async {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let (_stalled, _) = common::raw_ws(addr, "", None).await?;
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(killed.success(), "kill -TERM failed");
+        // /readyz is 503 before and after the signal here (no data ever came): the drain is
+        // told apart by its answer to an upgrade, 503 "unavailable" instead of a 101.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let refusal = match common::raw_ws(addr, "", None).await {
+                Ok(_upgraded) => "101".to_owned(), // not draining yet
+                Err(e) => e.to_string(),
+            };
+            if refusal.contains("HTTP/1.1 503") {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no 503 during the drain: {refusal}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, body) = common::http_get_close(addr, "/readyz").await?;
+        anyhow::ensure!(status == 503, "/readyz while draining: {status} {body}");
+        anyhow::Ok(())
+    });
+    let exit = child.wait().expect("the server exits");
+    drained.expect("the drain answers 503");
+    assert_eq!(exit.code(), Some(0), "SIGTERM exits 0");
     let mut stderr = String::new();
     child
         .stderr

@@ -83,8 +83,8 @@ pub struct Usage {
 }
 
 impl Server {
-    /// Starts `bin serve --demo --poll-interval tick` plus `extra` (e.g. `--redis-url …`) on a
-    /// free loopback port and waits for `/readyz`.
+    /// Starts `bin serve --demo --poll-interval tick --stale-after 2h` plus `extra` (e.g.
+    /// `--redis-url …`) on a free loopback port and waits for `/readyz`.
     pub fn start(bin: &str, tick: &str, extra: &[&str]) -> Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new(bin)
@@ -95,6 +95,10 @@ impl Server {
                 &format!("127.0.0.1:{port}"),
                 "--poll-interval",
                 tick,
+                // Demo data ages out like CoinGecko's: the idle run polls once an hour, so the
+                // threshold sits above every tick a bench uses (no stale flip mid-measurement).
+                "--stale-after",
+                "2h",
             ])
             .args([
                 "--max-connections",

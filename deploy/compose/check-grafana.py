@@ -8,7 +8,8 @@ only package registries are reachable here, so no image can be pulled):
   and the home dashboard path names the chart's file;
 - every query of the chart's dashboard, with its variables set as Grafana would
   (namespace=demo, job=ratecast), runs on a live Prometheus scraping real replicas (the native
-  stack of the e2e stage), and the panels that must always show data do.
+  stack of the e2e stage, in cluster mode), and the panels that must always show data do — the
+  cluster row's too, with exactly one replica holding the lease.
 
 Usage: check-grafana.py PROMETHEUS_URL
 """
@@ -27,6 +28,18 @@ DASHBOARDS = ROOT / "deploy/helm/ratecast/dashboards"
 # Panels a healthy stack always has data for (the others need traffic, refusals or failures).
 ALWAYS = {"WebSocket connections", "Data age (oldest pod)", "Upstream up (pods)", "Sequence",
           "Upstream requests by outcome", "Data age per pod"}
+# The cluster row's panels a healthy cluster (the e2e stack: 3 replicas on one Redis) always has
+# data for. Lease changes and Redis errors need an event; the stack is checked to be a cluster.
+ALWAYS_CLUSTER = {"Leader", "Replicas holding the lease", "Upstream calls per minute (whole deployment)",
+                  "Leader → replica delay (p50 / p99)",
+                  "Stream lag (age of the newest publication when applied)"}
+
+
+def panels(dashboard):
+    """Every panel with its queries, those inside rows (collapsed rows nest theirs) included."""
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
 
 
 def query(prom, expr):
@@ -68,17 +81,30 @@ def main(prom):
     assert any(s["metric"].get("namespace") == "demo" for s in query(prom, "ratecast_seq")), \
         "the namespace variable (label_values(ratecast_seq, namespace)) would be empty"
 
-    empty = []
-    for panel in dashboard["panels"]:
+    titles = {p.get("title") for p in panels(dashboard)}
+    # A renamed panel must not leave the check silently: each name here is on the dashboard.
+    assert ALWAYS | ALWAYS_CLUSTER <= titles, f"not on the dashboard: {sorted((ALWAYS | ALWAYS_CLUSTER) - titles)}"
+    assert query(prom, 'ratecast_cluster_leader{namespace="demo"}'), \
+        "the stack is not in cluster mode (no ratecast_cluster_leader): the cluster panels cannot be checked"
+
+    empty, results, queries = [], {}, 0
+    for panel in panels(dashboard):
         for target in panel.get("targets", []):
+            queries += 1
             expr = (target["expr"].replace("$namespace", "demo").replace("$job", "ratecast")
                     .replace("$__rate_interval", "1m"))
-            if not query(prom, expr):
+            result = query(prom, expr)
+            results.setdefault(panel["title"], []).extend(result)
+            if not result:
                 empty.append(panel["title"])
-    missing = ALWAYS & set(empty)
+    missing = (ALWAYS | ALWAYS_CLUSTER) & set(empty)
     assert not missing, f"panels with no data on a live stack: {sorted(missing)}"
+    holders = [float(r["value"][1]) for r in results["Replicas holding the lease"]]
+    assert holders == [1.0], f"replicas holding the lease: {holders} (exactly one expected)"
+    leaders = results["Leader"]
+    assert len(leaders) == 1, f"the Leader panel shows {len(leaders)} pods: {leaders}"
     print(f"grafana provisioning: data source, provider and home dashboard consistent with compose.yaml; "
-          f"{sum(len(p.get('targets', [])) for p in dashboard['panels'])} dashboard queries ran on Prometheus; "
+          f"{queries} dashboard queries ran on Prometheus, the cluster row's included (one lease holder); "
           f"no data yet (needs traffic or failures): {sorted(set(empty)) or 'none'}")
 
 

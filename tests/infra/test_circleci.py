@@ -1,7 +1,9 @@
 """Semantic checks of the CircleCI pipeline beyond the vendored JSON schema: every file the config
 and its scripts refer to exists, workflows reference defined jobs, the release flow and the
 approvals are in place, and AWS access is OIDC-only."""
+import pathlib
 import re
+import shlex
 
 import pytest
 import yaml
@@ -127,9 +129,56 @@ def test_every_push_runs_lint_and_every_test_stage():
     stages = REPO / ".ci" / "stages"
     for stage in TEST_STAGES:
         assert (stages / f"{stage}.sh").is_file(), f".ci/stages/{stage}.sh is missing"
-    assert "hadolint" in (stages / "docker.sh").read_text()
-    assert "checkov" in (stages / "infra.sh").read_text()
+    # Run as commands (not named in a comment, a log line or a string), on what they must
+    # check, and a finding fails the stage (no `|| true`).
+    hadolint = invocations(stages / "docker.sh", "hadolint")
+    assert any(
+        any(pathlib.PurePath(a).name == "Dockerfile" for a in args) and fails(on_error)
+        for args, on_error in hadolint
+    ), f"docker.sh never runs hadolint on the Dockerfile so that a finding fails: {hadolint}"
+    checkov = invocations(stages / "infra.sh", "checkov")
+    assert any(
+        _follows(args, "--directory", "infra") and fails(on_error) for args, on_error in checkov
+    ), f"infra.sh never runs checkov on infra/ so that a finding fails: {checkov}"
     assert (stages / "helm.sh").is_file()
+
+
+def invocations(script, program):
+    """Every command of a shell script whose program is `program` (by base name, wherever it is
+    installed), as (arguments, the first word after its `||` or None). Comments, log lines and
+    quoted text do not count: the script is split the way the shell splits it (continuation
+    lines joined, `#` comments dropped, `;`, `&&`, `||` and `|` separating commands)."""
+    text = re.sub(r"\\\n", " ", script.read_text())
+    found = []
+    for line in text.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        try:
+            words = list(lexer)
+        except ValueError:  # an unbalanced quote: a heredoc or a multi-line string
+            continue
+        commands, current = [], []
+        for word in words:
+            if word in (";", "&&", "||", "|", "&"):
+                commands.append((current, word))
+                current = []
+            else:
+                current.append(word)
+        commands.append((current, None))
+        for i, (command, separator) in enumerate(commands):
+            if command and pathlib.PurePath(command[0]).name == program:
+                after = commands[i + 1][0] if separator == "||" and i + 1 < len(commands) else None
+                found.append((command[1:], after[0] if after else None))
+    return found
+
+
+def fails(on_error):
+    """A failing command still fails the (strict, `set -e`) script: nothing after it, or `fail`."""
+    return on_error in (None, "fail", "exit")
+
+
+def _follows(args, flag, value):
+    return any(a == flag and b == value for a, b in zip(args, args[1:]))
 
 
 def test_release_flow_dev_on_main_staging_on_tags_prod_after_approval():

@@ -511,16 +511,14 @@ impl Store {
 
     /// Stale = not confirmed current: the upstream is down, or its last good answer is older
     /// than the threshold. The age of the last *change* does not matter (CoinGecko may answer
-    /// the same numbers for minutes). Demo data never ages out (benches poll it once an hour),
-    /// but a demo source told to fail (SIGUSR1, for drills) is down like CoinGecko would be.
+    /// the same numbers for minutes). The demo source ages out exactly like CoinGecko (one
+    /// branch for both, so drills time the production path); a demo polled less often than
+    /// `--stale-after` (an idle bench) must raise `--stale-after` above its poll interval.
     fn is_stale(&self, inner: &Inner, now: SystemTime) -> bool {
         if inner.backplane_fault.is_some() {
             return true;
         }
         let upstream = &inner.upstream;
-        if self.config.source == Source::Demo {
-            return upstream.status == UpstreamStatus::Down;
-        }
         let unconfirmed = upstream
             .last_success
             .and_then(|t| now.duration_since(t).ok())

@@ -441,13 +441,122 @@ mod properties {
         ]
     }
 
+    /// One change to a valid single-frame message that makes it invalid, and the error the
+    /// decoder must answer it with.
+    #[derive(Debug, Clone, Copy)]
+    enum Breakage {
+        /// RSV1, RSV2 or RSV3 set.
+        Reserved(u8),
+        /// The mask bit cleared (and the mask dropped): a client frame must be masked.
+        Unmasked,
+        /// A reserved data (0x3–0x7) or control (0xB–0xF) opcode.
+        Opcode(u8),
+        /// A control frame without FIN.
+        FragmentedControl,
+        /// A control frame with more than 125 bytes (the 16-bit length form).
+        LongControl,
+        /// Binary frames are refused.
+        Binary,
+        /// A text payload over the size limit (4096 here).
+        TooBig,
+        /// A continuation with no message to continue.
+        LoneContinuation,
+        /// Text that is not UTF-8.
+        BadUtf8,
+        /// A close code no peer may send.
+        CloseCode(u16),
+    }
+
+    fn breakage() -> impl Strategy<Value = Breakage> {
+        prop_oneof![
+            (1u8..8).prop_map(|rsv| Breakage::Reserved(rsv << 4)),
+            Just(Breakage::Unmasked),
+            prop_oneof![3u8..=7, 0xBu8..=0xF].prop_map(Breakage::Opcode),
+            Just(Breakage::FragmentedControl),
+            Just(Breakage::LongControl),
+            Just(Breakage::Binary),
+            Just(Breakage::TooBig),
+            Just(Breakage::LoneContinuation),
+            Just(Breakage::BadUtf8),
+            prop_oneof![
+                0u16..1000,
+                1004u16..=1006,
+                1015u16..3000,
+                5000u16..=u16::MAX
+            ]
+            .prop_map(Breakage::CloseCode),
+        ]
+    }
+
+    /// The broken frame's bytes and the error it must decode to.
+    fn broken(b: Breakage, mask: [u8; 4]) -> (Vec<u8>, DecodeError) {
+        let protocol = DecodeError::Protocol;
+        match b {
+            Breakage::Reserved(bits) => (
+                masked_with(0x81 | bits, b"{}", mask),
+                protocol("reserved bits set"),
+            ),
+            Breakage::Unmasked => (
+                b"\x81\x02{}".to_vec(),
+                protocol("client frames must be masked"),
+            ),
+            Breakage::Opcode(op) => (
+                masked_with(0x80 | op, b"", mask),
+                protocol("reserved opcode"),
+            ),
+            Breakage::FragmentedControl => (
+                masked_with(opcode::PING, b"p", mask),
+                protocol("bad control frame"),
+            ),
+            Breakage::LongControl => (
+                masked_with(0x80 | opcode::PING, &[b'p'; 126], mask),
+                protocol("bad control frame"),
+            ),
+            Breakage::Binary => (masked_with(0x82, b"bin", mask), DecodeError::Binary),
+            Breakage::TooBig => (masked_with(0x81, &[b'a'; 4097], mask), DecodeError::TooBig),
+            Breakage::LoneContinuation => (
+                masked_with(0x80, b"x", mask),
+                protocol("continuation without a message"),
+            ),
+            Breakage::BadUtf8 => (masked_with(0x81, &[0xC3, 0x28], mask), DecodeError::BadUtf8),
+            Breakage::CloseCode(code) => (
+                masked_with(0x88, &code.to_be_bytes(), mask),
+                protocol("invalid close code"),
+            ),
+        }
+    }
+
     proptest! {
+        /// Whatever the bytes, how they are split does not change what is decoded: the same
+        /// messages, then the same error (or none), never a panic; every error carries one of
+        /// the close codes docs/protocol.md lists.
         #[test]
-        fn arbitrary_bytes_in_arbitrary_chunks_never_panic(
+        fn arbitrary_bytes_decode_the_same_however_they_are_split(
             bytes in proptest::collection::vec(any::<u8>(), 0..2048),
             cuts in proptest::collection::vec(1usize..64, 1..8),
         ) {
-            let _ = decode_chunked(&bytes, &cuts);
+            let whole = decode_chunked(&bytes, &[bytes.len().max(1)]);
+            prop_assert_eq!(&decode_chunked(&bytes, &cuts), &whole);
+            if let Some(Err(e)) = whole.last() {
+                prop_assert!([1002, 1003, 1007, 1009].contains(&e.close_code()), "{:?}", e);
+            }
+        }
+
+        /// Valid messages, then one frame broken in one way: the valid ones decode, then the
+        /// decoder answers with exactly the error the breakage calls for.
+        #[test]
+        fn a_broken_frame_after_valid_ones_gets_the_right_error(
+            messages in proptest::collection::vec(message(), 0..4),
+            b in breakage(),
+            mask in any::<[u8; 4]>(),
+            cuts in proptest::collection::vec(1usize..40, 1..6),
+        ) {
+            let mut wire: Vec<u8> = messages.iter().flat_map(|(w, _)| w.clone()).collect();
+            let (bad, error) = broken(b, mask);
+            wire.extend(bad);
+            let mut expected: Vec<_> = messages.into_iter().map(|(_, m)| Ok(m)).collect();
+            expected.push(Err(error));
+            prop_assert_eq!(&decode_chunked(&wire, &cuts), &expected, "{:?}", b);
         }
 
         #[test]

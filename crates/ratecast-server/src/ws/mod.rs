@@ -398,9 +398,97 @@ mod tests {
             prop_assert_eq!(verdict.is_ok(), ok);
         }
 
+        /// Random bytes, and keys of 23–25 characters drawn from the base64 alphabet plus its
+        /// near misses (URL-safe `-` `_`, `=`, `.`, space, NUL, a high byte): accepted exactly
+        /// when they have a key's shape (RFC 6455 §4.1: base64 of 16 bytes).
         #[test]
-        fn handshake_keys_never_panic(key in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let _ = handshake::is_valid_key(&key);
+        fn random_and_near_miss_keys_are_judged_by_their_shape(
+            key in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..40),
+                proptest::collection::vec(near_miss_char(), 23..=25),
+                (proptest::collection::vec(near_miss_char(), 22), Just(b"==".to_vec()))
+                    .prop_map(|(head, pad)| [head, pad].concat()),
+            ],
+        ) {
+            prop_assert_eq!(handshake::is_valid_key(&key), key_shaped(&key));
         }
+
+        /// Any 16 bytes in base64 are a valid key.
+        #[test]
+        fn every_16_byte_nonce_in_base64_is_a_valid_key(nonce in any::<[u8; 16]>()) {
+            let key = base64(&nonce);
+            prop_assert!(handshake::is_valid_key(key.as_bytes()), "{}", key);
+        }
+
+        /// A valid key changed in one way is refused: a length off by up to 3, a character
+        /// outside the alphabet, or its padding touched.
+        #[test]
+        fn a_key_changed_anywhere_is_refused(
+            nonce in any::<[u8; 16]>(),
+            change in 0usize..4,
+            at in 0usize..24,
+            byte in prop_oneof![
+                3 => proptest::sample::select(NEAR_MISSES.to_vec()),
+                1 => any::<u8>().prop_filter("outside base64", |b| !ALPHABET.contains(b) && *b != b'='),
+            ],
+            n in 1usize..4,
+        ) {
+            let mut key = base64(&nonce).into_bytes();
+            match change {
+                0 => key.truncate(24 - n),
+                1 => key.extend(std::iter::repeat_n(b'A', n)),
+                2 => key[at] = byte,
+                _ => key[22 + at % 2] = b"AQgw+/"[at % 6],
+            }
+            prop_assert!(!handshake::is_valid_key(&key), "{:?}", String::from_utf8_lossy(&key));
+        }
+    }
+
+    /// Standard base64 with padding (RFC 4648 §4), written out so the test does not share code
+    /// with what it checks.
+    fn base64(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    /// Bytes a careless check lets through: the URL-safe alphabet, padding, separators.
+    const NEAR_MISSES: &[u8] = b"-_.* \t\0\x80\xff";
+
+    /// Mostly the base64 alphabet, sometimes padding or a near miss.
+    fn near_miss_char() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            20 => proptest::sample::select(ALPHABET.to_vec()),
+            1 => Just(b'='),
+            1 => proptest::sample::select(NEAR_MISSES.to_vec()),
+        ]
+    }
+
+    /// 24 bytes: 22 of the base64 alphabet, then `==`.
+    fn key_shaped(key: &[u8]) -> bool {
+        match key.split_last_chunk::<2>() {
+            Some((head, b"==")) => head.len() == 22 && head.iter().all(|c| ALPHABET.contains(c)),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn base64_of_the_rfc_6455_sample_nonce() {
+        assert_eq!(base64(b"the sample nonce"), "dGhlIHNhbXBsZSBub25jZQ==");
     }
 }
