@@ -255,6 +255,8 @@ pub fn loadtest_args(port: u16, clients: usize, flooders: usize) -> LoadtestArgs
         server_log: None,
         sample_every: Duration::from_secs(10),
         soak_linger: Duration::from_secs(15),
+        // Raw frames unless a run asks for permessage-deflate (the fan-out bench's deflate runs).
+        no_deflate: true,
     }
 }
 
