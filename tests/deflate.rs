@@ -388,3 +388,46 @@ async fn compressed_commands_whole_or_fragmented_are_answered() -> Result<()> {
     server.stop().await;
     Ok(())
 }
+
+/// Issue 23, point 3: compressed **once** per publication, not per subscriber nor per shard.
+/// Six subscribers (over every shard) negotiate the same window; while the first reads 20
+/// deltas, the server's compression count grows by about 20 (a few heartbeats or in-flight
+/// deltas aside), where compressing per subscriber would make it ~120 and per shard ~40.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_feed_frame_is_compressed_once_for_every_subscriber() -> Result<()> {
+    let (_upstream, server) = server(&[]).await;
+    let mut subscribers = Vec::new();
+    for _ in 0..6 {
+        let (mut tcp, agreed, early) = connect(server.addr, Some(CHROMIUM_OFFER)).await?;
+        assert!(agreed.is_some());
+        // Up to the snapshot: every subscriber is in its shard before counting starts.
+        let mut got = read_frames(&mut tcp, early, 15, |f| !f.is_empty()).await?;
+        assert!(got.remove(0).compressed);
+        subscribers.push(tcp);
+    }
+    let before = server
+        .metric("ratecast_ws_deflate_compressions_total")
+        .await;
+    // Deltas published after `before` was read (older ones may wait in the socket buffer).
+    let from = server.seq().await;
+    let deltas = |frames: &[Got]| {
+        frames
+            .iter()
+            .filter(|f| f.opcode == 1 && json(f)["type"] == "delta")
+            .filter(|f| json(f)["seq"].as_u64() > Some(from))
+            .count()
+    };
+    let first = &mut subscribers[0];
+    let got = read_frames(first, Vec::new(), 15, |f| deltas(f) >= 20).await?;
+    let compressions = server
+        .metric("ratecast_ws_deflate_compressions_total")
+        .await
+        - before;
+    assert_eq!(deltas(&got), 20);
+    assert!(
+        (15.0..=30.0).contains(&compressions),
+        "{compressions} compressions while one subscriber of six read 20 deltas"
+    );
+    server.stop().await;
+    Ok(())
+}

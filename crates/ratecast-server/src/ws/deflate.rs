@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use metrics::Counter;
 
 use super::frame::{self, DecodeError};
 
@@ -136,19 +137,22 @@ impl Prepared {
 pub struct Deflater {
     recent: Mutex<VecDeque<Arc<Prepared>>>,
     compressors: Mutex<[Option<Compress>; VARIANTS]>,
+    /// `ratecast_ws_deflate_compressions_total`: shows compress-once from outside.
+    compressions: Counter,
 }
 
 impl Default for Deflater {
     fn default() -> Self {
-        Self::new()
+        Self::new(Counter::noop())
     }
 }
 
 impl Deflater {
-    pub fn new() -> Self {
+    pub fn new(compressions: Counter) -> Self {
         Self {
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             compressors: Mutex::new(Default::default()),
+            compressions,
         }
     }
 
@@ -178,6 +182,7 @@ impl Deflater {
     fn compress(&self, payload: &[u8], bits: u8) -> Option<Vec<u8>> {
         let mut compressors = self.compressors.lock().unwrap_or_else(|e| e.into_inner());
         let slot = compressors.get_mut(variant(Some(bits)))?;
+        self.compressions.increment(1);
         compress(slot.get_or_insert_with(|| compressor(bits)), payload)
     }
 }
@@ -208,7 +213,7 @@ mod tests {
                 .map(|i| (format!("c{i}"), f64::from(i) * 1.5))
                 .collect::<Vec<_>>(),
         ));
-        let deflater = Deflater::new();
+        let deflater = Deflater::default();
         let prepared = deflater.prepare(&payload);
         assert!(Arc::ptr_eq(&prepared, &deflater.prepare(&payload)));
         let framed = prepared.get(variant(Some(15)), &deflater);
@@ -276,7 +281,7 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..1500),
         );
         let mut runner = TestRunner::deterministic();
-        let deflater = Deflater::new();
+        let deflater = Deflater::default();
         let mut messages = Vec::new();
         for _ in 0..64 {
             let (entries, noise) = tables.new_tree(&mut runner).unwrap().current();

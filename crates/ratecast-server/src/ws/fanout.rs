@@ -141,7 +141,11 @@ pub fn start(
     count: usize,
     clock: Clock,
 ) -> Vec<Shard> {
-    let deflater = Arc::new(Deflater::new());
+    let deflater = Arc::new(Deflater::new(
+        context
+            .metrics
+            .counter("ratecast_ws_deflate_compressions_total", &[]),
+    ));
     (0..count.max(1))
         .map(|_| {
             let (commands, rx) = mpsc::unbounded_channel();
