@@ -13,6 +13,10 @@
 //! - `FANOUT_STEADY`: measured window per run, default 30s;
 //! - `FANOUT_FLOOD`: `subscribers:tick:flooders`, default `300:250ms:3`, empty to skip: the
 //!   same run without and with clients flooding pings and commands (subscribers' p99 compared);
+//! - `FANOUT_DEFLATE`: `subscribers:tick` pairs, default `1000:100ms,10000:1s`, empty to skip:
+//!   each run twice back to back against the same binary, the generator reading raw frames and
+//!   then offering permessage-deflate (issue 23): wire bytes per delivered frame (the server's
+//!   own counters), server CPU per frame and RSS per subscriber, side by side;
 //! - `FANOUT_SERVER`: the server binary to measure (default: this build's `ratecast`), so a
 //!   baseline build can be measured by the same harness in the same session.
 //!
@@ -61,10 +65,99 @@ async fn measure(
     steady: Duration,
     flooders: usize,
 ) -> Result<Result1> {
+    measure_with(label, subscribers, tick, steady, flooders, false).await
+}
+
+/// [`measure`], with the generator offering permessage-deflate when `deflate`.
+async fn measure_with(
+    label: String,
+    subscribers: usize,
+    tick: &str,
+    steady: Duration,
+    flooders: usize,
+    deflate: bool,
+) -> Result<Result1> {
     let server = Server::start(&server_bin(), tick, &[])?;
-    let args = loadtest_args(server.port, subscribers, flooders);
+    let mut args = loadtest_args(server.port, subscribers, flooders);
+    args.no_deflate = !deflate;
     let m = support::measure(&server, &[], &args, steady).await?;
     Ok(Result1 { label, m })
+}
+
+/// Issue 23: each run raw, then compressed, back to back; prints the side-by-side table.
+fn deflate_runs(
+    runtime: &tokio::runtime::Runtime,
+    spec: &str,
+    steady: Duration,
+) -> Result<Vec<Result1>> {
+    let mut results = Vec::new();
+    for run in parse_runs(spec)? {
+        for deflate in [false, true] {
+            let label = format!(
+                "{} subs, tick {}, {}",
+                run.subscribers,
+                run.tick,
+                if deflate { "deflate" } else { "raw" }
+            );
+            eprintln!("fanout: {label} …");
+            let m = runtime.block_on(measure_with(
+                label,
+                run.subscribers,
+                &run.tick,
+                steady,
+                0,
+                deflate,
+            ))?;
+            results.push(m);
+        }
+    }
+    if results.is_empty() {
+        return Ok(results);
+    }
+    println!();
+    println!(
+        "| subscribers, tick | load avg | wire B/frame raw → deflate (ratio) | server µs/frame raw → deflate (ratio) | \
+         RSS/subscriber KiB raw → deflate | latency p99 ms raw → deflate | missing seqs |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for pair in results.chunks(2) {
+        let [raw, deflated] = pair else { continue };
+        let (r, d) = (&raw.m, &deflated.m);
+        println!(
+            "| {} subs, {} | {:.1}–{:.1} | {:.0} → {:.0} ({:.1} %) | {} → {} ({:.2}×) | {:.2} → {:.2} | {:.1} → {:.1} | {} + {} |",
+            r.summary.clients,
+            raw.label.split(", ").nth(1).unwrap_or(""),
+            r.load.0.min(d.load.0),
+            r.load.1.max(d.load.1),
+            r.wire_bytes_per_frame,
+            d.wire_bytes_per_frame,
+            100.0 * d.wire_bytes_per_frame / r.wire_bytes_per_frame,
+            r.server.cell(),
+            d.server.cell(),
+            d.server.total_us() / r.server.total_us(),
+            r.rss_per_subscriber_kib(),
+            d.rss_per_subscriber_kib(),
+            r.summary.latency.p99_ms,
+            d.summary.latency.p99_ms,
+            r.summary.missing_seqs,
+            d.summary.missing_seqs,
+        );
+        eprintln!(
+            "deflate-json: {}",
+            serde_json::json!({
+                "subscribers": r.summary.clients,
+                "tick": raw.label.split(", ").nth(1),
+                "load_average": [r.load.0.min(d.load.0), r.load.1.max(d.load.1)],
+                "wire_bytes_per_frame": {"raw": r.wire_bytes_per_frame, "deflate": d.wire_bytes_per_frame},
+                "server_us_per_frame": {"raw": r.server.total_us(), "deflate": d.server.total_us()},
+                "server_task_us_per_frame": {"raw": r.server.task_us, "deflate": d.server.task_us},
+                "rss_per_subscriber_kib": {"raw": r.rss_per_subscriber_kib(), "deflate": d.rss_per_subscriber_kib()},
+                "latency_p99_ms": {"raw": r.summary.latency.p99_ms, "deflate": d.summary.latency.p99_ms},
+                "missing_seqs": {"raw": r.summary.missing_seqs, "deflate": d.summary.missing_seqs},
+            })
+        );
+    }
+    Ok(results)
 }
 
 /// How the far ends of the floor's sockets are read.
@@ -175,6 +268,11 @@ fn main() -> Result<()> {
         (FLOOR_SOCKETS, FLOOR_WRITES)
     };
     let runtime = support::runtime()?;
+    let deflate = deflate_runs(
+        &runtime,
+        &env("FANOUT_DEFLATE", "1000:100ms,10000:1s", "50:100ms"),
+        steady,
+    )?;
     let mut results = Vec::new();
     for run in &runs {
         let label = format!("{} subs, tick {}", run.subscribers, run.tick);
@@ -304,7 +402,7 @@ fn main() -> Result<()> {
             );
         }
     }
-    for r in results.iter().chain(&flood_results) {
+    for r in results.iter().chain(&flood_results).chain(&deflate) {
         eprintln!("{}: {}", r.label, serde_json::to_string(&r.m.summary)?);
         let s = &r.m.summary;
         anyhow::ensure!(

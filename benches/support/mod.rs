@@ -259,6 +259,8 @@ pub fn loadtest_args(port: u16, clients: usize, flooders: usize) -> LoadtestArgs
         server_log: None,
         sample_every: Duration::from_secs(10),
         soak_linger: Duration::from_secs(15),
+        // Raw frames unless a run asks for permessage-deflate (the fan-out bench's deflate runs).
+        no_deflate: true,
     }
 }
 
@@ -270,6 +272,9 @@ struct Sample {
     frames: u64,
     generator: Duration,
     irq: Duration,
+    /// The server's own count of bytes and frames written to WebSocket sockets (`/metrics`):
+    /// wire bytes, so compressed frames count as sent.
+    wire: (f64, f64),
 }
 
 impl Sample {
@@ -283,8 +288,32 @@ impl Sample {
             frames: test.progress().frames,
             generator: cpu_time(libc::RUSAGE_SELF),
             irq: irq_time()?,
+            wire: wire_counters(server),
         })
     }
+}
+
+/// `ratecast_ws_bytes_sent_total` and `ratecast_ws_frames_sent_total` from the server's
+/// `/metrics` (NaN when unreadable: another server under test may not have them).
+fn wire_counters(server: &Server) -> (f64, f64) {
+    let text = server.get("/metrics").unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (
+        value("ratecast_ws_bytes_sent_total"),
+        value("ratecast_ws_frames_sent_total"),
+    )
+}
+
+/// The 1-minute load average (/proc/loadavg).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// `GET /healthz` timed from a thread every 20 ms until stopped: fresh connection each time.
@@ -346,6 +375,12 @@ pub struct Measured {
     pub others_cores: Vec<f64>,
     pub rss_base_kib: u64,
     pub rss_loaded_kib: u64,
+    /// Mean bytes the server wrote per frame in the steady window (headers included).
+    #[allow(dead_code)] // read by the fanout bench only
+    pub wire_bytes_per_frame: f64,
+    /// 1-minute load average at the start and the end of the steady window.
+    #[allow(dead_code)] // read by the fanout bench only
+    pub load: (f64, f64),
 }
 
 impl Measured {
@@ -370,6 +405,7 @@ pub async fn measure(
     let mut test = Loadtest::start(args).await?;
     test.ramped().await;
     tokio::time::sleep(SETTLE).await;
+    let load_before = load_average();
     let before = Sample::take(server, others, &test)?;
     test.begin_steady();
     let healthz = Healthz::start(server.port);
@@ -397,6 +433,8 @@ pub async fn measure(
             .collect(),
         rss_base_kib: base.rss_kib,
         rss_loaded_kib: before.server.rss_kib,
+        wire_bytes_per_frame: (after.wire.0 - before.wire.0) / (after.wire.1 - before.wire.1),
+        load: (load_before, load_average()),
         summary,
     })
 }

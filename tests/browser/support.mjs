@@ -56,7 +56,7 @@ export async function freePort() {
  * once it answers at all (/healthz: an upstream that never answers leaves it without data).
  * Its log level: RUST_LOG.
  */
-export async function startRatecast({ port, upstreamUrl, demo = false, ready = true, pollInterval = '200ms' }) {
+export async function startRatecast({ port, upstreamUrl, demo = false, ready = true, pollInterval = '200ms', extraArgs = [] }) {
   const args = [
     'serve',
     '--listen', `127.0.0.1:${port}`,
@@ -66,6 +66,7 @@ export async function startRatecast({ port, upstreamUrl, demo = false, ready = t
     '--shutdown-grace', '2s',
   ];
   if (!demo) args.push('--upstream-url', upstreamUrl);
+  args.push(...extraArgs);
   const child = spawn(BINARY, args, {
     env: { ...process.env, RATECAST_DEMO: String(demo), RUST_LOG: process.env.RUST_LOG ?? 'ratecast=error' },
     stdio: ['ignore', 'inherit', 'inherit'],

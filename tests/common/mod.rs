@@ -386,6 +386,18 @@ pub async fn raw_ws(
     query: &str,
     recv_buffer: Option<u32>,
 ) -> Result<(TcpStream, Vec<u8>)> {
+    let (tcp, _head, early) = raw_ws_with(addr, query, recv_buffer, "").await?;
+    Ok((tcp, early))
+}
+
+/// [`raw_ws`] with `headers` (`Name: value\r\n` lines) added to the request; also returns the
+/// 101's head.
+pub async fn raw_ws_with(
+    addr: SocketAddr,
+    query: &str,
+    recv_buffer: Option<u32>,
+    headers: &str,
+) -> Result<(TcpStream, String, Vec<u8>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4()?;
     if let Some(size) = recv_buffer {
@@ -394,7 +406,7 @@ pub async fn raw_ws(
     let mut tcp = socket.connect(addr).await?;
     let request = format!(
         "GET /ws{query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
     );
     tcp.write_all(request.as_bytes()).await?;
     let mut buf = Vec::new();
@@ -407,12 +419,9 @@ pub async fn raw_ws(
         anyhow::ensure!(n > 0, "closed during the handshake");
         buf.extend_from_slice(&chunk[..n]);
     };
-    anyhow::ensure!(
-        buf.starts_with(b"HTTP/1.1 101"),
-        "not upgraded: {}",
-        String::from_utf8_lossy(&buf[..end])
-    );
-    Ok((tcp, buf.split_off(end)))
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    anyhow::ensure!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+    Ok((tcp, head, buf.split_off(end)))
 }
 
 /// A masked client frame (zero key), final, in any length form: the load generator's own.

@@ -159,6 +159,11 @@ pub struct WsConfig {
     /// Burst allowance of client frames on one stream.
     #[arg(long, env = "RATECAST_CLIENT_FRAMES_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub client_frames_burst: u32,
+
+    /// Decline permessage-deflate (RFC 7692): every client gets raw frames. By default it is
+    /// negotiated with clients that offer it, and each feed frame is compressed once for all.
+    #[arg(long, env = "RATECAST_NO_PERMESSAGE_DEFLATE")]
+    pub no_permessage_deflate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

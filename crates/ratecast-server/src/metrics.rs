@@ -225,6 +225,11 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "WebSocket payload bytes sent.",
     ),
     (
+        "ratecast_ws_deflate_compressions_total",
+        None,
+        "Feed frames compressed for permessage-deflate: once per publication per window size in use, not per subscriber.",
+    ),
+    (
         "ratecast_ws_resyncs_total",
         None,
         "Snapshots sent to subscribers that lagged behind the broadcast buffer.",

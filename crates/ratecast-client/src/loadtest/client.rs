@@ -47,6 +47,58 @@ pub(crate) struct Target {
     /// When a connection ends, connect again with `since=` the last seq seen.
     pub reconnect: bool,
     pub connect_timeout: Duration,
+    /// Offer permessage-deflate (RFC 7692) with no context takeover either way; compressed
+    /// frames are then inflated (see [`inflate`]).
+    pub deflate: bool,
+}
+
+/// The permessage-deflate offer: no context takeover either way, so each compressed message
+/// inflates on its own and a connection keeps no inflater (one per thread, reset per message).
+const DEFLATE_OFFER: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+thread_local! {
+    /// One inflater per generator thread (each runs one single-threaded runtime).
+    static INFLATER: std::cell::RefCell<flate2::Decompress> =
+        std::cell::RefCell::new(flate2::Decompress::new(false));
+}
+
+/// Inflates one RFC 7692 message (the server promised no context takeover) into `out`,
+/// which never grows past [`MAX_FRAME`]. Errors are stable labels: `deflate`, `too_big`.
+pub(crate) fn inflate(compressed: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+    INFLATER.with_borrow_mut(|inflater| {
+        inflater.reset(false);
+        out.clear();
+        for input in [compressed, &TAIL[..]] {
+            let start = inflater.total_in();
+            loop {
+                let at = (inflater.total_in() - start) as usize;
+                if at == input.len() {
+                    break;
+                }
+                if out.len() == out.capacity() {
+                    if out.len() >= MAX_FRAME {
+                        return Err("too_big".to_owned());
+                    }
+                    out.reserve((out.len() * 2).clamp(READ_CHUNK, MAX_FRAME) - out.len());
+                }
+                let before = (inflater.total_in(), inflater.total_out());
+                let status = inflater
+                    .decompress_vec(&input[at..], out, flate2::FlushDecompress::Sync)
+                    .map_err(|_| "deflate".to_owned())?;
+                if status == flate2::Status::StreamEnd {
+                    return Ok(());
+                }
+                if (inflater.total_in(), inflater.total_out()) == before
+                    && out.len() < out.capacity()
+                {
+                    return Err("deflate".to_owned());
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 pub(crate) async fn subscriber(
@@ -57,7 +109,7 @@ pub(crate) async fn subscriber(
     stop: CancellationToken,
 ) {
     let started = Instant::now();
-    let (stream, leftover) = tokio::select! {
+    let (stream, leftover, deflate) = tokio::select! {
         _ = stop.cancelled() => return shared.failed("cancelled".into()),
         res = tokio::time::timeout(target.connect_timeout, connect(&target, id, None)) => match res {
             Ok(Ok(connected)) => connected,
@@ -70,6 +122,9 @@ pub(crate) async fn subscriber(
         stream,
         buf: leftover,
         message: Vec::new(),
+        deflate,
+        message_compressed: false,
+        inflated: Vec::new(),
         feed: Feed {
             last_seq: None,
             resumed: false,
@@ -101,7 +156,7 @@ pub(crate) async fn subscriber(
         }
         // Back again with `since=` the last seq seen: the server replays what was missed, or
         // (when it cannot) sends a snapshot, whose jump is counted as missed deltas.
-        let (stream, leftover) = loop {
+        let (stream, leftover, deflate) = loop {
             attempt += 1;
             let wait = backoff(RECONNECT_FIRST, RECONNECT_MAX, attempt, &mut rand::rng());
             let (since, target) = (conn.feed.last_seq, conn.feed.target.clone());
@@ -120,8 +175,9 @@ pub(crate) async fn subscriber(
         attempt = 0;
         conn.feed.shared.reconnected();
         conn.feed.resumed = true;
-        (conn.stream, conn.buf) = (stream, leftover);
+        (conn.stream, conn.buf, conn.deflate) = (stream, leftover, deflate);
         conn.message.clear();
+        conn.message_compressed = false;
     }
 }
 
@@ -131,6 +187,12 @@ struct Connection {
     buf: Vec<u8>,
     /// A fragmented text message being reassembled.
     message: Vec<u8>,
+    /// permessage-deflate was negotiated on this connection.
+    deflate: bool,
+    /// The message being reassembled had RSV1 on its first frame.
+    message_compressed: bool,
+    /// Scratch for inflated messages (kept only while one is being handled).
+    inflated: Vec<u8>,
     feed: Feed,
 }
 
@@ -183,19 +245,38 @@ impl Connection {
     /// Handles every complete frame in the buffer and keeps the incomplete rest.
     async fn parse_frames(&mut self, arrived_us: u64) -> Result<(), String> {
         let mut at = 0;
-        while let Some(frame) = parse_header(&self.buf[at..])? {
+        while let Some(frame) = parse_header_with(&self.buf[at..], self.deflate)? {
             let payload = at + frame.header_len..at + frame.header_len + frame.len;
             at = payload.end;
             match frame.opcode {
+                // A compressed message in one frame.
+                0x1 if frame.compressed && frame.fin && self.message.is_empty() => {
+                    let mut out = std::mem::take(&mut self.inflated);
+                    inflate(&self.buf[payload], &mut out)?;
+                    self.feed.on_message(&out, arrived_us);
+                    // Keep a frame's worth of room, not a one-off giant message.
+                    out.clear();
+                    out.shrink_to(READ_CHUNK);
+                    self.inflated = out;
+                }
                 // Text, or a continuation of a fragmented one.
                 0x1 | 0x0 if frame.fin && self.message.is_empty() => {
                     self.feed.on_message(&self.buf[payload], arrived_us)
                 }
                 0x1 | 0x0 => {
+                    if frame.opcode == 0x1 {
+                        self.message_compressed = frame.compressed;
+                    }
                     self.message.extend_from_slice(&self.buf[payload]);
                     if frame.fin {
                         let message = std::mem::take(&mut self.message);
-                        self.feed.on_message(&message, arrived_us);
+                        if std::mem::take(&mut self.message_compressed) {
+                            let mut out = Vec::new();
+                            inflate(&message, &mut out)?;
+                            self.feed.on_message(&out, arrived_us);
+                        } else {
+                            self.feed.on_message(&message, arrived_us);
+                        }
                     }
                 }
                 0x2 => {
@@ -228,6 +309,8 @@ impl Connection {
 #[derive(Debug)]
 pub(crate) struct Header {
     pub fin: bool,
+    /// RSV1: a compressed message's first frame (only with permessage-deflate negotiated).
+    pub compressed: bool,
     pub opcode: u8,
     pub header_len: usize,
     pub len: usize,
@@ -257,14 +340,21 @@ pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// The next complete frame's header, `None` while it is still incomplete. Errors are stable
 /// labels: `protocol` (masked, reserved bits, bad control frame), `too_big`.
 pub(crate) fn parse_header(buf: &[u8]) -> Result<Option<Header>, String> {
+    parse_header_with(buf, false)
+}
+
+/// [`parse_header`] on a connection that negotiated permessage-deflate (`deflate`): RSV1 is
+/// then allowed on the first frame of a text message (RFC 7692 §6), nowhere else.
+pub(crate) fn parse_header_with(buf: &[u8], deflate: bool) -> Result<Option<Header>, String> {
     let [b0, b1, rest @ ..] = buf else {
         return Ok(None);
     };
     if b1 & 0x80 != 0 {
         return Err("protocol".into()); // servers must not mask (RFC 6455 §5.1)
     }
-    if b0 & 0x70 != 0 {
-        return Err("protocol".into()); // no extension was negotiated (RFC 6455 §5.2)
+    let compressed = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (compressed && !(deflate && b0 & 0x0f == 0x1)) {
+        return Err("protocol".into()); // reserved bits (RFC 6455 §5.2, RFC 7692 §6)
     }
     let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
     if opcode & 0x8 != 0 && (!fin || b1 & 0x7f > 125) {
@@ -289,6 +379,7 @@ pub(crate) fn parse_header(buf: &[u8]) -> Result<Option<Header>, String> {
     }
     Ok(Some(Header {
         fin,
+        compressed,
         opcode,
         header_len,
         len,
@@ -445,8 +536,8 @@ async fn connect(
     target: &Target,
     id: usize,
     since: Option<u64>,
-) -> Result<(TcpStream, Vec<u8>), String> {
-    connect_with(target, id, since, None).await
+) -> Result<(TcpStream, Vec<u8>, bool), String> {
+    connect_with(target, id, since, None, target.deflate).await
 }
 
 /// [`connect`] with a kernel receive buffer of `recv_buffer` bytes (a client that stops
@@ -456,7 +547,8 @@ pub(crate) async fn connect_with(
     id: usize,
     since: Option<u64>,
     recv_buffer: Option<u32>,
-) -> Result<(TcpStream, Vec<u8>), String> {
+    offer_deflate: bool,
+) -> Result<(TcpStream, Vec<u8>, bool), String> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -487,9 +579,14 @@ pub(crate) async fn connect_with(
         Some(seq) => format!("{}?since={seq}", target.path),
         None => target.path.clone(),
     };
+    let offer = if offer_deflate {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ratecast-loadtest\r\n\r\n",
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ratecast-loadtest\r\n{offer}\r\n",
         target.host
     );
     stream
@@ -533,8 +630,35 @@ pub(crate) async fn connect_with(
     if accept != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
         return Err("handshake".into());
     }
+    let deflate = agreed_deflate(response.headers, offer_deflate)?;
     buf.drain(..end);
-    Ok((stream, buf))
+    Ok((stream, buf, deflate))
+}
+
+/// Whether the 101 agreed to our permessage-deflate offer. An extension we did not offer, or a
+/// deflate without `server_no_context_takeover` (each message must inflate on its own), fails
+/// the handshake (RFC 6455 §4.1).
+fn agreed_deflate(headers: &[httparse::Header<'_>], offered: bool) -> Result<bool, String> {
+    let mut agreed = false;
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+    {
+        let value = std::str::from_utf8(header.value).map_err(|_| "handshake".to_owned())?;
+        for extension in value.split(',').filter(|e| !e.trim().is_empty()) {
+            let mut params = extension.split(';').map(str::trim);
+            let is_deflate = params
+                .next()
+                .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"));
+            let params: Vec<&str> = params.collect();
+            if !offered || agreed || !is_deflate || !params.contains(&"server_no_context_takeover")
+            {
+                return Err("handshake_extension".into());
+            }
+            agreed = true;
+        }
+    }
+    Ok(agreed)
 }
 
 /// The label of a refused upgrade: the status and, when the body that came with the head is the
@@ -609,6 +733,53 @@ mod tests {
         let mut over = vec![0x81, 127];
         over.extend_from_slice(&((MAX_FRAME as u64) + 1).to_be_bytes());
         assert_eq!(parse_header(&over).unwrap_err(), "too_big");
+    }
+
+    #[test]
+    fn compressed_frames_only_where_deflate_was_negotiated() {
+        assert!(
+            parse_header_with(&[0xC1, 0], true)
+                .unwrap()
+                .unwrap()
+                .compressed
+        );
+        assert_eq!(
+            parse_header_with(&[0xC1, 0], false).unwrap_err(),
+            "protocol"
+        );
+        assert_eq!(parse_header_with(&[0xC9, 0], true).unwrap_err(), "protocol");
+        assert_eq!(parse_header_with(&[0xC0, 0], true).unwrap_err(), "protocol");
+        assert_eq!(parse_header_with(&[0xE1, 0], true).unwrap_err(), "protocol");
+        let text = br#"{"type":"delta","seq":1,"changed":{},"removed":[]}"#.repeat(20);
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut deflated = Vec::with_capacity(4096);
+        c.compress_vec(&text, &mut deflated, flate2::FlushCompress::Sync)
+            .unwrap();
+        deflated.truncate(deflated.len() - 4);
+        let mut out = Vec::new();
+        inflate(&deflated, &mut out).unwrap();
+        assert_eq!(out, text);
+        // Twice on the same thread: the shared inflater is reset per message.
+        inflate(&deflated, &mut out).unwrap();
+        assert_eq!(out, text);
+        assert_eq!(inflate(&[0xff, 0xff], &mut out).unwrap_err(), "deflate");
+    }
+
+    #[test]
+    fn the_handshake_checks_what_the_server_agreed() {
+        let h = |v: &'static str| httparse::Header {
+            name: "Sec-WebSocket-Extensions",
+            value: v.as_bytes(),
+        };
+        let ok = h("permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+        assert_eq!(agreed_deflate(&[ok], true), Ok(true));
+        assert_eq!(agreed_deflate(&[], true), Ok(false));
+        assert!(agreed_deflate(&[ok], false).is_err(), "not offered");
+        assert!(
+            agreed_deflate(&[h("permessage-deflate")], true).is_err(),
+            "context takeover"
+        );
+        assert!(agreed_deflate(&[h("x-other")], true).is_err());
     }
 
     #[test]

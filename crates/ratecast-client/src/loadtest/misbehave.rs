@@ -75,7 +75,8 @@ pub(crate) async fn run(
     linger: Duration,
 ) -> Outcome {
     let recv_buffer = (behaviour == Behaviour::Slow).then_some(4096);
-    let (mut stream, leftover) = match connect_with(target, id, None, recv_buffer).await {
+    // Misbehaving clients read raw frames: they never offer permessage-deflate.
+    let (mut stream, leftover, _) = match connect_with(target, id, None, recv_buffer, false).await {
         Ok(connected) => connected,
         Err(reason) => {
             return Outcome {

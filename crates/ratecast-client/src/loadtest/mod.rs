@@ -89,6 +89,11 @@ pub struct LoadtestArgs {
     #[arg(long, env = "RATECAST_LOADTEST_FLOODERS", default_value_t = 0)]
     pub flooders: usize,
 
+    /// Do not offer permessage-deflate: read raw frames (by default the generator offers it
+    /// with no context takeover, as browsers do, and inflates compressed frames).
+    #[arg(long, env = "RATECAST_LOADTEST_NO_DEFLATE")]
+    pub no_deflate: bool,
+
     /// Soak mode: for --duration, --clients slots keep connecting, reading, misbehaving (slow,
     /// garbage, reset, flood, silent) and leaving; fails unless the server comes back to its
     /// baseline (fds with --server-pid, ratecast_ws_connections) with no panic in --server-log.
@@ -384,6 +389,7 @@ async fn resolve(args: &LoadtestArgs) -> anyhow::Result<Arc<Target>> {
         full_feed: args.symbols.is_none(),
         reconnect: args.reconnect,
         connect_timeout: args.connect_timeout,
+        deflate: !args.no_deflate,
     }))
 }
 

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::deflate::{self, Deflater, Prepared, VARIANTS};
 use super::outbound::{Flushed, Flusher, Outbound, Sent, State};
 use super::{CloseReason, frame};
 use crate::metrics::Metrics;
@@ -50,6 +51,8 @@ pub struct Peer {
     /// frame is handed to the socket, so one client's queue is bounded and cannot grow the
     /// shard's (see [`super::outbound::REPLY_BUDGET`]).
     pub replies: Arc<Semaphore>,
+    /// The permessage-deflate window it negotiated (`None`: raw frames only).
+    pub deflate: Option<u8>,
 }
 
 /// What a shard is asked to do. Its queue is unbounded but every sender is budgeted: per
@@ -86,6 +89,8 @@ struct Subscriber {
     filter: Option<Arc<BTreeSet<String>>>,
     /// Last `seq` the client is up to date with; `None` until it has had a snapshot.
     last_seq: Option<u64>,
+    /// Which form of a feed frame it gets: 0 raw, else compressed ([`deflate::variant`]).
+    variant: usize,
 }
 
 /// A monotonic millisecond clock shared by readers (`last_heard`) and shards.
@@ -138,6 +143,11 @@ pub fn start(
     count: usize,
     clock: Clock,
 ) -> Vec<Shard> {
+    let deflater = Arc::new(Deflater::new(
+        context
+            .metrics
+            .counter("ratecast_ws_deflate_compressions_total", &[]),
+    ));
     (0..count.max(1))
         .map(|_| {
             let (commands, rx) = mpsc::unbounded_channel();
@@ -152,6 +162,8 @@ pub fn start(
                 clock,
                 snapshot_cache: None,
                 epoch: context.store.epoch(),
+                deflater: deflater.clone(),
+                variants_in_use: [0; VARIANTS],
             };
             tasks.spawn(worker.run(rx, events, heartbeats.clone()));
             Shard { commands }
@@ -166,7 +178,11 @@ struct Worker {
     flusher: Flusher,
     clock: Clock,
     /// The full-feed snapshot of the newest view, framed once for every new subscriber.
-    snapshot_cache: Option<(Arc<View>, Bytes)>,
+    snapshot_cache: Option<(Arc<View>, Arc<Prepared>)>,
+    /// Compress-once, shared by every shard.
+    deflater: Arc<Deflater>,
+    /// Subscribers per frame variant: only the variants in use are compressed.
+    variants_in_use: [usize; VARIANTS],
     /// The epoch of the last delta event: one of another epoch resyncs every subscriber, since
     /// their `seq`s say nothing of the new epoch's.
     epoch: Arc<str>,
@@ -240,10 +256,13 @@ impl Worker {
                 filter,
             } => {
                 let id = peer.id;
+                let variant = deflate::variant(peer.deflate);
+                self.variants_in_use[variant] += 1;
                 let sub = Subscriber {
                     out: Outbound::new(peer),
                     filter,
                     last_seq: None,
+                    variant,
                 };
                 self.subscribers.insert(id, sub);
                 self.start_feed(id, since);
@@ -323,6 +342,7 @@ impl Worker {
     /// flusher let go of the peer).
     fn finish(&mut self, id: u64, ending: Ending) {
         if let Some(sub) = self.subscribers.remove(&id) {
+            self.variants_in_use[sub.variant] -= 1;
             let how = match ending {
                 Ending::CloseSent => Shutdown::Write,
                 Ending::Dropped => Shutdown::Both,
@@ -387,8 +407,9 @@ impl Worker {
         };
         let Some(view) = self.context.store.view() else {
             // No data yet: say why (the status frame carries the reason and the next attempt).
-            let status = frame::text(&self.context.store.current_status());
-            let sent = sub.out.feed(&status, &self.flusher);
+            let prepared = self.deflater.prepare(&self.context.store.current_status());
+            let status = prepared.get(sub.variant, &self.deflater);
+            let sent = sub.out.feed(status, &self.flusher);
             self.after(id, sent, status.len() as u64);
             return;
         };
@@ -403,10 +424,13 @@ impl Worker {
         sub.last_seq = Some(view.seq);
         let frame = match sub.filter.as_deref() {
             None => match &self.snapshot_cache {
-                Some((cached, bytes)) if Arc::ptr_eq(cached, &view) => bytes.clone(),
+                Some((cached, prepared)) if Arc::ptr_eq(cached, &view) => {
+                    prepared.get(sub.variant, &self.deflater).clone()
+                }
                 _ => {
-                    let bytes = frame::text(&view.snapshot_frame);
-                    self.snapshot_cache = Some((view.clone(), bytes.clone()));
+                    let prepared = self.deflater.prepare(&view.snapshot_frame);
+                    let bytes = prepared.get(sub.variant, &self.deflater).clone();
+                    self.snapshot_cache = Some((view.clone(), prepared));
                     bytes
                 }
             },
@@ -422,16 +446,43 @@ impl Worker {
     async fn on_event(&mut self, event: Event) {
         match event {
             Event::Delta(delta) => self.fan_out(&delta).await,
-            Event::Status(json) => self.broadcast(&frame::text(&json)).await,
+            Event::Status(json) => {
+                let framed = self.framed(&json, None);
+                self.broadcast(&framed).await;
+            }
         }
     }
 
     async fn on_heartbeat(&mut self, json: &Bytes) {
         self.drop_unresponsive();
         // The heartbeat and a ping in one write.
-        let mut both = BytesMut::from(&frame::text(json)[..]);
-        both.extend_from_slice(&frame::encode(frame::opcode::PING, b""));
-        self.broadcast(&both.freeze()).await;
+        let ping = frame::encode(frame::opcode::PING, b"");
+        let framed = self.framed(json, Some(&ping));
+        self.broadcast(&framed).await;
+    }
+
+    /// A feed payload as each variant in use receives it (compressed once, for all shards),
+    /// with `then` appended; variants nobody here uses hold the raw frame.
+    fn framed(&self, payload: &Bytes, then: Option<&[u8]>) -> [Bytes; VARIANTS] {
+        let prepared = self.deflater.prepare(payload);
+        let form = |variant: usize| {
+            let frame = prepared.get(variant, &self.deflater);
+            match then {
+                None => frame.clone(),
+                Some(then) => {
+                    let mut both = BytesMut::with_capacity(frame.len() + then.len());
+                    both.extend_from_slice(frame);
+                    both.extend_from_slice(then);
+                    both.freeze()
+                }
+            }
+        };
+        let raw = form(0);
+        std::array::from_fn(|variant| match variant {
+            0 => raw.clone(),
+            v if self.variants_in_use[v] > 0 => form(v),
+            _ => raw.clone(),
+        })
     }
 
     async fn fan_out(&mut self, delta: &Arc<DeltaEvent>) {
@@ -446,7 +497,7 @@ impl Worker {
             }
             return;
         }
-        let shared = frame::text(&delta.frame);
+        let shared = self.framed(&delta.frame, None);
         let (mut frames, mut bytes) = (0u64, 0u64);
         let mut dead = Vec::new();
         let mut behind = Vec::new();
@@ -471,7 +522,7 @@ impl Worker {
             sub.last_seq = Some(delta.seq);
             let filtered;
             let frame = match sub.filter.as_deref() {
-                None => &shared,
+                None => &shared[sub.variant],
                 Some(filter) => match delta_frame(delta, Some(filter), Some(&delta.rates)) {
                     Some(frame) => {
                         filtered = frame;
@@ -507,13 +558,17 @@ impl Worker {
         }
     }
 
-    async fn broadcast(&mut self, frame: &Bytes) {
+    async fn broadcast(&mut self, framed: &[Bytes; VARIANTS]) {
         let mut dead = Vec::new();
-        let (mut sent, mut since_yield) = (0u64, 0);
+        let (mut sent, mut bytes, mut since_yield) = (0u64, 0u64, 0);
         for (&id, sub) in &mut self.subscribers {
+            let frame = &framed[sub.variant];
             match sub.out.feed(frame, &self.flusher) {
                 Sent::Dead => dead.push(id),
-                Sent::Written | Sent::Pending => sent += 1,
+                Sent::Written | Sent::Pending => {
+                    sent += 1;
+                    bytes += frame.len() as u64;
+                }
                 Sent::Skipped | Sent::Closed => continue,
             }
             since_yield += 1;
@@ -526,10 +581,7 @@ impl Worker {
             self.finish(id, Ending::Dropped);
         }
         self.context.metrics.ws_frames_sent.increment(sent);
-        self.context
-            .metrics
-            .ws_bytes_sent
-            .increment(sent * frame.len() as u64);
+        self.context.metrics.ws_bytes_sent.increment(bytes);
     }
 
     /// Drops peers whose reader is gone or that sent nothing (not even a pong) for too long.

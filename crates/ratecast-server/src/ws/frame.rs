@@ -15,8 +15,17 @@ pub mod opcode {
 
 /// A final, unmasked frame.
 pub fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+    encode_first(0x80 | opcode, payload)
+}
+
+/// A final, unmasked frame whose payload is permessage-deflate data (RSV1 set, RFC 7692 §6).
+pub fn encode_compressed(opcode: u8, deflated: &[u8]) -> Bytes {
+    encode_first(0x80 | 0x40 | opcode, deflated)
+}
+
+fn encode_first(first: u8, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(payload.len() + 10);
-    out.put_u8(0x80 | opcode);
+    out.put_u8(first);
     match payload.len() {
         len @ 0..=125 => out.put_u8(len as u8),
         len @ 126..=0xFFFF => {
@@ -91,6 +100,9 @@ pub enum DecodeError {
     BadUtf8,
     #[error("binary frames are not supported")]
     Binary,
+    /// A compressed message (RFC 7692) that does not inflate.
+    #[error("compressed data is not valid deflate")]
+    BadDeflate,
 }
 
 impl DecodeError {
@@ -101,6 +113,7 @@ impl DecodeError {
             Self::TooBig => "message over 4 KiB",
             Self::BadUtf8 => "text is not UTF-8",
             Self::Binary => "binary frames are not supported",
+            Self::BadDeflate => "compressed data is not valid deflate",
         }
     }
 
@@ -110,6 +123,8 @@ impl DecodeError {
             Self::TooBig => 1009,
             Self::BadUtf8 => 1007,
             Self::Binary => 1003,
+            // RFC 7692 names no code; 1007 is RFC 6455's for data inconsistent with its type.
+            Self::BadDeflate => 1007,
         }
     }
 }
@@ -122,6 +137,10 @@ pub struct Decoder {
     frames: u64,
     /// Text message being assembled from fragments.
     partial: Option<Vec<u8>>,
+    /// The message being assembled had RSV1 on its first frame: inflate it when complete.
+    partial_compressed: bool,
+    /// permessage-deflate was negotiated: RSV1 may start a data message.
+    inflate: bool,
     max_message: usize,
 }
 
@@ -131,8 +150,16 @@ impl Decoder {
             buf: BytesMut::new(),
             frames: 0,
             partial: None,
+            partial_compressed: false,
+            inflate: false,
             max_message,
         }
+    }
+
+    /// Accepts compressed messages (permessage-deflate negotiated); see [`super::deflate`].
+    pub fn inflating(mut self, inflate: bool) -> Self {
+        self.inflate = inflate;
+        self
     }
 
     /// Room to read into; allocated only while a client is actually sending.
@@ -158,9 +185,15 @@ impl Decoder {
     /// The next complete message, `None` when more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Incoming>, DecodeError> {
         loop {
-            let Some((fin, op, payload)) = self.next_frame()? else {
+            let Some((fin, rsv1, op, payload)) = self.next_frame()? else {
                 return Ok(None);
             };
+            if rsv1 && op != opcode::TEXT {
+                // RFC 7692 §6: RSV1 only on the first frame of a data message.
+                return Err(DecodeError::Protocol(
+                    "RSV1 on a control or continuation frame",
+                ));
+            }
             match op {
                 opcode::PING => return Ok(Some(Incoming::Ping(payload))),
                 opcode::PONG => return Ok(Some(Incoming::Pong)),
@@ -168,8 +201,11 @@ impl Decoder {
                 opcode::TEXT if self.partial.is_some() => {
                     return Err(DecodeError::Protocol("new message inside a fragmented one"));
                 }
-                opcode::TEXT if fin => return Self::utf8(payload.to_vec()).map(Some),
-                opcode::TEXT => self.partial = Some(payload.to_vec()),
+                opcode::TEXT if fin => return self.finish(payload.to_vec(), rsv1).map(Some),
+                opcode::TEXT => {
+                    self.partial = Some(payload.to_vec());
+                    self.partial_compressed = rsv1;
+                }
                 opcode::CONTINUATION => {
                     let partial = self
                         .partial
@@ -181,11 +217,21 @@ impl Decoder {
                     partial.extend_from_slice(&payload);
                     if fin {
                         let message = self.partial.take().unwrap_or_default();
-                        return Self::utf8(message).map(Some);
+                        let compressed = std::mem::take(&mut self.partial_compressed);
+                        return self.finish(message, compressed).map(Some);
                     }
                 }
                 _ => return Err(DecodeError::Protocol("reserved opcode")),
             }
+        }
+    }
+
+    /// A complete text message: inflated (bounded by the message cap) if compressed.
+    fn finish(&self, message: Vec<u8>, compressed: bool) -> Result<Incoming, DecodeError> {
+        if compressed {
+            Self::utf8(super::deflate::inflate(&message, self.max_message)?)
+        } else {
+            Self::utf8(message)
         }
     }
 
@@ -195,14 +241,16 @@ impl Decoder {
             .map_err(|_| DecodeError::BadUtf8)
     }
 
-    fn next_frame(&mut self) -> Result<Option<(bool, u8, Bytes)>, DecodeError> {
+    /// The next frame: FIN, RSV1, opcode, unmasked payload.
+    fn next_frame(&mut self) -> Result<Option<(bool, bool, u8, Bytes)>, DecodeError> {
         let buf = &self.buf[..];
         if buf.len() < 2 {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        let (fin, op) = (b0 & 0x80 != 0, b0 & 0x0F);
-        if b0 & 0x70 != 0 {
+        let (fin, rsv1, op) = (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x0F);
+        // RSV1 means compressed only when permessage-deflate was negotiated; RSV2/3 never.
+        if b0 & 0x30 != 0 || (rsv1 && !self.inflate) {
             return Err(DecodeError::Protocol("reserved bits set"));
         }
         if b1 & 0x80 == 0 {
@@ -245,7 +293,7 @@ impl Decoder {
         for (i, byte) in payload.iter_mut().enumerate() {
             *byte ^= mask[i % 4];
         }
-        Ok(Some((fin, op, payload.freeze())))
+        Ok(Some((fin, rsv1, op, payload.freeze())))
     }
 }
 

@@ -80,10 +80,159 @@ pub fn accept(request: &Request) -> Result<HeaderValue, HandshakeError> {
     HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| HandshakeError::BadKey)
 }
 
+/// What a connection negotiated for permessage-deflate (RFC 7692), and the response header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeflateAgreed {
+    /// The server's LZ77 window in bits (9–15): the variant of each feed frame it receives.
+    pub window_bits: u8,
+    /// The `Sec-WebSocket-Extensions` value of the 101.
+    pub response: HeaderValue,
+}
+
+/// Picks the first permessage-deflate offer in the request's `Sec-WebSocket-Extensions` that
+/// can be honoured (RFC 7692 §5–7), or `None` (the connection then runs uncompressed).
+///
+/// The response always carries `server_no_context_takeover` (frames are compressed once for
+/// everyone) and `client_no_context_takeover` (§7.1.1.2: a server may always ask it; then no
+/// inflater is kept between client messages). `server_max_window_bits=N` is honoured for N in
+/// 9–15 and echoed; an offer asking 8 is declined (zlib cannot produce a 256-byte raw-deflate
+/// window). `client_max_window_bits` (with or without a value) only limits the client, whose
+/// messages we inflate with a 15-bit window, so it is accepted and not answered. An offer with
+/// an unknown or repeated parameter, or an invalid value, is declined (§7).
+pub fn negotiate_deflate(headers: &HeaderMap) -> Option<DeflateAgreed> {
+    let offers = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    offers.filter_map(deflate_offer).next().map(|window_bits| {
+        let mut response =
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover".to_owned();
+        if window_bits < super::deflate::MAX_WINDOW_BITS {
+            response.push_str(&format!("; server_max_window_bits={window_bits}"));
+        }
+        DeflateAgreed {
+            window_bits,
+            // Built from ASCII literals and digits: always a valid header value.
+            response: HeaderValue::from_str(&response)
+                .unwrap_or(HeaderValue::from_static("permessage-deflate")),
+        }
+    })
+}
+
+/// The server window for one offer (`name; param[=value]; ...`), or `None` to decline it.
+fn deflate_offer(offer: &str) -> Option<u8> {
+    let mut parts = offer.split(';').map(str::trim);
+    if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
+        return None;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut window_bits = super::deflate::MAX_WINDOW_BITS;
+    for param in parts {
+        let (name, value) = match param.split_once('=') {
+            Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+            None => (param, None),
+        };
+        let name = name.to_ascii_lowercase();
+        if seen.contains(&name) {
+            return None;
+        }
+        let bits = |value: Option<&str>| -> Option<u8> {
+            let value = value?;
+            // RFC 7692 §7.1.2: a decimal integer, no leading zero.
+            let ok = !value.is_empty()
+                && value.len() <= 2
+                && !value.starts_with('0')
+                && value.bytes().all(|b| b.is_ascii_digit());
+            ok.then(|| value.parse().ok())
+                .flatten()
+                .filter(|b| (8..=15).contains(b))
+        };
+        match (name.as_str(), value) {
+            ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
+            ("client_max_window_bits", None) => {}
+            ("client_max_window_bits", value) => {
+                bits(value)?;
+            }
+            ("server_max_window_bits", value) => {
+                window_bits = bits(value)?;
+                if window_bits < super::deflate::MIN_WINDOW_BITS {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        seen.push(name);
+    }
+    Some(window_bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
+
+    fn offer(values: &[&str]) -> Option<(u8, String)> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(
+                header::SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        negotiate_deflate(&headers)
+            .map(|a| (a.window_bits, a.response.to_str().unwrap().to_owned()))
+    }
+
+    #[test]
+    fn permessage_deflate_offers() {
+        const BOTH: &str =
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        // Chromium's and Firefox's offer.
+        assert_eq!(
+            offer(&["permessage-deflate; client_max_window_bits"]),
+            Some((15, BOTH.into()))
+        );
+        assert_eq!(offer(&["permessage-deflate"]), Some((15, BOTH.into())));
+        assert_eq!(
+            offer(&["permessage-deflate; server_max_window_bits=10; client_no_context_takeover"]),
+            Some((10, format!("{BOTH}; server_max_window_bits=10")))
+        );
+        assert_eq!(
+            offer(&["permessage-deflate; server_max_window_bits=\"12\""]).map(|o| o.0),
+            Some(12)
+        );
+        assert_eq!(
+            offer(&["permessage-deflate; server_max_window_bits=15"]),
+            Some((15, BOTH.into()))
+        );
+        // 8 cannot be honoured: that offer is declined, the next one taken.
+        assert_eq!(
+            offer(&["permessage-deflate; server_max_window_bits=8"]),
+            None
+        );
+        assert_eq!(
+            offer(&["permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=9"]).map(|o| o.0),
+            Some(9)
+        );
+        assert_eq!(
+            offer(&["x-webkit-deflate-frame", "permessage-deflate"]).map(|o| o.0),
+            Some(15)
+        );
+        for bad in [
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=010",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; unknown",
+            "x-webkit-deflate-frame",
+            "",
+        ] {
+            assert_eq!(offer(&[bad]), None, "{bad}");
+        }
+    }
 
     #[test]
     fn rfc_accept_key() {

@@ -7,6 +7,7 @@
 //! pre-encoded frames ([`frame`]) to many sockets. [`connections`] caps how many are open.
 
 pub mod connections;
+pub mod deflate;
 pub mod fanout;
 pub mod frame;
 pub mod handshake;
@@ -274,6 +275,11 @@ async fn upgrade(
         Ok(filter) => filter,
         Err(e) => return refuse("bad_request", ApiError::BadRequest(e.to_string())),
     };
+    let deflate = if config.no_permessage_deflate {
+        None
+    } else {
+        handshake::negotiate_deflate(headers)
+    };
     let accept = match handshake::accept(&request) {
         Ok(accept) => accept,
         Err(e) => {
@@ -315,6 +321,7 @@ async fn upgrade(
             );
         }
     };
+    let window_bits = deflate.as_ref().map(|d| d.window_bits);
     let on_upgrade = takeover.claim();
     state.metrics.ws_accepted.increment(1);
     let span = info_span!("ws", conn = slot.id, %ip);
@@ -333,6 +340,7 @@ async fn upgrade(
                 last_heard: AtomicU64::new(hub.clock.now_ms()),
                 closed: AtomicBool::new(false),
                 replies: Arc::new(Semaphore::new(outbound::REPLY_BUDGET)),
+                deflate: window_bits,
             });
             let shard = hub.shard(slot.id).commands.clone();
             let added = Command::Add {
@@ -355,11 +363,15 @@ async fn upgrade(
         }
         .instrument(span),
     );
-    Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(deflate) = deflate {
+        response = response.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate.response);
+    }
+    response
         .body(Body::empty())
         .unwrap_or_else(|_| ApiError::Internal.into_response())
 }

@@ -86,7 +86,7 @@ pub(super) struct Reader {
 impl Reader {
     pub async fn run(self, early: Bytes) {
         debug!("connected");
-        let mut decoder = Decoder::new(MAX_CLIENT_MESSAGE);
+        let mut decoder = Decoder::new(MAX_CLIENT_MESSAGE).inflating(self.peer.deflate.is_some());
         decoder.buffer().extend_from_slice(&early);
         // `early` points into hyper's 8 KiB connection buffer: holding it would keep that
         // buffer alive for the whole life of an idle connection.
