@@ -17,6 +17,10 @@
 //!   each run twice back to back against the same binary, the generator reading raw frames and
 //!   then offering permessage-deflate (issue 23): wire bytes per delivered frame (the server's
 //!   own counters), server CPU per frame and RSS per subscriber, side by side;
+//! - `FANOUT_NODE_PEER`: with the deflate runs, the same generator against a Node `ws` server
+//!   relaying the stream (benches/support/node, `npm ci` there first), raw and — up to this many
+//!   subscribers, default 1000 (ws keeps a zlib stream per connection) — with perMessageDeflate;
+//!   empty to skip (the smoke run skips it);
 //! - `FANOUT_SERVER`: the server binary to measure (default: this build's `ratecast`), so a
 //!   baseline build can be measured by the same harness in the same session.
 //!
@@ -84,31 +88,92 @@ async fn measure_with(
     Ok(Result1 { label, m })
 }
 
-/// Issue 23: each run raw, then compressed, back to back; prints the side-by-side table.
+/// The same generator against a Node `ws` peer relaying this server's stream (see
+/// [`Server::start_node_peer`]); `None` when node is not set up.
+async fn measure_node_peer(
+    label: String,
+    subscribers: usize,
+    tick: &str,
+    steady: Duration,
+    deflate: bool,
+) -> Result<Option<Result1>> {
+    let upstream = Server::start(&server_bin(), tick, &[])?;
+    let Some(peer) = Server::start_node_peer(&upstream, deflate)? else {
+        eprintln!("fanout: no node peer (npm ci in benches/support/node)");
+        return Ok(None);
+    };
+    let mut args = loadtest_args(peer.port, subscribers, 0);
+    args.no_deflate = !deflate;
+    let m = support::measure(&peer, &[], &args, steady).await?;
+    Ok(Some(Result1 { label, m }))
+}
+
+/// Issue 23: each run raw, then compressed, back to back, then the Node `ws` peers (deflate
+/// only up to `node_deflate_max` subscribers: ws keeps a zlib stream per connection); prints the
+/// side-by-side tables.
 fn deflate_runs(
     runtime: &tokio::runtime::Runtime,
     spec: &str,
     steady: Duration,
+    node_deflate_max: Option<usize>,
 ) -> Result<Vec<Result1>> {
     let mut results = Vec::new();
+    let mut peers = Vec::new();
     for run in parse_runs(spec)? {
-        for deflate in [false, true] {
-            let label = format!(
-                "{} subs, tick {}, {}",
-                run.subscribers,
-                run.tick,
-                if deflate { "deflate" } else { "raw" }
-            );
+        // (Node peer?, deflate?, label): the peers first, then ratecast raw and compressed.
+        let mut sides = Vec::new();
+        if let Some(max) = node_deflate_max {
+            sides.push((true, false, "Node ws"));
+            if run.subscribers <= max {
+                sides.push((true, true, "Node ws perMessageDeflate"));
+            }
+        }
+        sides.extend([(false, false, "raw"), (false, true, "deflate")]);
+        for (node, deflate, name) in sides {
+            let label = format!("{} subs, tick {}, {name}", run.subscribers, run.tick);
             eprintln!("fanout: {label} …");
-            let m = runtime.block_on(measure_with(
-                label,
-                run.subscribers,
-                &run.tick,
-                steady,
-                0,
-                deflate,
-            ))?;
-            results.push(m);
+            let (subscribers, tick) = (run.subscribers, run.tick.as_str());
+            if node {
+                let m = measure_node_peer(label, subscribers, tick, steady, deflate);
+                peers.extend(runtime.block_on(m)?);
+            } else {
+                let m = measure_with(label, subscribers, tick, steady, 0, deflate);
+                results.push(runtime.block_on(m)?);
+            }
+        }
+    }
+    if !peers.is_empty() {
+        println!();
+        println!(
+            "| peer run | load avg | wire B/frame | server µs/frame task + irq | RSS/subscriber KiB | latency p99 ms | missing seqs |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for p in &peers {
+            let m = &p.m;
+            println!(
+                "| {} | {:.1}–{:.1} | {:.0} | {} | {:.2} | {:.1} | {} |",
+                p.label,
+                m.load.0,
+                m.load.1,
+                m.wire_bytes_per_frame,
+                m.server.cell(),
+                m.rss_per_subscriber_kib(),
+                m.summary.latency.p99_ms,
+                m.summary.missing_seqs
+            );
+            eprintln!(
+                "peer-json: {}",
+                serde_json::json!({
+                    "run": p.label,
+                    "load_average": [m.load.0, m.load.1],
+                    "wire_bytes_per_frame": m.wire_bytes_per_frame,
+                    "server_us_per_frame": m.server.total_us(),
+                    "server_task_us_per_frame": m.server.task_us,
+                    "rss_per_subscriber_kib": m.rss_per_subscriber_kib(),
+                    "latency_p99_ms": m.summary.latency.p99_ms,
+                    "missing_seqs": m.summary.missing_seqs,
+                })
+            );
         }
     }
     if results.is_empty() {
@@ -268,10 +333,15 @@ fn main() -> Result<()> {
         (FLOOR_SOCKETS, FLOOR_WRITES)
     };
     let runtime = support::runtime()?;
+    let node_deflate_max = match env("FANOUT_NODE_PEER", "1000", "").as_str() {
+        "" => None,
+        max => Some(max.parse()?),
+    };
     let deflate = deflate_runs(
         &runtime,
         &env("FANOUT_DEFLATE", "1000:100ms,10000:1s", "50:100ms"),
         steady,
+        node_deflate_max,
     )?;
     let mut results = Vec::new();
     for run in &runs {

@@ -117,15 +117,44 @@ impl Server {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {bin}"))?;
-        let server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.ready() {
+        Self { child, port }.ready_within(Duration::from_secs(10))
+    }
+
+    /// Waits for `/readyz` (the child is killed on failure, by `Drop`).
+    fn ready_within(self, limit: Duration) -> Result<Self> {
+        let deadline = Instant::now() + limit;
+        while !self.ready() {
             if Instant::now() > deadline {
-                bail!("server not ready within 10 s");
+                bail!("server not ready within {limit:?}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(server)
+        Ok(self)
+    }
+
+    /// A Node `ws` peer (benches/support/node/ws-peer.mjs) relaying `upstream`'s stream, with
+    /// ws's perMessageDeflate when `deflate`; `None` when node or its `ws` module is missing
+    /// (`npm ci` in benches/support/node).
+    #[allow(dead_code)] // the fanout bench only
+    pub fn start_node_peer(upstream: &Server, deflate: bool) -> Result<Option<Self>> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/node");
+        if !std::path::Path::new(dir).join("node_modules/ws").exists() {
+            return Ok(None);
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let Ok(child) = Command::new("node")
+            .arg(format!("{dir}/ws-peer.mjs"))
+            .env("PORT", port.to_string())
+            .env("UPSTREAM", format!("ws://127.0.0.1:{}/ws", upstream.port))
+            .env("PEER_DEFLATE", if deflate { "1" } else { "0" })
+            .stdin(Stdio::null())
+            .spawn()
+        else {
+            return Ok(None);
+        };
+        Self { child, port }
+            .ready_within(Duration::from_secs(10))
+            .map(Some)
     }
 
     pub fn pid(&self) -> u32 {
