@@ -217,7 +217,8 @@ async fn since_taken_from_one_replica_replays_on_another() -> Result<()> {
         upstream.set_value("usd", value);
         wait_until(|| async { servers[1].seq().await == seq + 1 + i as u64 }).await;
     }
-    let mut ws = ws_connect(&servers[1].ws_url(&format!("?since={seq}"))).await?;
+    let epoch = servers[0].epoch().await;
+    let mut ws = ws_connect(&servers[1].ws_url(&format!("?since={seq}&epoch={epoch}"))).await?;
     for (i, value) in [1.0, 2.0, 3.0].into_iter().enumerate() {
         let frame = next_json(&mut ws).await?;
         ensure!(
@@ -230,7 +231,7 @@ async fn since_taken_from_one_replica_replays_on_another() -> Result<()> {
     // A replica started later loads the same ring from Redis and replays too.
     let late = replica(&upstream, &redis, &[]).await;
     late.wait_ready().await;
-    let mut ws = ws_connect(&late.ws_url(&format!("?since={seq}"))).await?;
+    let mut ws = ws_connect(&late.ws_url(&format!("?since={seq}&epoch={epoch}"))).await?;
     let frame = next_json(&mut ws).await?;
     ensure!(
         frame["type"] == "delta" && frame["seq"] == seq + 1,
@@ -256,7 +257,9 @@ async fn since_a_moment_ahead_of_this_replica_waits_for_it_and_replays() -> Resu
     let servers = replicas(&upstream, &redis, 2, &[]).await;
     let seq = servers[1].seq().await;
     // The client already holds `seq + 1`, as if another replica had sent it.
-    let mut ws = ws_connect(&servers[1].ws_url(&format!("?since={}", seq + 1))).await?;
+    let epoch = servers[1].epoch().await;
+    let mut ws =
+        ws_connect(&servers[1].ws_url(&format!("?since={}&epoch={epoch}", seq + 1))).await?;
     upstream.set_value("usd", 1.0);
     wait_until(|| async { servers[1].seq().await == seq + 1 }).await;
     upstream.set_value("usd", 2.0);
@@ -268,7 +271,8 @@ async fn since_a_moment_ahead_of_this_replica_waits_for_it_and_replays() -> Resu
     ensure!(frame["changed"]["usd"]["value"] == 2.0, "{frame}");
 
     wait_until(|| async { servers[0].seq().await == seq + 2 }).await;
-    let mut far = ws_connect(&servers[0].ws_url(&format!("?since={}", seq + 100_000))).await?;
+    let mut far =
+        ws_connect(&servers[0].ws_url(&format!("?since={}&epoch={epoch}", seq + 100_000))).await?;
     let frame = next_json(&mut far).await?;
     ensure!(
         frame["type"] == "snapshot" && frame["seq"] == seq + 2,
@@ -291,7 +295,8 @@ async fn a_resume_that_arrives_before_the_first_load_waits_for_it_and_replays() 
 
     redis.pause(Duration::from_millis(1_000));
     let restarted = replica(&upstream, &redis, &[]).await;
-    let mut ws = ws_connect(&restarted.ws_url(&format!("?since={seq}"))).await?;
+    let epoch = servers[0].epoch().await;
+    let mut ws = ws_connect(&restarted.ws_url(&format!("?since={seq}&epoch={epoch}"))).await?;
     let frame = next_json(&mut ws).await?;
     ensure!(
         frame["type"] == "delta" && frame["seq"] == seq + 1,

@@ -100,7 +100,8 @@ async fn resume_replays_missed_deltas_or_falls_back_to_a_snapshot() -> Result<()
     upstream.set_value("usd", 2.0);
     wait_until(|| async { server.seq().await == seq + 2 }).await;
 
-    let mut ws = connect(&server, &format!("?since={seq}")).await;
+    let epoch = server.epoch().await;
+    let mut ws = connect(&server, &format!("?since={seq}&epoch={epoch}")).await;
     let first = next_json(&mut ws).await?;
     assert_eq!(
         (first["type"].as_str(), first["seq"].as_u64()),
@@ -117,16 +118,25 @@ async fn resume_replays_missed_deltas_or_falls_back_to_a_snapshot() -> Result<()
     assert_eq!(next_of(&mut ws, "delta").await?["seq"], seq + 3);
 
     // Up to date: nothing to replay, nothing lost.
-    let mut current = connect(&server, &format!("?since={}", seq + 3)).await;
+    let mut current = connect(&server, &format!("?since={}&epoch={epoch}", seq + 3)).await;
     upstream.set_value("usd", 4.0);
     assert_eq!(next_of(&mut current, "delta").await?["seq"], seq + 4);
 
-    // Too old (not in the ring) or from another process: a fresh snapshot.
-    for since in [0, seq + 1000] {
-        let mut ws = connect(&server, &format!("?since={since}")).await;
+    // Too old (not in the ring), from another process, of another epoch or of none (a client
+    // older than the field): a fresh snapshot, even for a `seq` this epoch holds.
+    let other = format!("?since={}&epoch=0123456789abcdef", seq + 3);
+    let none = format!("?since={}", seq + 3);
+    for query in [
+        format!("?since=0&epoch={epoch}"),
+        format!("?since={}&epoch={epoch}", seq + 1000),
+        other,
+        none,
+    ] {
+        let mut ws = connect(&server, &query).await;
         let frame = next_json(&mut ws).await?;
-        assert_eq!(frame["type"], "snapshot", "since={since}");
+        assert_eq!(frame["type"], "snapshot", "{query}");
         assert_eq!(frame["seq"], seq + 4);
+        assert_eq!(frame["epoch"], epoch.as_str());
     }
     assert_eq!(
         server
@@ -138,7 +148,7 @@ async fn resume_replays_missed_deltas_or_falls_back_to_a_snapshot() -> Result<()
         server
             .metric("ratecast_ws_resumes_total{result=\"snapshot\"}")
             .await,
-        2.0
+        4.0
     );
     Ok(())
 }
@@ -721,7 +731,8 @@ async fn since_and_symbols_together_replay_filtered_then_live_or_a_filtered_snap
     wait_until(|| async { server.seq().await == seq + 3 }).await;
 
     // What the wall page does on reconnect: resume its filtered stream.
-    let mut ws = connect(&server, &format!("?since={seq}&symbols=usd")).await;
+    let epoch = server.epoch().await;
+    let mut ws = connect(&server, &format!("?since={seq}&epoch={epoch}&symbols=usd")).await;
     let first = next_json(&mut ws).await?;
     assert_eq!(first["type"], "delta", "{first}");
     assert_eq!(first["seq"], seq + 1);

@@ -267,6 +267,14 @@ impl TestServer {
         wait_until(|| async { self.get("/readyz").await.status() == 200 }).await;
     }
 
+    /// The stream's epoch (REST): what a resuming client sends with `since`.
+    pub async fn epoch(&self) -> String {
+        self.get_json("/api/v1/rates").await.1["epoch"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn seq(&self) -> u64 {
         self.get_json("/api/v1/rates").await.1["seq"]
             .as_u64()
