@@ -241,6 +241,8 @@ async fn a_wrong_checksum_and_a_resync_jump_are_counted() {
         ("snapshots", 4),
         ("deltas", 6),
         ("checksum_mismatches", 2),
+        // Snapshot 10, snapshot 15 and delta 16; delta 12 follows a mismatch, unchecked.
+        ("checksums_verified", 6),
         ("resyncs", 2),
         ("missing_seqs", 6),
         ("seq_gap_events", 0),
@@ -251,7 +253,8 @@ async fn a_wrong_checksum_and_a_resync_jump_are_counted() {
     }
     let (_, table, _) = loadtest(&args[..args.len() - 1]).await;
     assert!(
-        table.contains("checksums          2 mismatches") && table.contains(", 6 missing,"),
+        table.contains("checksums          6 verified, 2 mismatches")
+            && table.contains(", 6 missing,"),
         "{table}"
     );
     // A wrong checksum on a snapshot is caught too.

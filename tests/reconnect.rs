@@ -111,9 +111,13 @@ impl Relay {
 }
 
 impl Relay {
-    /// `loadtest --reconnect` through the relay with `clients` subscribers for 4 s, every
-    /// connection cut twice while deltas keep coming; returns its JSON summary.
-    async fn cut_twice_under_loadtest(&self, clients: &'static str) -> Value {
+    /// `loadtest --reconnect` through the relay with `clients` subscribers for 4 s (and `extra`
+    /// arguments), every connection cut twice while deltas keep coming; returns its summary.
+    async fn cut_twice_under_loadtest(
+        &self,
+        clients: &'static str,
+        extra: &'static [&'static str],
+    ) -> Value {
         let url = format!("ws://{}/ws", self.addr);
         let run = tokio::spawn(async move {
             let args = [
@@ -124,7 +128,7 @@ impl Relay {
                 "--reconnect",
                 "--json",
             ];
-            loadtest(&[&["--url", url.as_str()][..], &args].concat()).await
+            loadtest(&[&["--url", url.as_str()][..], &args, extra].concat()).await
         });
         for _ in 0..2 {
             tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -141,7 +145,7 @@ async fn reconnect_resumes_with_since_and_misses_nothing() {
     let upstream = common::FakeUpstream::start(common::Reply::Changing(common::fixture())).await;
     let server = TestServer::start_ready(&upstream, &["--poll-interval", "100ms"]).await;
     let relay = Relay::start(vec![server.addr]).await;
-    let summary = relay.cut_twice_under_loadtest("20").await;
+    let summary = relay.cut_twice_under_loadtest("20", &[]).await;
     assert!(summary["reconnects"].as_u64() >= Some(20), "{summary}");
     assert_eq!(
         summary["reconnect_snapshots"], 0,
@@ -152,6 +156,11 @@ async fn reconnect_resumes_with_since_and_misses_nothing() {
     assert_eq!(summary["resyncs"], 0, "{summary}");
     assert_eq!(summary["epoch_changes"], 0, "{summary}");
     assert_eq!(summary["checksum_mismatches"], 0, "{summary}");
+    assert_eq!(
+        summary["checksums_verified"],
+        summary["snapshots"].as_u64().unwrap() + summary["deltas"].as_u64().unwrap(),
+        "every frame verified: {summary}"
+    );
     assert_eq!(summary["verified"], true, "{summary}");
     assert!(summary["deltas"].as_u64() > Some(20), "{summary}");
     let (min, max) = (&summary["final_seq_min"], &summary["final_seq_max"]);
@@ -170,7 +179,7 @@ async fn a_foreign_since_gets_a_snapshot_and_is_counted() {
     let other = TestServer::start_ready(&upstream, &["--poll-interval", "100ms"]).await;
     let relay = Relay::start(vec![one.addr, other.addr]).await;
     // One subscriber, so that every reconnect lands on the other server.
-    let summary = relay.cut_twice_under_loadtest("1").await;
+    let summary = relay.cut_twice_under_loadtest("1", &[]).await;
     assert_eq!(summary["reconnects"], 2, "{summary}");
     assert_eq!(
         summary["reconnect_snapshots"], summary["reconnects"],
@@ -182,4 +191,26 @@ async fn a_foreign_since_gets_a_snapshot_and_is_counted() {
     );
     // Each server's own frames still fold into its own table.
     assert_eq!(summary["checksum_mismatches"], 0, "{summary}");
+}
+
+/// The same on filtered connections: their snapshots and live deltas carry the checksum of the
+/// chosen units, and a replay only on its last frame; every one that does must verify.
+#[tokio::test(flavor = "multi_thread")]
+async fn filtered_resumes_verify_their_checksums() {
+    let upstream = common::FakeUpstream::start(common::Reply::Changing(common::fixture())).await;
+    let server = TestServer::start_ready(&upstream, &["--poll-interval", "100ms"]).await;
+    let relay = Relay::start(vec![server.addr]).await;
+    let summary = relay
+        .cut_twice_under_loadtest("10", &["--symbols", "usd,eur,xau"])
+        .await;
+    assert!(summary["reconnects"].as_u64() >= Some(10), "{summary}");
+    assert_eq!(summary["reconnect_snapshots"], 0, "{summary}");
+    assert_eq!(summary["checksum_mismatches"], 0, "{summary}");
+    // Snapshots, live deltas and the last frame of each replay.
+    assert!(
+        summary["checksums_verified"].as_u64() > Some(30),
+        "{summary}"
+    );
+    assert_eq!(summary["epoch_changes"], 0, "{summary}");
+    assert!(summary["deltas"].as_u64() > Some(10), "{summary}");
 }

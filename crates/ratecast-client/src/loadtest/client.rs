@@ -437,11 +437,18 @@ impl Feed {
         }
     }
 
-    /// Counts a mismatch; false when there was one.
+    /// Counts the check; false on a mismatch.
     fn checked(&self, check: Check) -> bool {
-        if let Check::Mismatch { .. } = check {
-            self.shared.c.checksum_mismatches.fetch_add(1, Relaxed);
-            return false;
+        let c = &self.shared.c;
+        match check {
+            Check::Verified => {
+                c.checksums_verified.fetch_add(1, Relaxed);
+            }
+            Check::Unchecked => {}
+            Check::Mismatch { .. } => {
+                c.checksum_mismatches.fetch_add(1, Relaxed);
+                return false;
+            }
         }
         true
     }

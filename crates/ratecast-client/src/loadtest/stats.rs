@@ -42,7 +42,9 @@ pub(crate) struct Counters {
     /// Snapshots (or deltas) of another epoch than the subscriber's: how many seqs it missed
     /// cannot be told.
     pub epoch_changes: AtomicU64,
-    /// Snapshots and deltas whose `checksum` disagrees with the table the subscriber folded.
+    /// Snapshots and deltas whose `checksum` agrees / disagrees with the table the subscriber
+    /// folded (frames without one, or after a gap until the next snapshot, are in neither).
+    pub checksums_verified: AtomicU64,
     pub checksum_mismatches: AtomicU64,
     /// With `--reconnect`: connections made again after one ended, resumes the server answered
     /// with a snapshot instead of a replay, and the seqs those snapshots skipped.
