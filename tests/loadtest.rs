@@ -1,5 +1,6 @@
 //! `ratecast loadtest` (the binary): against the real server in demo mode, against a minimal
-//! other implementation of the protocol, and with bad targets.
+//! other implementation of the protocol, against a server whose checksums are wrong, and with
+//! bad targets.
 
 mod common;
 
@@ -7,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{TestServer, loadtest};
 use futures_util::SinkExt;
-use serde_json::Value;
+use ratecast_protocol::checksum::table_checksum;
+use ratecast_protocol::{Rate, Rates};
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 fn summary(stdout: &str) -> Value {
@@ -48,6 +51,8 @@ async fn hundreds_of_subscribers_get_every_seq_with_ordered_percentiles() {
         "missing_seqs",
         "out_of_order",
         "resyncs",
+        "epoch_changes",
+        "checksum_mismatches",
         "unparsable_frames",
     ] {
         assert_eq!(s[zero], 0, "{zero}: {s}");
@@ -63,6 +68,7 @@ async fn hundreds_of_subscribers_get_every_seq_with_ordered_percentiles() {
             "{key}: {p}"
         );
     }
+    assert_eq!(s["verified"], true, "{s}");
     assert!(s["generator_cpu_secs"].as_f64().unwrap() > 0.0);
     assert!(
         stderr.contains("ramped] open 300/300"),
@@ -81,35 +87,20 @@ async fn hundreds_of_subscribers_get_every_seq_with_ordered_percentiles() {
 /// A minimal other server: a snapshot, a delta, a frame type we do not know, a delta that skips
 /// a seq, a late (out of order) one and a heartbeat, then quiet.
 async fn other_implementation() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-                let ts = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis();
-                let frames = [
-                    format!(
-                        r#"{{"type":"snapshot","seq":10,"ts":{ts},"rates":{{}},"vendor":{{"x":[1,2]}}}}"#
-                    ),
-                    format!(r#"{{"type":"delta","seq":11,"ts":{ts},"changed":{{}},"removed":[]}}"#),
-                    format!(r#"{{"type":"news","ts":{ts},"text":"hello"}}"#),
-                    format!(r#"{{"type":"delta","seq":14,"ts":{ts},"changed":{{}},"removed":[]}}"#),
-                    format!(r#"{{"type":"delta","seq":12,"ts":{ts},"changed":{{}},"removed":[]}}"#),
-                    format!(r#"{{"type":"heartbeat","seq":14,"ts":{ts}}}"#),
-                    "not json".to_owned(),
-                ];
-                for f in frames {
-                    ws.send(Message::text(f)).await.unwrap();
-                }
-                futures_util::StreamExt::for_each(ws, |_| async {}).await;
-            });
-        }
-    });
-    addr
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    fake_server(vec![
+        format!(r#"{{"type":"snapshot","seq":10,"ts":{ts},"rates":{{}},"vendor":{{"x":[1,2]}}}}"#),
+        format!(r#"{{"type":"delta","seq":11,"ts":{ts},"changed":{{}},"removed":[]}}"#),
+        format!(r#"{{"type":"news","ts":{ts},"text":"hello"}}"#),
+        format!(r#"{{"type":"delta","seq":14,"ts":{ts},"changed":{{}},"removed":[]}}"#),
+        format!(r#"{{"type":"delta","seq":12,"ts":{ts},"changed":{{}},"removed":[]}}"#),
+        format!(r#"{{"type":"heartbeat","seq":14,"ts":{ts}}}"#),
+        "not json".to_owned(),
+    ])
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,4 +157,117 @@ async fn bad_targets_give_one_clear_line() {
             "{url}: {stderr}"
         );
     }
+}
+
+/// Serves these frames, in order, to every connection, then stays quiet.
+async fn fake_server(frames: Vec<String>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                for f in frames {
+                    ws.send(Message::text(f)).await.unwrap();
+                }
+                futures_util::StreamExt::for_each(ws, |_| async {}).await;
+            });
+        }
+    });
+    addr
+}
+
+fn usd(value: f64) -> Rates {
+    let rate = Rate {
+        name: "US Dollar".into(),
+        unit: "$".into(),
+        value,
+        kind: "fiat".into(),
+    };
+    [("usd".to_string(), rate)].into()
+}
+
+/// The frames of a server whose table goes usd 1 → 2 → 3 (seqs 10..12), then resyncs at 15.
+/// `wrong` is the seq whose checksum is off by one.
+fn frames_with_wrong_checksum_at(wrong: u64) -> Vec<String> {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let sum = |seq: u64, rates: &Rates| table_checksum(rates) + u32::from(seq == wrong);
+    let snapshot = |seq: u64, value: f64| {
+        json!({"type": "snapshot", "epoch": "e1", "seq": seq, "ts": ts, "source": "demo",
+               "stale": false, "rates": usd(value), "checksum": sum(seq, &usd(value))})
+        .to_string()
+    };
+    let delta = |seq: u64, value: f64| {
+        json!({"type": "delta", "epoch": "e1", "seq": seq, "ts": ts,
+               "changed": {"usd": {"name": "US Dollar", "unit": "$", "value": value,
+                                    "type": "fiat", "prev": value - 1.0}},
+               "removed": [], "checksum": sum(seq, &usd(value))})
+        .to_string()
+    };
+    vec![
+        snapshot(10, 1.0),
+        delta(11, 2.0),
+        delta(12, 3.0),
+        snapshot(15, 6.0),
+        delta(16, 7.0),
+    ]
+}
+
+/// The checksum's negative control: a delta whose checksum disagrees is counted once (the table
+/// is not checked again until the next snapshot), a snapshot that jumps over seqs on a live
+/// connection counts them missed, and every other frame verifies. Before this count, the
+/// summary had no `checksum_mismatches` and the resync's 3 skipped seqs were not missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_checksum_and_a_resync_jump_are_counted() {
+    let addr = fake_server(frames_with_wrong_checksum_at(11)).await;
+    let url = format!("ws://{addr}/ws");
+    let args = [
+        "--url",
+        &url,
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+        "--json",
+    ];
+    let (code, stdout, stderr) = loadtest(&args).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let s = summary(&stdout);
+    let expect = [
+        ("snapshots", 4),
+        ("deltas", 6),
+        ("checksum_mismatches", 2),
+        // Snapshot 10, snapshot 15 and delta 16; delta 12 follows a mismatch, unchecked.
+        ("checksums_verified", 6),
+        ("resyncs", 2),
+        ("missing_seqs", 6),
+        ("seq_gap_events", 0),
+        ("epoch_changes", 0),
+    ];
+    for (key, n) in expect {
+        assert_eq!(s[key], n, "{key}: {s}");
+    }
+    let (_, table, _) = loadtest(&args[..args.len() - 1]).await;
+    assert!(
+        table.contains("checksums          6 verified, 2 mismatches")
+            && table.contains(", 6 missing,"),
+        "{table}"
+    );
+    // A wrong checksum on a snapshot is caught too.
+    let addr = fake_server(frames_with_wrong_checksum_at(15)).await;
+    let url = format!("ws://{addr}/ws");
+    let (_, stdout, stderr) = loadtest(&[&args[..1], &[url.as_str()], &args[2..]].concat()).await;
+    assert_eq!(summary(&stdout)["checksum_mismatches"], 2, "{stderr}");
+    // With --no-verify nothing is checked, and the summary says so.
+    let (_, stdout, _) = loadtest(&[&args[..], &["--no-verify"]].concat()).await;
+    let s = summary(&stdout);
+    assert_eq!(
+        (&s["checksum_mismatches"], &s["verified"]),
+        (&json!(0), &json!(false)),
+        "{s}"
+    );
 }

@@ -201,6 +201,13 @@ async fn a_rolling_restart_behind_a_load_balancer_misses_no_delta() {
     );
     assert_eq!(summary["missing_seqs"], 0, "{summary}");
     assert_eq!(summary["out_of_order"], 0, "{summary}");
+    assert_eq!(summary["resyncs"], 0, "{summary}");
+    assert_eq!(summary["epoch_changes"], 0, "{summary}");
+    assert_eq!(summary["checksum_mismatches"], 0, "{summary}");
+    assert!(
+        summary["checksums_verified"].as_u64() > Some(0),
+        "{summary}"
+    );
     assert_eq!(
         summary["final_seq_min"], summary["final_seq_max"],
         "{summary}"

@@ -3,10 +3,14 @@
 mod common;
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::TestServer;
-use serde_json::Value;
+use futures_util::SinkExt;
+use ratecast_protocol::Rate;
+use ratecast_protocol::checksum::table_checksum;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -268,4 +272,94 @@ async fn the_terminal_table_shows_prices_in_the_quote_with_units_never_cut() {
         .find(|l| l.starts_with("BITS"))
         .unwrap_or_default();
     assert!(bits.contains("1,000,000 μBTC"), "unit cut short: {raw}");
+}
+
+/// A fake server that plays one script per connection and records the URI each one asked for:
+/// connection 1 sends a snapshot and a delta and drops; connection 2 (a resume) sends a delta
+/// whose checksum is wrong; connection 3 a fresh snapshot and a delta.
+async fn scripted_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let uris = Arc::new(Mutex::new(Vec::new()));
+    let seen = uris.clone();
+    let table = |value: f64| {
+        let rate = Rate {
+            name: "US Dollar".into(),
+            unit: "$".into(),
+            value,
+            kind: "fiat".into(),
+        };
+        ratecast_protocol::Rates::from([("usd".to_string(), rate)])
+    };
+    let snapshot = move |seq: u64, value: f64| {
+        json!({"type": "snapshot", "epoch": "e1", "seq": seq, "ts": 1, "source": "demo",
+               "stale": false, "rates": table(value), "checksum": table_checksum(&table(value))})
+    };
+    let delta = move |seq: u64, value: f64, off: u32| {
+        json!({"type": "delta", "epoch": "e1", "seq": seq, "ts": 1,
+               "changed": {"usd": {"name": "US Dollar", "unit": "$", "value": value,
+                                    "type": "fiat", "prev": 1.0}},
+               "removed": [], "checksum": table_checksum(&table(value)) + off})
+    };
+    let scripts = [
+        vec![snapshot(10, 1.0), delta(11, 2.0, 0)],
+        vec![delta(12, 3.0, 1)],
+        vec![snapshot(20, 5.0), delta(21, 6.0, 0)],
+    ];
+    tokio::spawn(async move {
+        for (n, script) in scripts.into_iter().enumerate() {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            // The signature (and its large error type) is tungstenite's `Callback`.
+            #[allow(clippy::result_large_err)]
+            let record =
+                move |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                      response| {
+                    seen.lock().unwrap().push(request.uri().to_string());
+                    Ok(response)
+                };
+            let mut ws = tokio_tungstenite::accept_hdr_async(tcp, record)
+                .await
+                .unwrap();
+            for frame in &script {
+                ws.send(frame.to_string().into()).await.unwrap();
+            }
+            // The first connection drops (a resume follows); the others wait for the client.
+            if n == 0 {
+                drop(ws);
+            } else {
+                tokio::spawn(futures_util::StreamExt::for_each(ws, |_| async {}));
+            }
+        }
+    });
+    (addr, uris)
+}
+
+/// The checksum's negative control for `watch`: after a drop it resumes with the seq and the
+/// epoch it holds; a delta whose checksum disagrees with its table is not printed, and it
+/// reconnects *without* `since` for a fresh snapshot, and says so. (Before the check, the bad
+/// delta was printed and the table kept; before the epoch, the resume carried no `epoch=`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checksum_mismatch_reconnects_without_since() {
+    let (addr, uris) = scripted_server().await;
+    let url = format!("ws://{addr}/ws");
+    let (code, frames, stderr) = run(&["--url", &url, "--json", "--max-frames", "4"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let seqs: Vec<u64> = frames.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        [10, 11, 20, 21],
+        "the bad delta is not printed: {frames:?}"
+    );
+    assert_eq!(
+        *uris.lock().unwrap(),
+        ["/ws", "/ws?since=11&epoch=e1", "/ws"],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("checksum mismatch at seq 12") && stderr.contains("1 so far"),
+        "{stderr}"
+    );
 }

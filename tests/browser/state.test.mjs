@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatAge, formatAmount, formatPercent } from '../../web/assets/format.js';
-import { RateState, describeStatus } from '../../web/assets/state.js';
+import { RateState, crc32, describeStatus, tableChecksum } from '../../web/assets/state.js';
 
 const rate = (value, unit = '$', type = 'fiat') => ({ name: 'x', unit, value, type });
 
@@ -24,6 +24,47 @@ test('deltas apply in order; duplicates are ignored and a gap on the full feed a
   // A filtered stream skips seqs by design.
   assert.ok(state.applyDelta(delta(13, { usd: rate(130) }), { contiguous: false }));
   assert.equal(state.seq, 13);
+});
+
+test('the table checksum is the documented one (checksum.rs: the_documented_example_holds)', () => {
+  const rates = new Map([
+    ['usd', { name: 'US Dollar', unit: '$', value: 41819.856, type: 'fiat' }],
+    ['bits', { name: 'Bits', unit: 'μBTC', value: 1_000_000, type: 'crypto' }],
+  ]);
+  const canonical = 'bits\tBits\tμBTC\tcrypto\t412e848000000000\nusd\tUS Dollar\t$\tfiat\t40e46b7b645a1cac\n';
+  assert.equal(tableChecksum(rates), crc32(new TextEncoder().encode(canonical)));
+  assert.equal(tableChecksum(rates), 0xe0c9ac11);
+  assert.equal(tableChecksum(new Map()), 0);
+  // zlib's check value of CRC-32.
+  assert.equal(crc32(new TextEncoder().encode('123456789')), 0xcbf43926);
+  // Codes in UTF-8 byte order, not UTF-16's: U+FF5A sorts before U+1F600 in bytes, after it in JS.
+  const order = (codes) => tableChecksum(new Map(codes.map((c) => [c, rate(1)])));
+  assert.equal(order(['\u{1F600}', '\uFF5A']), crc32(new TextEncoder().encode(
+    `\uFF5A\tx\t$\tfiat\t3ff0000000000000\n\u{1F600}\tx\t$\tfiat\t3ff0000000000000\n`)));
+});
+
+test('a checksum mismatch is counted and the copy is not resumed from until a snapshot', () => {
+  const state = new RateState();
+  const rates = { usd: rate(100), eur: rate(90) };
+  const sum = (r) => tableChecksum(new Map(Object.entries(r)));
+  const first = { ...snapshot(10, rates), epoch: 'e1', checksum: sum(rates) };
+  state.applySnapshot(first);
+  assert.ok(state.verify(first));
+  assert.deepEqual(state.resumePoint(), { seq: 10, epoch: 'e1' });
+  const good = { type: 'delta', epoch: 'e1', seq: 11, ts: Date.now(), changed: { usd: { ...rate(110), prev: 100 } }, removed: [] };
+  state.applyDelta({ ...good, checksum: sum({ ...rates, usd: rate(110) }) }, { contiguous: true });
+  assert.ok(state.verify({ ...good, checksum: sum({ ...rates, usd: rate(110) }) }));
+  const bad = { ...good, seq: 12, changed: { usd: { ...rate(120), prev: 110 } }, checksum: 1 };
+  state.applyDelta(bad, { contiguous: true });
+  assert.equal(state.verify(bad), false);
+  assert.equal(state.checksumMismatches, 1);
+  assert.equal(state.resumePoint(), null, 'a wrong copy is not resumed from');
+  // Frames without a checksum (older servers, a filtered replay's earlier frames) pass.
+  assert.ok(state.verify({ ...good, seq: 13, checksum: undefined }));
+  state.applySnapshot({ ...snapshot(20, rates), epoch: 'e1', checksum: sum(rates) });
+  assert.deepEqual(state.resumePoint(), { seq: 20, epoch: 'e1' });
+  // A delta of another epoch is a gap, whatever its seq.
+  assert.equal(state.applyDelta({ ...good, epoch: 'e2', seq: 21 }, { contiguous: false }), 'gap');
 });
 
 test('a snapshot replaces the table: vanished codes are removed, changes reported with prev', () => {

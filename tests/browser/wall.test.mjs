@@ -423,6 +423,10 @@ test('server killed and restarted on the same port: reconnecting, then live and 
   await page.waitForSelector('tr[data-code="btc"].flash.down');
 });
 
+test('every checksum of the real server verified, across resumes and the restart', async () => {
+  assert.equal(await page.evaluate(() => document.body.dataset.checksumMismatches), '0');
+});
+
 test('DEMO DATA is shown when the source is the demo', async () => {
   const demo = await startRatecast({ port: await freePort(), demo: true });
   try {

@@ -59,7 +59,7 @@ let linkState = 'connecting';
 const connection = new Connection({
   // The quote must be streamed too, even when it is not a tile; BTC is the per-BTC divisor.
   symbols: symbols.length ? [...new Set([...symbols, quote, 'btc'])] : [],
-  since: () => state.seq,
+  resume: () => state.resumePoint(),
   onFrame,
   onState(next) {
     linkState = next;
@@ -72,19 +72,27 @@ function onFrame(frame) {
   switch (frame.type) {
     case 'snapshot':
       show(state.applySnapshot(frame));
+      // Shown even when wrong: the fresh snapshot then redraws exactly what differs.
+      if (!state.verify(frame)) connection.restart();
       break;
     case 'delta': {
       // Filtered streams skip seqs by design; only the full feed can detect a gap.
       const changes = state.applyDelta(frame, { contiguous: symbols.length === 0 });
       if (changes === 'gap') connection.resync();
-      else if (changes) show(changes);
+      else if (changes) {
+        show(changes);
+        // The copy is not the server's: start again from a snapshot, not from this seq.
+        if (!state.verify(frame)) connection.restart();
+      }
       break;
     }
     case 'heartbeat': {
       state.applyHeartbeat(frame);
-      // Behind on the full feed, or a seq that went backwards (a restarted server): resync.
+      // Behind on the full feed, a seq that went backwards (a restarted server) or another
+      // epoch (the server's stream started again): resync.
       const behind = symbols.length === 0 && frame.seq > state.seq;
-      if (state.seq !== null && (behind || frame.seq < state.seq)) connection.resync();
+      const otherEpoch = frame.epoch !== undefined && frame.epoch !== state.epoch;
+      if (state.seq !== null && (behind || frame.seq < state.seq || otherEpoch)) connection.resync();
       break;
     }
     case 'status':
@@ -201,6 +209,8 @@ async function fetchHistories() {
 function updateStatus() {
   const status = describeStatus(state, linkState, Date.now());
   document.body.dataset.status = status.state;
+  // For whoever debugs a wall: how often this page's copy disagreed with the server's checksum.
+  document.body.dataset.checksumMismatches = state.checksumMismatches;
   document.body.classList.toggle('no-data', !state.hasData);
   renderStatus(statusNodes, status, state.source === 'demo');
   if (wall) renderFreshness(freshnessNodes, status);

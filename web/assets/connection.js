@@ -1,5 +1,5 @@
 // The WebSocket to /ws: reconnects forever with exponential backoff and jitter, resumes with
-// ?since= so no delta is missed, and watches heartbeats to tell a dead link from a quiet feed.
+// ?since=&epoch= so no delta is missed, and watches heartbeats to tell a dead link from a quiet feed.
 
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
@@ -13,13 +13,14 @@ export class Connection {
   /**
    * @param {object} options
    * @param {string[]} options.symbols codes to subscribe to; empty for the full feed
-   * @param {() => number|null} options.since the last seq applied, for resuming
+   * @param {() => {seq: number, epoch: string|null}|null} options.resume the last seq applied
+   *   and its epoch, for resuming; null for a fresh snapshot
    * @param {(frame: object) => void} options.onFrame every parsed frame
    * @param {(state: 'connecting'|'live'|'reconnecting'|'silent') => void} options.onState the
    *   link only ('live' = open and heard from); whether there is data is the state's business
    */
-  constructor({ symbols, since, onFrame, onState }) {
-    Object.assign(this, { symbols, since, onFrame, onState });
+  constructor({ symbols, resume, onFrame, onState }) {
+    Object.assign(this, { symbols, resume, onFrame, onState });
     this.attempt = 0;
     this.heartbeatMs = DEFAULT_HEARTBEAT_MS;
     this.lastHeartbeat = null;
@@ -38,11 +39,21 @@ export class Connection {
     this.#send({ op: 'subscribe', symbols: this.symbols.length ? this.symbols : null });
   }
 
+  /** Drops the socket and connects again, resuming from wherever `resume` then says (after a
+   * checksum mismatch: nowhere, so the server sends a fresh snapshot). */
+  restart() {
+    if (this.socket) this.#drop(this.socket);
+  }
+
   #url() {
     const url = new URL('/ws', location.href);
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const since = this.since();
-    if (since !== null) url.searchParams.set('since', since);
+    const resume = this.resume();
+    if (resume !== null) {
+      url.searchParams.set('since', resume.seq);
+      // Without it the server cannot tell the seq is its own, and sends a snapshot.
+      if (resume.epoch !== null) url.searchParams.set('epoch', resume.epoch);
+    }
     if (this.symbols.length) url.searchParams.set('symbols', this.symbols.join(','));
     return url;
   }

@@ -1,5 +1,6 @@
-// The client's copy of the feed: rates by code, seq, source, staleness and per-code history.
-// Pure data, no DOM and no network, so the rules about seq and resyncs live in one place.
+// The client's copy of the feed: rates by code, seq, epoch, source, staleness and per-code
+// history, and the checksum that proves the copy is the server's. Pure data, no DOM and no
+// network, so the rules about seq, epochs and resyncs live in one place.
 
 const HISTORY_SPAN_MS = 24 * 3600 * 1000; // what /api/v1/history keeps
 // A sparkline is a few hundred pixels wide: more points than this add nothing to see, and a
@@ -8,6 +9,51 @@ const HISTORY_MAX_POINTS = 720;
 
 // A delta younger than this (server clock) counts as the server's word that the data is current.
 const FRESH_DELTA_MS = 5000;
+
+// CRC-32 as zlib, gzip and PNG compute it (IEEE 802.3, reflected polynomial 0xEDB88320).
+const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c;
+});
+
+/** CRC-32 of `bytes` (a Uint8Array), as an unsigned 32-bit number. */
+export function crc32(bytes) {
+  let c = 0xffffffff;
+  for (const byte of bytes) c = CRC_TABLE[(c ^ byte) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+const utf8 = new TextEncoder();
+const bits = new DataView(new ArrayBuffer(8));
+
+/** The 16 lower-case hex digits of a value's IEEE-754 binary64 bits, big-endian (Rust's `f64::to_bits`). */
+function valueBits(value) {
+  bits.setFloat64(0, value);
+  return bits.getBigUint64(0).toString(16).padStart(16, '0');
+}
+
+/** Byte order of two UTF-8 strings (JS's own string order compares UTF-16 units, which differs
+ * from it past U+FFFF). */
+function byteOrder(a, b) {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+/**
+ * The checksum the server puts in every snapshot and delta (docs/protocol.md, *Checksum*):
+ * CRC-32 of the UTF-8 lines `code\tname\tunit\ttype\t<value bits>\n`, one per unit in ascending
+ * byte order of code; 0 for an empty table.
+ * @param {Map<string, {name: string, unit: string, value: number, type: string}>} rates
+ */
+export function tableChecksum(rates) {
+  const lines = [...rates].map(([code, { name, unit, type, value }]) => ({
+    code: utf8.encode(code),
+    line: `${code}\t${name}\t${unit}\t${type}\t${valueBits(value)}\n`,
+  }));
+  lines.sort((a, b) => byteOrder(a.code, b.code));
+  return crc32(utf8.encode(lines.map(({ line }) => line).join('')));
+}
 
 /** What one frame changed: code -> previous BTC value (null when the code is new), and removals. */
 function emptyChanges() {
@@ -19,6 +65,13 @@ export class RateState {
     /** code -> {name, unit, value, type}; value is "how many of this unit one BTC buys". */
     this.rates = new Map();
     this.seq = null;
+    /** The stream's epoch (opaque): `seq` compares only within it. */
+    this.epoch = null;
+    /** Frames whose checksum disagreed with this copy, since the page was opened. */
+    this.checksumMismatches = 0;
+    /** True from a mismatch until the next snapshot: the copy is known wrong, so a reconnect
+     * must not resume from it. */
+    this.diverged = false;
     this.source = null;
     this.stale = false;
     this.upstream = null;
@@ -45,6 +98,8 @@ export class RateState {
     }
     for (const [code, rate] of Object.entries(frame.rates)) this.#put(code, rate, frame.ts, changes);
     this.seq = frame.seq;
+    this.epoch = frame.epoch ?? null;
+    this.diverged = false;
     this.#setSource(frame);
     this.#checked(frame);
     // A snapshot's ts is when its data was published, stale or not (the server keeps it).
@@ -54,9 +109,11 @@ export class RateState {
 
   /**
    * Applies one delta. Returns null for a delta already applied (a resume may replay it) and
-   * 'gap' when a full feed skipped a seq, in which case nothing is applied and a resync is due.
+   * 'gap' when a full feed skipped a seq or the delta is of another epoch (its seq says nothing
+   * of ours), in which case nothing is applied and a resync is due.
    */
   applyDelta(frame, { contiguous }) {
+    if (this.epoch !== null && frame.epoch !== undefined && frame.epoch !== this.epoch) return 'gap';
     if (this.seq !== null && frame.seq <= this.seq) return null;
     if (contiguous && this.seq !== null && frame.seq !== this.seq + 1) return 'gap';
     const changes = emptyChanges();
@@ -70,6 +127,24 @@ export class RateState {
     // delta of a resume is old and proves nothing.)
     if (Date.now() - this.clockOffset - frame.ts < FRESH_DELTA_MS) this.stale = false;
     return changes;
+  }
+
+  /**
+   * Checks the copy against the checksum a snapshot or delta carries, once it is applied (frames
+   * without one pass: older servers, the earlier frames of a filtered replay). False on a
+   * mismatch, which is counted; the copy then stays diverged until the next snapshot.
+   */
+  verify(frame) {
+    if (!Number.isInteger(frame.checksum) || tableChecksum(this.rates) === frame.checksum) return true;
+    this.checksumMismatches += 1;
+    this.diverged = true;
+    return false;
+  }
+
+  /** Where a reconnect resumes ({seq, epoch}), or null for a fresh snapshot: no data yet, or a
+   * copy the checksum proved wrong. */
+  resumePoint() {
+    return this.seq === null || this.diverged ? null : { seq: this.seq, epoch: this.epoch };
   }
 
   /** Status frames say what the upstream is doing; their optional fields (reason, checked_at,

@@ -9,4 +9,5 @@
 
 pub mod healthcheck;
 pub mod loadtest;
+pub mod table;
 pub mod watch;

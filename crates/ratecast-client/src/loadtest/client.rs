@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ratecast_protocol::frames::Delta;
 use ratecast_protocol::{FrameHead, FrameKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
@@ -20,6 +21,7 @@ use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_acc
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Shared;
+use crate::table::{Check, DeltaBody, SnapshotBody, Table};
 use ratecast_protocol::backoff::backoff;
 
 /// Reconnect delays with `--reconnect`: quick at first (a rolling restart takes seconds), jittered
@@ -46,6 +48,8 @@ pub(crate) struct Target {
     pub full_feed: bool,
     /// When a connection ends, connect again with `since=` the last seq seen.
     pub reconnect: bool,
+    /// Fold every snapshot and delta into a table per subscriber and check its `checksum`.
+    pub verify: bool,
     pub connect_timeout: Duration,
     /// Offer permessage-deflate (RFC 7692) with no context takeover either way; compressed
     /// frames are then inflated (see [`inflate`]).
@@ -127,6 +131,8 @@ pub(crate) async fn subscriber(
         inflated: Vec::new(),
         feed: Feed {
             last_seq: None,
+            epoch: None,
+            table: None,
             resumed: false,
             shard,
             target,
@@ -154,14 +160,19 @@ pub(crate) async fn subscriber(
         if !feed.target.reconnect {
             return;
         }
-        // Back again with `since=` the last seq seen: the server replays what was missed, or
-        // (when it cannot) sends a snapshot, whose jump is counted as missed deltas.
+        // Back again with `since=` the last seq seen and its epoch: the server replays what was
+        // missed, or (when it cannot) sends a snapshot, whose jump is counted as missed deltas.
         let (stream, leftover, deflate) = loop {
             attempt += 1;
             let wait = backoff(RECONNECT_FIRST, RECONNECT_MAX, attempt, &mut rand::rng());
-            let (since, target) = (conn.feed.last_seq, conn.feed.target.clone());
+            let feed = &conn.feed;
+            let since = feed.last_seq.map(|seq| Resume {
+                seq,
+                epoch: feed.epoch.clone(),
+            });
+            let target = feed.target.clone();
             let connected = tokio::select! {
-                _ = stop.cancelled() => return conn.feed.shared.final_seq(since),
+                _ = stop.cancelled() => return feed.shared.final_seq(feed.last_seq),
                 _ = tokio::time::sleep(wait) => {
                     tokio::time::timeout(target.connect_timeout, connect(&target, id, since)).await
                 }
@@ -200,6 +211,11 @@ struct Connection {
 /// where it reports.
 struct Feed {
     last_seq: Option<u64>,
+    /// The epoch of the last snapshot: `last_seq` means something only within it.
+    epoch: Option<String>,
+    /// With `verify`: the table the frames built, `None` until a snapshot and from a gap or
+    /// a mismatch until the next one (each divergence is counted once).
+    table: Option<Table>,
     /// This connection resumed an earlier one: its first snapshot is not a resync but the
     /// server saying it could not replay.
     resumed: bool,
@@ -396,21 +412,7 @@ impl Feed {
             return;
         };
         match (head.kind, head.seq) {
-            (FrameKind::Snapshot, Some(seq)) => {
-                c.snapshots.fetch_add(1, Relaxed);
-                match self.last_seq {
-                    Some(last) if std::mem::take(&mut self.resumed) => {
-                        c.reconnect_snapshots.fetch_add(1, Relaxed);
-                        c.missed_on_reconnect
-                            .fetch_add(seq.saturating_sub(last), Relaxed);
-                    }
-                    Some(_) => {
-                        c.resyncs.fetch_add(1, Relaxed);
-                    }
-                    None => {}
-                }
-                self.last_seq = Some(seq);
-            }
+            (FrameKind::Snapshot, Some(seq)) => self.on_snapshot(seq, bytes),
             (FrameKind::Delta, Some(seq)) => {
                 // A replay: the resume worked.
                 self.resumed = false;
@@ -429,9 +431,17 @@ impl Feed {
                     if seq > last + 1 {
                         c.gap_events.fetch_add(1, Relaxed);
                         c.missing_seqs.fetch_add(seq - last - 1, Relaxed);
+                        // The table lacks the skipped deltas: the gap is counted, not a
+                        // mismatch on top of it.
+                        self.table = None;
                     } else if seq <= last {
                         c.out_of_order.fetch_add(1, Relaxed);
                     }
+                }
+                // A delta already applied (a replay overlapping what was held) is not folded
+                // again: a late one would roll the table back.
+                if self.last_seq.is_none_or(|last| seq > last) {
+                    self.fold(bytes);
                 }
                 self.last_seq = Some(self.last_seq.map_or(seq, |last| last.max(seq)));
             }
@@ -443,6 +453,109 @@ impl Feed {
             }
         }
     }
+}
+
+impl Feed {
+    /// A snapshot after the first one of the run: the server could not resume (after a
+    /// reconnect) or gave up streaming to this connection (a resync). Either way the seqs it
+    /// jumps over were never seen, and are counted missed; a snapshot of another epoch cannot
+    /// say how many, and is counted as an epoch change instead.
+    fn on_snapshot(&mut self, seq: u64, bytes: &[u8]) {
+        let c = &self.shared.c;
+        c.snapshots.fetch_add(1, Relaxed);
+        // The rates only when they are checked; the epoch always (skipping the rest is cheaper).
+        let (epoch, body) = if self.target.verify {
+            match serde_json::from_slice::<SnapshotBody>(bytes) {
+                Ok(body) => (body.epoch.clone(), Some(body)),
+                Err(_) => (None, None),
+            }
+        } else {
+            let epoch = serde_json::from_slice::<EpochOf>(bytes).ok();
+            (epoch.and_then(|e| e.epoch), None)
+        };
+        if let Some(last) = self.last_seq {
+            let resumed = std::mem::take(&mut self.resumed);
+            if resumed {
+                c.reconnect_snapshots.fetch_add(1, Relaxed);
+            } else {
+                c.resyncs.fetch_add(1, Relaxed);
+            }
+            if epoch != self.epoch {
+                c.epoch_changes.fetch_add(1, Relaxed);
+            } else {
+                let skipped = seq.saturating_sub(last);
+                if resumed {
+                    c.missed_on_reconnect.fetch_add(skipped, Relaxed);
+                }
+                // On a filtered feed seqs jump by design: only the full feed knows what it missed.
+                if self.target.full_feed {
+                    c.missing_seqs.fetch_add(skipped, Relaxed);
+                }
+            }
+        }
+        self.epoch = epoch;
+        self.last_seq = Some(seq);
+        self.table = None;
+        if let Some(body) = body {
+            let mut table = Table::default();
+            if self.checked(table.replace(body.rates, body.checksum)) {
+                self.table = Some(table);
+            }
+        }
+    }
+
+    /// With `verify`: folds a delta into the table and checks the checksum it carries.
+    fn fold(&mut self, bytes: &[u8]) {
+        let Some(table) = &mut self.table else {
+            return;
+        };
+        let check = match serde_json::from_slice::<DeltaBody>(bytes) {
+            // A delta of another epoch without a snapshot before it: the table says nothing
+            // about its seqs any more.
+            Ok(delta) if delta.epoch != self.epoch => {
+                self.shared.c.epoch_changes.fetch_add(1, Relaxed);
+                self.table = None;
+                return;
+            }
+            Ok(delta) => table.fold(&Delta::from(delta)),
+            Err(_) => {
+                self.table = None;
+                return;
+            }
+        };
+        if !self.checked(check) {
+            self.table = None;
+        }
+    }
+
+    /// Counts the check; false on a mismatch.
+    fn checked(&self, check: Check) -> bool {
+        let c = &self.shared.c;
+        match check {
+            Check::Verified => {
+                c.checksums_verified.fetch_add(1, Relaxed);
+            }
+            Check::Unchecked => {}
+            Check::Mismatch { .. } => {
+                c.checksum_mismatches.fetch_add(1, Relaxed);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Just the epoch of a frame, when the rest of it is not needed.
+#[derive(serde::Deserialize)]
+struct EpochOf {
+    #[serde(default)]
+    epoch: Option<String>,
+}
+
+/// Where a reconnect resumes: the last seq seen and the epoch it belongs to.
+pub(crate) struct Resume {
+    pub seq: u64,
+    pub epoch: Option<String>,
 }
 
 fn now_micros() -> u64 {
@@ -535,7 +648,7 @@ fn enable_rx_timestamps(_stream: &TcpStream) -> io::Result<()> {
 async fn connect(
     target: &Target,
     id: usize,
-    since: Option<u64>,
+    since: Option<Resume>,
 ) -> Result<(TcpStream, Vec<u8>, bool), String> {
     connect_with(target, id, since, None, target.deflate).await
 }
@@ -545,7 +658,7 @@ async fn connect(
 pub(crate) async fn connect_with(
     target: &Target,
     id: usize,
-    since: Option<u64>,
+    since: Option<Resume>,
     recv_buffer: Option<u32>,
     offer_deflate: bool,
 ) -> Result<(TcpStream, Vec<u8>, bool), String> {
@@ -575,8 +688,16 @@ pub(crate) async fn connect_with(
 
     let key = generate_key();
     let path = match since {
-        Some(seq) if target.path.contains('?') => format!("{}&since={seq}", target.path),
-        Some(seq) => format!("{}?since={seq}", target.path),
+        Some(resume) => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("since", &resume.seq.to_string());
+            // Without the epoch the server cannot tell the seq is its own: it sends a snapshot.
+            if let Some(epoch) = &resume.epoch {
+                query.append_pair("epoch", epoch);
+            }
+            let join = if target.path.contains('?') { '&' } else { '?' };
+            format!("{}{join}{}", target.path, query.finish())
+        }
         None => target.path.clone(),
     };
     let offer = if offer_deflate {

@@ -79,10 +79,16 @@ pub struct LoadtestArgs {
     #[arg(long, env = "RATECAST_LOADTEST_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 
-    /// When a connection ends, connect again with `since=` the last seq seen (as the page does)
-    /// and count the deltas missed across the gap: for rolling restarts and failovers.
+    /// When a connection ends, connect again with `since=` the last seq seen and its `epoch=`
+    /// (as the page does) and count the deltas missed across the gap: for rolling restarts and
+    /// failovers.
     #[arg(long, env = "RATECAST_LOADTEST_RECONNECT")]
     pub reconnect: bool,
+
+    /// Do not fold each subscriber's frames into a table nor check their `checksum`: for pure
+    /// throughput runs, where the check's parse and CRC per frame would load the generator.
+    #[arg(long, env = "RATECAST_LOADTEST_NO_VERIFY")]
+    pub no_verify: bool,
 
     /// Extra clients that flood pings and commands as fast as they can (reconnecting whenever
     /// the server closes them) beside the subscribers: one client must only slow itself.
@@ -159,12 +165,24 @@ pub struct Summary {
     pub heartbeats: u64,
     pub other_frames: u64,
     pub unparsable_frames: u64,
-    /// Deltas that skipped ahead, the seqs they skipped, and deltas that went backwards
-    /// (full-feed connections only).
+    /// Deltas that skipped ahead; the seqs never received as a delta (those gaps, plus the
+    /// seqs resync and reconnect snapshots jumped over, within an epoch); deltas that went
+    /// backwards (full-feed connections only).
     pub seq_gap_events: u64,
     pub missing_seqs: u64,
     pub out_of_order: u64,
+    /// Snapshots on a live connection: the server stopped streaming to it (it lagged).
     pub resyncs: u64,
+    /// Subscribers moved to another epoch (a restarted standalone server, a cluster that lost
+    /// writes): their seqs before say nothing of what they missed.
+    pub epoch_changes: u64,
+    /// Snapshots and deltas whose `checksum` agreed, and disagreed, with the subscriber's
+    /// folded table (both 0 with `--no-verify`): a 0 mismatches means something only beside a
+    /// count of frames verified.
+    pub checksums_verified: u64,
+    pub checksum_mismatches: u64,
+    /// Whether checksums were checked (not with `--no-verify`).
+    pub verified: bool,
     /// With `--reconnect`: connections made again, resumes answered with a snapshot instead of
     /// a replay, the seqs those snapshots skipped, and failed reconnect attempts by reason.
     pub reconnects: u64,
@@ -198,6 +216,7 @@ pub struct Loadtest {
     threads: Vec<std::thread::JoinHandle<()>>,
     url: String,
     clients: usize,
+    verified: bool,
     source_addrs: usize,
     nofile_limit: u64,
     started: Instant,
@@ -248,6 +267,7 @@ impl Loadtest {
             threads: handles,
             url: args.url.clone(),
             clients: args.clients,
+            verified: !args.no_verify,
             source_addrs,
             nofile_limit,
             started,
@@ -333,6 +353,10 @@ impl Loadtest {
             missing_seqs: c.missing_seqs.load(Relaxed),
             out_of_order: c.out_of_order.load(Relaxed),
             resyncs: c.resyncs.load(Relaxed),
+            epoch_changes: c.epoch_changes.load(Relaxed),
+            checksums_verified: c.checksums_verified.load(Relaxed),
+            checksum_mismatches: c.checksum_mismatches.load(Relaxed),
+            verified: self.verified,
             reconnects: c.reconnects.load(Relaxed),
             reconnect_snapshots: c.reconnect_snapshots.load(Relaxed),
             missed_on_reconnect: c.missed_on_reconnect.load(Relaxed),
@@ -388,6 +412,7 @@ async fn resolve(args: &LoadtestArgs) -> anyhow::Result<Arc<Target>> {
         sources: source_addrs(addr.ip(), args.clients, args.source_addrs),
         full_feed: args.symbols.is_none(),
         reconnect: args.reconnect,
+        verify: !args.no_verify,
         connect_timeout: args.connect_timeout,
         deflate: !args.no_deflate,
     }))
@@ -680,9 +705,20 @@ fn table(s: &Summary) -> String {
         (
             "seq",
             format!(
-                "{} gaps ({} missing), {} out of order, {} resyncs",
-                s.seq_gap_events, s.missing_seqs, s.out_of_order, s.resyncs
+                "{} gaps, {} missing, {} out of order, {} resyncs, {} epoch changes",
+                s.seq_gap_events, s.missing_seqs, s.out_of_order, s.resyncs, s.epoch_changes
             ),
+        ),
+        (
+            "checksums",
+            if s.verified {
+                format!(
+                    "{} verified, {} mismatches",
+                    s.checksums_verified, s.checksum_mismatches
+                )
+            } else {
+                "not checked (--no-verify)".to_owned()
+            },
         ),
         (
             "reconnects",

@@ -31,13 +31,21 @@ pub(crate) struct Counters {
     pub other_frames: AtomicU64,
     /// Text frames that are not JSON objects with a string `type`.
     pub unparsable: AtomicU64,
-    /// Deltas whose `seq` skipped ahead, and how many seqs they skipped in total.
+    /// Deltas whose `seq` skipped ahead, and how many seqs were never received as a delta
+    /// within an epoch: those gaps plus the jumps of resync and reconnect snapshots.
     pub gap_events: AtomicU64,
     pub missing_seqs: AtomicU64,
     /// Deltas whose `seq` did not advance (duplicate or reordered).
     pub out_of_order: AtomicU64,
-    /// Snapshots after the first one on a connection.
+    /// Snapshots after the first one on a live connection (the server gave up streaming to it).
     pub resyncs: AtomicU64,
+    /// Snapshots (or deltas) of another epoch than the subscriber's: how many seqs it missed
+    /// cannot be told.
+    pub epoch_changes: AtomicU64,
+    /// Snapshots and deltas whose `checksum` agrees / disagrees with the table the subscriber
+    /// folded (frames without one, or after a gap until the next snapshot, are in neither).
+    pub checksums_verified: AtomicU64,
+    pub checksum_mismatches: AtomicU64,
     /// With `--reconnect`: connections made again after one ended, resumes the server answered
     /// with a snapshot instead of a replay, and the seqs those snapshots skipped.
     pub reconnects: AtomicU64,

@@ -50,6 +50,8 @@ pub(crate) struct Board {
     upstream: Option<UpstreamState>,
     pub link: Link,
     last_error: Option<String>,
+    /// Frames whose checksum disagreed with the table (each one made `watch` start afresh).
+    pub checksum_mismatches: u64,
 }
 
 impl Board {
@@ -66,6 +68,7 @@ impl Board {
             upstream: None,
             link: Link::Connecting,
             last_error: None,
+            checksum_mismatches: 0,
         }
     }
 
@@ -259,6 +262,9 @@ impl Board {
                 UpstreamStatus::Down => "down",
             };
             parts.push(format!("upstream {status}"));
+        }
+        if self.checksum_mismatches > 0 {
+            parts.push(format!("checksum mismatches {}", self.checksum_mismatches));
         }
         if let Some(error) = &self.last_error {
             parts.push(format!("server said: {error}"));

@@ -1,7 +1,10 @@
 //! `ratecast watch`: the live table in a terminal, or NDJSON for scripts (`--json`).
 //!
-//! Like the page, it resumes with `?since=<last seq>` after a drop, so a reconnect replays what
-//! was missed instead of silently skipping it; on a full feed a `seq` jump forces such a resume.
+//! Like the page, it resumes with `?since=<last seq>&epoch=<its epoch>` after a drop, so a
+//! reconnect replays what was missed instead of silently skipping it; on a full feed a `seq` jump
+//! forces such a resume. It folds every snapshot and delta into its own table and checks the
+//! `checksum` they carry: on a mismatch its table is wrong, so it reconnects *without* `since`
+//! for a fresh snapshot, and counts it (status line; on stderr with `--json`).
 
 mod board;
 
@@ -14,6 +17,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
+use crate::table::{Check, Table};
 use board::{Board, Link};
 use ratecast_protocol::ServerFrame;
 use ratecast_protocol::backoff::backoff;
@@ -131,13 +135,15 @@ pub async fn run(
 
     let mut feed = Feed {
         since: None,
+        table: Table::default(),
+        mismatches: 0,
         frames: 0,
         full_feed: wanted.is_empty(),
     };
     let mut attempt = 0u32;
     let mut connected_once = false;
     loop {
-        let request = request_url(&url, &wanted, feed.since);
+        let request = request_url(&url, &wanted, feed.since.as_ref());
         let connect =
             tokio_tungstenite::connect_async_tls_with_config(request.as_str(), None, true, None);
         let result = tokio::select! {
@@ -190,11 +196,23 @@ enum End {
     Lost(String),
 }
 
-/// What survives reconnects: the resume point and the frame count.
+/// What survives reconnects: the resume point, the folded table and the counts.
 struct Feed {
-    since: Option<u64>,
+    /// The last seq applied and its epoch; `None` after a checksum mismatch, so that the next
+    /// connection starts from a snapshot.
+    since: Option<Resume>,
+    table: Table,
+    /// Checksum mismatches so far (each one cost a fresh snapshot).
+    mismatches: u64,
     frames: u64,
     full_feed: bool,
+}
+
+/// Where a reconnect resumes.
+struct Resume {
+    seq: u64,
+    /// Empty from servers older than epochs (they resume on `since` alone).
+    epoch: String,
 }
 
 type Ws =
@@ -243,27 +261,54 @@ impl Feed {
             deadline = Instant::now() + args.idle_timeout;
             // Unknown frame types (other servers, newer versions) are passed through, not fatal.
             let frame = serde_json::from_str::<ServerFrame>(&text).ok();
-            let seq = match &frame {
-                Some(ServerFrame::Snapshot(s)) => Some(s.seq),
+            let (resume, check) = match &frame {
+                Some(ServerFrame::Snapshot(s)) => (
+                    Some((s.seq, &s.epoch)),
+                    self.table.replace(s.rates.clone(), s.checksum),
+                ),
                 Some(ServerFrame::Delta(d)) => {
-                    match self.since {
+                    match &self.since {
                         // Already seen (a replay overlapping what we had): skip it.
-                        Some(last) if d.seq <= last => continue,
-                        Some(last) if self.full_feed && d.seq != last + 1 => {
+                        Some(last) if d.epoch == last.epoch && d.seq <= last.seq => continue,
+                        Some(last) if self.full_feed && d.seq != last.seq + 1 => {
                             return Ok(End::Lost(format!(
-                                "seq jumped from {last} to {}; resuming",
-                                d.seq
+                                "seq jumped from {} to {}; resuming",
+                                last.seq, d.seq
                             )));
                         }
-                        _ => Some(d.seq),
+                        // The server sends a snapshot when its epoch changes; a delta of another
+                        // epoch cannot follow what we hold.
+                        Some(last) if d.epoch != last.epoch => {
+                            return Ok(End::Lost(format!(
+                                "epoch changed from {:?} to {:?}; resuming",
+                                last.epoch, d.epoch
+                            )));
+                        }
+                        _ => (Some((d.seq, &d.epoch)), self.table.fold(d)),
                     }
                 }
-                _ => None,
+                _ => (None, Check::Unchecked),
             };
+            if let Check::Mismatch { carried, folded } = check {
+                self.mismatches += 1;
+                self.since = None;
+                sink.mismatches(self.mismatches);
+                return Ok(End::Lost(format!(
+                    "checksum mismatch at seq {} (frame {carried:#010x}, table {folded:#010x}; {} so far); a fresh snapshot",
+                    resume.map_or(0, |(seq, _)| seq),
+                    self.mismatches
+                )));
+            }
+            let resume = resume.map(|(seq, epoch)| Resume {
+                seq,
+                epoch: epoch.clone(),
+            });
             if !sink.frame(&text, frame)? {
                 return Ok(End::Done); // stdout closed (`| head -1`)
             }
-            self.since = seq.or(self.since);
+            if resume.is_some() {
+                self.since = resume;
+            }
             self.frames += 1;
             if args.max_frames > 0 && self.frames >= args.max_frames {
                 break;
@@ -325,6 +370,13 @@ impl Sink {
                 board.link = link;
                 board.draw(&mut io::stdout().lock())
             }
+        }
+    }
+
+    /// The count of checksum mismatches, for the status line (`--json` says it on stderr).
+    fn mismatches(&mut self, count: u64) {
+        if let Sink::Table(board, _) = self {
+            board.checksum_mismatches = count;
         }
     }
 
@@ -393,11 +445,11 @@ impl Drop for Terminal {
     }
 }
 
-fn request_url(url: &url::Url, symbols: &[String], since: Option<u64>) -> url::Url {
+fn request_url(url: &url::Url, symbols: &[String], since: Option<&Resume>) -> url::Url {
     let mut url = url.clone();
     let kept: Vec<(String, String)> = url
         .query_pairs()
-        .filter(|(k, _)| k != "since" && k != "symbols")
+        .filter(|(k, _)| k != "since" && k != "epoch" && k != "symbols")
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     url.set_query(None);
@@ -407,7 +459,11 @@ fn request_url(url: &url::Url, symbols: &[String], since: Option<u64>) -> url::U
         pairs.append_pair("symbols", &symbols.join(","));
     }
     if let Some(since) = since {
-        pairs.append_pair("since", &since.to_string());
+        pairs.append_pair("since", &since.seq.to_string());
+        // Without it the server cannot tell the seq is its own, and sends a snapshot.
+        if !since.epoch.is_empty() {
+            pairs.append_pair("epoch", &since.epoch);
+        }
     }
     drop(pairs);
     if url.query() == Some("") {
@@ -444,15 +500,19 @@ mod tests {
 
     #[test]
     fn request_url_replaces_resume_and_filter() {
-        let base = url::Url::parse("ws://h:8080/ws?since=3&token=x").unwrap();
+        let base = url::Url::parse("ws://h:8080/ws?since=3&epoch=old&token=x").unwrap();
         assert_eq!(
             request_url(&base, &[], None).as_str(),
             "ws://h:8080/ws?token=x"
         );
-        let url = request_url(&base, &["usd".into(), "eth".into()], Some(42));
+        let resume = Resume {
+            seq: 42,
+            epoch: "g1 7".into(),
+        };
+        let url = request_url(&base, &["usd".into(), "eth".into()], Some(&resume));
         assert_eq!(
             url.as_str(),
-            "ws://h:8080/ws?token=x&symbols=usd%2Ceth&since=42"
+            "ws://h:8080/ws?token=x&symbols=usd%2Ceth&since=42&epoch=g1+7"
         );
         let plain = url::Url::parse("wss://h/ws").unwrap();
         assert_eq!(request_url(&plain, &[], None).as_str(), "wss://h/ws");
