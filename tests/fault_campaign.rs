@@ -318,21 +318,26 @@ async fn a_randomized_fault_campaign_never_shows_a_wrong_table() {
     }
     // Freeze the rates: every replica and client settles on one (epoch, seq, checksum).
     upstream.set(Reply::Json(fixture()));
+    let out = load.await.expect("joins");
+    stop.cancel();
+    sampler.await.expect("sampler");
+    // Settled: the same (epoch, seq, checksum) on every replica, twice a second apart.
     let mut converged = None;
-    for _ in 0..300 {
+    let mut last = None;
+    for _ in 0..60 {
         let mut heads = Vec::new();
         for &port in &ports {
             heads.push(head(&http, port).await);
         }
         if heads.iter().all(|h| h.is_some() && *h == heads[0]) {
-            converged = heads[0].clone();
-            break;
+            if last == heads[0] {
+                converged = heads[0].clone();
+                break;
+            }
+            last = heads[0].clone();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
-    let out = load.await.expect("joins");
-    stop.cancel();
-    sampler.await.expect("sampler");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
