@@ -92,7 +92,9 @@ impl Reader {
                         self.store
                             .set_backplane_fault(Some(err.kind()), SystemTime::now());
                     }
-                    if failures == 2 {
+                    if failures == 2 && matches!(err, ClusterError::Behind(_)) {
+                        warn!(error = %err, "cluster: the shared state is behind what this replica served; serving the last state, flagged stale, until a new epoch");
+                    } else if failures == 2 {
                         warn!(error = %err, kind = err.kind(), "cluster: Redis unreachable; serving the last state, flagged stale");
                     } else {
                         debug!(error = %err, kind = err.kind(), failures, "cluster: read failed");
