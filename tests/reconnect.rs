@@ -65,9 +65,6 @@ async fn a_loopback_run_spreads_under_a_default_servers_per_ip_caps() {
         "--duration",
         "1s",
         "--json",
-        // Connects are measured here, not the stream: checking 500 tables a frame in a debug
-        // build would only slow the ramp.
-        "--no-verify",
     ])
     .await;
     assert_eq!(code, Some(0), "{stderr}");
