@@ -308,7 +308,7 @@ reconnect_figures() {
 import json, sys
 s = json.load(open(sys.argv[1]))
 keys = ("clients", "connected", "reconnects", "reconnect_snapshots", "missed_on_reconnect",
-        "reconnect_failures", "missing_seqs", "out_of_order", "resyncs", "checksum_mismatches",
+        "reconnect_failures", "missing_seqs", "out_of_order", "resyncs", "epoch_changes", "checksum_mismatches",
         "final_seq_min", "final_seq_max", "deltas", "latency")
 print(json.dumps({k: s.get(k) for k in keys}))
 PY
@@ -327,6 +327,7 @@ problems = [k for k, ok in (
     ("0 missing seqs", f["missing_seqs"] == 0),
     # A snapshot on a live connection skips deltas too: none is explained by these drills.
     ("0 resyncs", f["resyncs"] == 0),
+    ("0 epoch changes", f["epoch_changes"] == 0),
     ("0 checksum mismatches (every table the server's)", f["checksum_mismatches"] == 0),
     ("0 out of order", f["out_of_order"] == 0),
     ("one final seq", f["final_seq_min"] is not None and f["final_seq_min"] == f["final_seq_max"]),

@@ -717,6 +717,41 @@ fn sigterm_closes_every_websocket_with_1001_and_exits_zero() -> Result<()> {
     Ok(())
 }
 
+/// A filtered replay ends with a frame that carries the checksum of the connection's codes, even
+/// when the newest deltas touch none of them (and are not sent).
+#[tokio::test]
+async fn a_filtered_replay_checks_its_table_on_the_last_frame_it_sends() -> Result<()> {
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let (seq, epoch) = (server.seq().await, server.epoch().await);
+    for (i, (code, value)) in [("usd", 1.0), ("usd", 2.0), ("gbp", 3.0)]
+        .into_iter()
+        .enumerate()
+    {
+        upstream.set_value(code, value);
+        wait_until(|| async { server.seq().await == seq + 1 + i as u64 }).await;
+    }
+    let mut ws = connect(&server, &format!("?since={seq}&epoch={epoch}&symbols=usd")).await;
+    let first = next_json(&mut ws).await?;
+    let last = next_json(&mut ws).await?;
+    assert_eq!(
+        (first["seq"].as_u64(), last["seq"].as_u64()),
+        (Some(seq + 1), Some(seq + 2))
+    );
+    assert!(first.get("checksum").is_none(), "{first}");
+    let rates: ratecast_protocol::Rates =
+        serde_json::from_value(server.get_json("/api/v1/rates").await.1["rates"].clone())?;
+    let usd = ["usd".to_string()].into();
+    assert_eq!(
+        last["checksum"].as_u64(),
+        Some(u64::from(ratecast_protocol::checksum::filtered_checksum(
+            &rates, &usd
+        ))),
+        "{last}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn since_and_symbols_together_replay_filtered_then_live_or_a_filtered_snapshot() -> Result<()>
 {

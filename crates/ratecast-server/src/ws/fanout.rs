@@ -369,12 +369,17 @@ impl Worker {
                     return;
                 };
                 let mut out = BytesMut::new();
-                let count = deltas.len();
+                // A filtered replay's checksums: only the view's table is known, and it is the
+                // table after the last delta this connection is sent (the later ones touch none
+                // of its codes): that frame carries it, the ones before carry none.
+                let filter = sub.filter.as_deref();
+                let last_sent = match filter {
+                    None => deltas.len().checked_sub(1),
+                    Some(filter) => deltas.iter().rposition(|d| touches(d, filter)),
+                };
                 for (i, delta) in deltas.iter().enumerate() {
-                    // A filtered replay's checksums: only the last frame's table is known
-                    // (the view's), so the frames before it carry none.
-                    let rates = (i + 1 == count).then_some(&view.rates);
-                    if let Some(frame) = delta_frame(delta, sub.filter.as_deref(), rates) {
+                    let rates = (Some(i) == last_sent).then_some(&view.rates);
+                    if let Some(frame) = delta_frame(delta, filter, rates) {
                         out.extend_from_slice(&frame);
                     }
                 }
@@ -603,6 +608,20 @@ impl Worker {
             self.finish(id, Ending::Dropped);
         }
     }
+}
+
+/// Whether `delta` changes or removes any of `filter`'s codes.
+fn touches(delta: &DeltaEvent, filter: &BTreeSet<String>) -> bool {
+    delta
+        .changes
+        .changed
+        .keys()
+        .any(|code| filter.contains(code))
+        || delta
+            .changes
+            .removed
+            .iter()
+            .any(|code| filter.contains(code))
 }
 
 /// The framed delta for a filter (`None`: the full feed's shared bytes are used instead), or
