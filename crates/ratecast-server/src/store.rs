@@ -166,6 +166,8 @@ struct Inner {
     epoch: Arc<str>,
     seq: u64,
     rates: Arc<Rates>,
+    /// [`table_checksum`] of `rates`, computed once whenever they change.
+    checksum: u32,
     upstream: UpstreamState,
     stale: bool,
     view: Option<Arc<View>>,
@@ -187,6 +189,7 @@ impl Store {
                 epoch: new_epoch(),
                 seq: initial_seq(),
                 rates: Arc::default(),
+                checksum: table_checksum(&Rates::new()),
                 upstream: UpstreamState::default(),
                 stale: false,
                 view: None,
@@ -218,8 +221,9 @@ impl Store {
         }
         let seq = inner.seq + 1;
         let ts = unix_ms(now);
-        let frame = delta_frame(&inner.epoch, seq, ts, &changes, table_checksum(&rates));
-        self.push_delta(&mut inner, rates, changes, seq, ts, frame, now);
+        let checksum = table_checksum(&rates);
+        let frame = delta_frame(&inner.epoch, seq, ts, &changes, checksum);
+        self.push_delta(&mut inner, (rates, checksum), changes, seq, ts, frame, now);
         Some(seq)
     }
 
@@ -263,7 +267,15 @@ impl Store {
                 theirs,
             });
         }
-        self.push_delta(&mut inner, rates, changes, delta.seq, delta.ts, frame, now);
+        self.push_delta(
+            &mut inner,
+            (rates, ours),
+            changes,
+            delta.seq,
+            delta.ts,
+            frame,
+            now,
+        );
         Ok(delta.seq)
     }
 
@@ -271,7 +283,7 @@ impl Store {
     fn push_delta(
         &self,
         inner: &mut Inner,
-        rates: Rates,
+        (rates, checksum): (Rates, u32),
         changes: Changes,
         seq: u64,
         ts: u64,
@@ -295,6 +307,7 @@ impl Store {
         inner.seq = seq;
         self.held.send_replace(Some((inner.epoch.clone(), seq)));
         inner.rates = rates;
+        inner.checksum = checksum;
         inner.stale = self.is_stale(inner, now);
         self.rebuild_view(inner, ts, now);
         // Sent under the write lock so that a subscriber's snapshot and its receiver agree.
@@ -376,10 +389,11 @@ impl Store {
         self.held
             .send_replace(Some((restore.epoch.clone(), restore.seq)));
         let rates = Arc::new(restore.rates);
+        let checksum = table_checksum(&rates);
         inner.rates = rates.clone();
+        inner.checksum = checksum;
         inner.stale = self.is_stale(&inner, now);
         self.rebuild_view(&mut inner, restore.ts, now);
-        let checksum = table_checksum(&rates);
         let event = Arc::new(DeltaEvent {
             frame: delta_frame(&restore.epoch, restore.seq, restore.ts, &changes, checksum),
             epoch: restore.epoch,
@@ -527,12 +541,7 @@ impl Store {
     }
 
     fn rebuild_view(&self, inner: &mut Inner, ts: u64, updated_at: SystemTime) {
-        // Only a new table needs a new checksum (the stale flag or the upstream state also
-        // rebuild the view).
-        let checksum = match &inner.view {
-            Some(view) if Arc::ptr_eq(&view.rates, &inner.rates) => view.checksum,
-            _ => table_checksum(&inner.rates),
-        };
+        let checksum = inner.checksum;
         let snapshot_frame = ServerFrame::Snapshot(protocol::Snapshot {
             epoch: inner.epoch.to_string(),
             seq: inner.seq,
