@@ -110,9 +110,19 @@ impl RedisServer {
             .expect("redis-server restarts from its dump");
     }
 
-    /// `SAVE`: the dump a later [`Self::restart_from_dump`] loads.
+    /// `SAVE`: the dump a later [`Self::restart_from_dump`] loads. Waits out a background save
+    /// (a primary forks one to sync a replica that just attached).
     pub fn save(&self) {
-        assert_eq!(self.command(&["SAVE"]).expect("SAVE"), "OK");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.command(&["SAVE"]) {
+                Ok(reply) => return assert_eq!(reply, "OK"),
+                Err(e) if e.to_string().contains("in progress") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("SAVE: {e:#}"),
+            }
+        }
     }
 
     /// `SHUTDOWN NOSAVE`: gone, with only what the last `SAVE` wrote.
