@@ -20,7 +20,9 @@
 //! - `FANOUT_NODE_PEER`: with the deflate runs, the same generator against a Node `ws` server
 //!   relaying the stream (benches/support/node, `npm ci` there first), raw and — up to this many
 //!   subscribers, default 1000 (ws keeps a zlib stream per connection) — with perMessageDeflate;
-//!   empty to skip (the smoke run skips it);
+//!   empty to skip (the smoke run skips it). The `deflate-json:` and `peer-json:` lines (stderr)
+//!   of a run go into `docs/presentation/bench/deflate.json` (its `runs`), which the slides read:
+//!   not `docs/presentation/data/`, which the e2e stage clears;
 //! - `FANOUT_SERVER`: the server binary to measure (default: this build's `ratecast`), so a
 //!   baseline build can be measured by the same harness in the same session.
 //!

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-DATA, IMG = HERE / "data", HERE / "img"
+DATA, IMG, BENCH = HERE / "data", HERE / "img", HERE / "bench"
 MEASURED = ROOT / "docs" / "measured"
 DASHBOARD = ROOT / "deploy" / "helm" / "ratecast" / "dashboards" / "ratecast.json"
 # The smallest text a chart may carry, in pixels of the 1920×1080 screen the deck is shown on
@@ -225,6 +225,59 @@ def plot_latency(rows, loadtest):
     save(fig, "latency")
 
 
+def peer_figures():
+    """bench/deflate.json (the fan-out bench's permessage-deflate runs, BENCHMARKS.md): the
+    quietest run that measured the Node `ws` peer beside ratecast, at the subscriber count where
+    both were run raw and compressed. Kept out of data/, which the e2e stage clears."""
+    path = BENCH / "deflate.json"
+    if not path.exists():
+        sys.exit("bench/deflate.json is missing: `FANOUT_DEFLATE=... cargo bench --bench fanout` "
+                 "prints its figures (BENCHMARKS.md, permessage-deflate)")
+    runs = [r for r in json.loads(path.read_text())["runs"]
+            if any(p["run"].endswith(", Node ws") for p in r["peers"])]
+    if not runs:
+        sys.exit("bench/deflate.json has no run with the Node ws peer")
+    run = min(runs, key=lambda r: max(x for p in r["peers"] for x in p["load_average"]))
+    # The subscriber count at which Node ws ran compressed too (ws keeps a zlib stream each).
+    subs = next(int(p["run"].split()[0]) for p in run["peers"] if p["run"].endswith("perMessageDeflate"))
+    node = {p["run"].split(", ", 2)[2]: p for p in run["peers"] if p["run"].startswith(f"{subs} subs,")}
+    if "Node ws" not in node or "Node ws perMessageDeflate" not in node:
+        sys.exit(f"bench/deflate.json run {run['run']}: the Node ws peer raw and compressed are both needed")
+    ours = next(r for r in run["ratecast"] if r["subscribers"] == subs)
+    return run, subs, ours, node
+
+
+def plot_peers(run, subs, ours, node, tung):
+    """ratecast beside the Node ws peer (same generator, same run) and the task-per-subscriber
+    tokio-tungstenite server (its own BENCHMARKS.md run): the server's task CPU per frame (the
+    figure all three have; the irq share is machine-wide) and RSS per subscriber."""
+    bars = [  # label, µs/frame, KiB/subscriber, colour, hatch
+        ("ratecast", ours["server_task_us_per_frame"]["raw"], ours["rss_per_subscriber_kib"]["raw"], "#2f6db3", None),
+        ("ratecast deflate", ours["server_task_us_per_frame"]["deflate"], ours["rss_per_subscriber_kib"]["deflate"], "#9cc0e8", None),
+        ("Node ws", node["Node ws"]["server_task_us_per_frame"], node["Node ws"]["rss_per_subscriber_kib"], "#d68910", None),
+        ("Node ws deflate", node["Node ws perMessageDeflate"]["server_task_us_per_frame"],
+         node["Node ws perMessageDeflate"]["rss_per_subscriber_kib"], "#f0b878", None),
+        ("tokio-tungstenite*", tung["task"], tung["idle_kib"], "#888888", "//"),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(12.8, 3.9), sharey=True)
+    for ax, k, title in ((axes[0], 1, "server task µs per frame"), (axes[1], 2, "KiB RSS per subscriber")):
+        ys = range(len(bars))
+        ax.barh(ys, [b[k] for b in bars], color=[b[3] for b in bars],
+                hatch=[b[4] or "" for b in bars], edgecolor="white")
+        ax.set_xscale("log")
+        top = max(b[k] for b in bars)
+        ax.set_xlim(1, top * 6)
+        for y, b in zip(ys, bars):
+            ax.text(b[k] * 1.1, y, f"{b[k]:.1f}", va="center", fontsize=17)
+        ax.set_title(title + ", log scale")
+        ax.set_yticks(list(ys), [b[0] for b in bars])
+        ax.invert_yaxis() if k == 1 else None
+        ax.set_xticks([], minor=False)
+        ax.set_xticks([], minor=True)
+        ax.spines["bottom"].set_visible(False)
+    save(fig, "peers")
+
+
 def plot_timeline():
     path, events_path = DATA / "rolling-restart-timeline.csv", DATA / "rolling-restart-events.csv"
     rows = list(csv.DictReader(path.open()))
@@ -373,6 +426,7 @@ def main():
     before_row = next(r for r in runs if r["commit"] == "3285130" and r["subs"] == 10000)
     before = {"commit": "3285130", "task": float(before_row["cells"][3])}
     before_idle = next(r for r in runs if r["commit"] == "3285130" and r["tick"] == "idle")
+    peer_run, peer_subs, ours, node = peer_figures()
     not_run = not_run_here()
     live, outage, slow, loadtest = load("live"), load("outage"), load("slow-clients"), load("loadtest")
     for name, figures in (("live", live), ("outage", outage), ("slow-clients", slow), ("loadtest", loadtest)):
@@ -384,6 +438,8 @@ def main():
     plot_cpu(rows, before, floor_sockets)
     idle_subs = plot_memory(runs)
     plot_latency(rows, loadtest)
+    plot_peers(peer_run, peer_subs, ours, node,
+               {"task": before["task"], "idle_kib": float(before_idle["cells"][-1])})
 
     verdicts, scale, cluster_date = cluster_figures()
     small, large = verdicts[min(verdicts)], verdicts[max(verdicts)]
@@ -412,6 +468,18 @@ def main():
         "cur_p50": f"{cur['latency']['p50']:.0f}", "idle_kib": idle["cells"][-1],
         "idle_subs": " and ".join(f"{n:,}" for n in idle_subs), "cur_load": f"{cur['load']}",
         "peer_task": f"{before['task']:.1f}", "peer_idle_kib": before_idle["cells"][-1],
+        "peer_task_subs": f"{before_row['subs']:,}",
+        "peer_idle_subs": f"{before_idle['subs']:,}", "peer_run": peer_run["run"],
+        "peer_subs": f"{peer_subs:,}", "peer_tick": ours["tick"],
+        "peer_load": "–".join(f"{x:.1f}" for x in (
+            min(ours["load_average"] + [x for p in node.values() for x in p["load_average"]]),
+            max(ours["load_average"] + [x for p in node.values() for x in p["load_average"]]))),
+        "peer_ours_us": f"{ours['server_task_us_per_frame']['raw']:.1f}",
+        "peer_ours_kib": f"{ours['rss_per_subscriber_kib']['raw']:.1f}",
+        "peer_node_us": f"{node['Node ws']['server_task_us_per_frame']:.1f}",
+        "peer_node_kib": f"{node['Node ws']['rss_per_subscriber_kib']:.1f}",
+        "peer_node_z_us": f"{node['Node ws perMessageDeflate']['server_task_us_per_frame']:.0f}",
+        "peer_node_z_kib": f"{node['Node ws perMessageDeflate']['rss_per_subscriber_kib']:.0f}",
         "v_one_process": one_process[0], "v_p99": p99_target[0], "v_cpu": cpu_target[0],
         "v_memory": memory_target[0],
         "image_mb": f"{image['bytes'] / 1e6:.1f}", "image_date": image["date"], "image_commit": image["commit"],
