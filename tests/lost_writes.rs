@@ -201,3 +201,33 @@ async fn a_black_holed_primary_then_healed_never_shows_a_wrong_table() -> Result
     );
     Ok(())
 }
+
+/// The long fault campaign's find (seed 7): a Redis replica that stopped replicating a
+/// generation ago is promoted. It brings back an *older generation* at a lower `seq`: a new
+/// epoch by its name, but one whose `seq`s were served long ago. No replica may go back to it.
+#[tokio::test]
+async fn a_promoted_replica_from_an_older_generation_never_takes_seq_back() -> Result<()> {
+    let mut primary = RedisServer::start();
+    let standby = RedisServer::start();
+    standby.replicate(&primary);
+    let proxy = Proxy::start(primary.addr()).await;
+    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+    let servers = replicas(&upstream, &proxy.url()).await;
+    let observers = observe(&servers);
+    let mut rates = Rates::new();
+    rates.steps(3, &upstream, &servers).await;
+    // The replica stops receiving, and the primary loses everything: a new generation follows.
+    standby.promote();
+    primary.restart();
+    rates.steps(3, &upstream, &servers).await;
+    let newer = epoch(&servers[0]).await;
+    proxy.black_hole();
+    proxy.switch_to(standby.addr());
+    rates.steps(3, &upstream, &servers).await;
+    observers.settle_and_check(Duration::from_secs(15)).await?;
+    ensure!(
+        epoch(&servers[0]).await != newer,
+        "the older generation's state did not start a new epoch"
+    );
+    Ok(())
+}

@@ -131,10 +131,10 @@ pub enum ApplyError {
 /// Why a whole state was not restored.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RestoreError {
-    /// The same epoch at a lower `seq` than served: the shared state lost writes this replica
-    /// already served. Serving it would take `seq` back and re-issue served `seq`s with other
-    /// content; the publisher starts a new epoch instead.
-    #[error("the shared state is at seq {got} of this epoch, behind the {held} already served")]
+    /// A lower `seq` than served (or the same of another epoch): the shared state lost writes
+    /// this replica already served. Serving it would take `seq` back and re-issue served `seq`s
+    /// with other content; the publisher starts a new epoch instead.
+    #[error("the shared state is at seq {got}, behind the {held} already served")]
     Behind { held: u64, got: u64 },
 }
 
@@ -321,12 +321,16 @@ impl Store {
     /// the fan-out, never replayed. The ring holds only the given deltas, so a `since=` from
     /// before is answered with a snapshot.
     ///
-    /// A state of the held epoch behind the held `seq` is refused ([`RestoreError::Behind`]):
-    /// `seq` never goes back within an epoch.
+    /// A state behind the held `seq` — of this epoch or another, or at the same `seq` of
+    /// another epoch — is refused ([`RestoreError::Behind`]): `seq` never goes back, and a new
+    /// epoch always starts above every `seq` served (the publisher's high-water mark).
     pub fn restore(&self, restore: Restore, now: SystemTime) -> Result<(), RestoreError> {
         let (same, changes) = {
             let inner = self.read();
-            if inner.view.is_some() && inner.epoch == restore.epoch && restore.seq < inner.seq {
+            if inner.view.is_some()
+                && (restore.seq < inner.seq
+                    || (restore.seq == inner.seq && inner.epoch != restore.epoch))
+            {
                 return Err(RestoreError::Behind {
                     held: inner.seq,
                     got: restore.seq,
@@ -915,10 +919,10 @@ mod tests {
         assert_eq!(store.view().unwrap().rates["usd"].value, 1.0);
     }
 
-    /// Within an epoch `seq` never goes back: an older state of the same epoch is refused, one
-    /// of a new epoch is taken and sent to every subscriber.
+    /// `seq` never goes back: an older state, of this epoch or another, is refused; a new epoch
+    /// above it is taken and sent to every subscriber.
     #[test]
-    fn an_older_state_of_the_same_epoch_is_refused() {
+    fn an_older_state_is_refused_whatever_its_epoch() {
         let store = store();
         let now = SystemTime::now();
         store.restore(restore(10, 1.0, vec![]), now).unwrap();
@@ -927,6 +931,18 @@ mod tests {
             Err(RestoreError::Behind { held: 10, got: 8 })
         );
         assert_eq!(store.seq(), 10);
+        // Nor may another epoch take `seq` back (a Redis replica promoted with a generation
+        // from before), or reuse the held one.
+        for seq in [8, 10] {
+            let older = Restore {
+                epoch: "g0".into(),
+                ..restore(seq, 2.0, vec![])
+            };
+            assert_eq!(
+                store.restore(older, now),
+                Err(RestoreError::Behind { held: 10, got: seq })
+            );
+        }
         let mut events = store.events();
         let new_epoch = Restore {
             epoch: "g2".into(),

@@ -103,10 +103,11 @@ struct Base {
     generation: String,
     seq: u64,
     rates: Rates,
-    /// The state read is behind this `seq` of its own generation, which this leader published
-    /// or its replica served: the shared state lost acknowledged writes (a failover to a
-    /// replica that had not received them, a restart from an older RDB/AOF). Building on it
-    /// would re-issue served `seq`s with other content, so the next publication starts a new
+    /// The state read is behind this `seq`, which this leader published or its replica served
+    /// (in this generation or a later one): the shared state lost acknowledged writes (a
+    /// failover to a replica that had not received them — or had stopped replicating a
+    /// generation ago —, a restart from an older RDB/AOF). Building on it would re-issue served
+    /// `seq`s with other content, or take `seq` back, so the next publication starts a new
     /// generation (epoch) above this mark instead.
     lost_writes_after: Option<u64>,
 }
@@ -162,7 +163,7 @@ pub(super) struct Publisher {
     /// Seeds a new generation's history and keeps `seq` above what this replica served.
     store: Arc<Store>,
     base: Option<Base>,
-    /// The newest generation and `seq` this publisher published: with what its replica
+    /// The highest `seq` this publisher published, with its generation: with what its replica
     /// served, the high-water mark a reloaded state must not be behind.
     published: Option<(String, u64)>,
 }
@@ -180,16 +181,22 @@ impl Publisher {
         }
     }
 
-    /// The highest `seq` of `generation` this leader published or its replica served.
-    fn high_water(&self, generation: &str) -> Option<u64> {
-        let published = self
-            .published
-            .as_ref()
-            .filter(|(g, _)| g == generation)
-            .map(|&(_, seq)| seq);
-        let (epoch, seq, _) = self.store.head();
-        let served = (self.store.view().is_some() && *epoch == *generation).then_some(seq);
-        published.max(served)
+    /// `Some(mark)` when a state at `seq` of `generation` is behind what this leader published
+    /// or its replica served, in any generation: a lower `seq`, or the same `seq` of another
+    /// generation. Generations count too: a Redis replica that stopped replicating a generation
+    /// ago and is then promoted brings back an older generation at a lower `seq`.
+    fn lost_writes(&self, generation: &str, seq: u64) -> Option<u64> {
+        let (epoch, held, _) = self.store.head();
+        let served = self
+            .store
+            .view()
+            .is_some()
+            .then(|| (epoch.to_string(), held));
+        let (mark_generation, mark) = [self.published.clone(), served]
+            .into_iter()
+            .flatten()
+            .max_by_key(|&(_, seq)| seq)?;
+        (mark > seq || (mark == seq && mark_generation != generation)).then_some(mark)
     }
 
     /// Reads the shared state's head and what to build on (when taking the lease, and after a
@@ -202,8 +209,7 @@ impl Publisher {
             .await?;
         self.base = match (generation, seq, snapshot) {
             (Some(generation), Some(seq), Some(snapshot)) => {
-                let mark = self.high_water(&generation);
-                let lost_writes_after = mark.filter(|&mark| mark > seq);
+                let lost_writes_after = self.lost_writes(&generation, seq);
                 if let Some(mark) = lost_writes_after {
                     warn!(
                         generation,
@@ -420,7 +426,12 @@ impl Publisher {
         let result: String = invocation.invoke_async(&mut self.conn).await?;
         match result.as_str() {
             "ok" => {
-                if let Some(base) = &next_base {
+                if let Some(base) = &next_base
+                    && self
+                        .published
+                        .as_ref()
+                        .is_none_or(|(_, seq)| base.seq >= *seq)
+                {
                     self.published = Some((base.generation.clone(), base.seq));
                 }
                 self.base = next_base;
