@@ -22,7 +22,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +32,7 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use common::haproxy::haproxy;
 use common::proxy::Proxy;
 use common::redis::{RedisServer, free_port};
 use common::{FakeUpstream, Reply, fixture};
@@ -59,32 +59,6 @@ fn replica(port: u16, upstream: &str, redis: &str) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("ratecast starts")
-}
-
-fn haproxy(listen: u16, backends: &[u16], dir: &Path) -> Child {
-    let servers: String = backends
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            format!("    server r{i} 127.0.0.1:{port} check inter 200ms fall 1 rise 2\n")
-        })
-        .collect();
-    let config = format!(
-        "global\n    maxconn 4000\n\
-         defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    \
-         timeout server 60s\n    timeout tunnel 1h\n    timeout check 2s\n    option forwardfor\n    option redispatch\n    retries 3\n\
-         frontend ws\n    bind 127.0.0.1:{listen}\n    default_backend replicas\n\
-         backend replicas\n    balance roundrobin\n    option httpchk GET /readyz\n    \
-         http-check expect status 200\n{servers}"
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config).expect("write haproxy.cfg");
-    Command::new("haproxy")
-        .args(["-f", path.to_str().expect("utf-8 path")])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("haproxy runs (the test command installs it: bash .ci/test.sh rust)")
 }
 
 /// `(epoch, seq, checksum)` of a replica's REST body; `None` while it has no data or is down.

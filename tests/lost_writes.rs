@@ -97,30 +97,75 @@ impl Rates {
     }
 }
 
-async fn epoch(server: &TestServer) -> String {
-    let (_, body) = server.get_json("/api/v1/rates").await;
-    body["epoch"].as_str().unwrap_or_default().to_owned()
+/// A Redis primary and its replica, an endpoint proxy in front of the primary (the DNS name a
+/// failover moves), two ratecast replicas on the endpoint with folding clients and a REST
+/// sampler, and three upstream changes served.
+struct Scene {
+    primary: RedisServer,
+    standby: RedisServer,
+    proxy: Proxy,
+    upstream: FakeUpstream,
+    servers: [TestServer; 2],
+    observers: Option<Observers>,
+    rates: Rates,
+}
+
+impl Scene {
+    /// `persistent`: the primary keeps a data directory for `save` and `restart_from_dump`.
+    async fn start(persistent: bool) -> Self {
+        let primary = match persistent {
+            true => RedisServer::start_persistent(),
+            false => RedisServer::start(),
+        };
+        let standby = RedisServer::start();
+        standby.replicate(&primary);
+        let proxy = Proxy::start(primary.addr()).await;
+        let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
+        let servers = replicas(&upstream, &proxy.url()).await;
+        let observers = Some(observe(&servers));
+        let mut scene = Self {
+            primary,
+            standby,
+            proxy,
+            upstream,
+            servers,
+            observers,
+            rates: Rates::new(),
+        };
+        scene.steps(3).await;
+        scene
+    }
+
+    async fn steps(&mut self, n: usize) {
+        self.rates.steps(n, &self.upstream, &self.servers).await;
+    }
+
+    async fn epoch(&self) -> String {
+        let (_, body) = self.servers[0].get_json("/api/v1/rates").await;
+        body["epoch"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The invariants over everything observed, once every replica and client has settled.
+    async fn check(&mut self) -> Result<()> {
+        let observers = self.observers.take().expect("checked once");
+        observers.settle_and_check(Duration::from_secs(15)).await
+    }
 }
 
 /// The reproduction: Redis restarted from a dump taken 5 deltas before it went down.
 /// On bbea04e a client ended with a table that differed from its replica's.
 #[tokio::test]
 async fn a_restart_from_an_older_dump_never_shows_a_wrong_table() -> Result<()> {
-    let mut redis = RedisServer::start_persistent();
-    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
-    let servers = replicas(&upstream, &redis.url()).await;
-    let observers = observe(&servers);
-    let mut rates = Rates::new();
-    rates.steps(3, &upstream, &servers).await;
-    let before = epoch(&servers[0]).await;
-    redis.save();
+    let mut s = Scene::start(true).await;
+    let before = s.epoch().await;
+    s.primary.save();
     // Published, served, and then lost with Redis.
-    rates.steps(5, &upstream, &servers).await;
-    redis.shutdown_nosave();
-    redis.restart_from_dump();
-    rates.steps(3, &upstream, &servers).await;
-    observers.settle_and_check(Duration::from_secs(15)).await?;
-    let after = epoch(&servers[0]).await;
+    s.steps(5).await;
+    s.primary.shutdown_nosave();
+    s.primary.restart_from_dump();
+    s.steps(3).await;
+    s.check().await?;
+    let after = s.epoch().await;
     ensure!(
         after != before,
         "the state that lost writes did not start a new epoch ({after})"
@@ -133,24 +178,16 @@ async fn a_restart_from_an_older_dump_never_shows_a_wrong_table() -> Result<()> 
 /// silent, the replica is promoted and the endpoint moves to it.
 #[tokio::test]
 async fn a_promoted_replica_that_missed_writes_never_shows_a_wrong_table() -> Result<()> {
-    let primary = RedisServer::start();
-    let standby = RedisServer::start();
-    standby.replicate(&primary);
-    let proxy = Proxy::start(primary.addr()).await;
-    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
-    let servers = replicas(&upstream, &proxy.url()).await;
-    let observers = observe(&servers);
-    let mut rates = Rates::new();
-    rates.steps(3, &upstream, &servers).await;
-    let before = epoch(&servers[0]).await;
-    standby.promote();
-    rates.steps(5, &upstream, &servers).await;
-    proxy.black_hole();
-    proxy.switch_to(standby.addr());
-    rates.steps(3, &upstream, &servers).await;
-    observers.settle_and_check(Duration::from_secs(15)).await?;
+    let mut s = Scene::start(false).await;
+    let before = s.epoch().await;
+    s.standby.promote();
+    s.steps(5).await;
+    s.proxy.black_hole();
+    s.proxy.switch_to(s.standby.addr());
+    s.steps(3).await;
+    s.check().await?;
     ensure!(
-        epoch(&servers[0]).await != before,
+        s.epoch().await != before,
         "the promoted replica's older state did not start a new epoch"
     );
     Ok(())
@@ -160,43 +197,29 @@ async fn a_promoted_replica_that_missed_writes_never_shows_a_wrong_table() -> Re
 /// it: writes answer READONLY until the connections are rebuilt on the moved endpoint.
 #[tokio::test]
 async fn a_primary_demoted_under_open_connections_never_shows_a_wrong_table() -> Result<()> {
-    let primary = RedisServer::start();
-    let standby = RedisServer::start();
-    standby.replicate(&primary);
-    let proxy = Proxy::start(primary.addr()).await;
-    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
-    let servers = replicas(&upstream, &proxy.url()).await;
-    let observers = observe(&servers);
-    let mut rates = Rates::new();
-    rates.steps(3, &upstream, &servers).await;
-    standby.promote();
-    primary.replicate(&standby);
-    proxy.switch_to(standby.addr());
-    rates.steps(3, &upstream, &servers).await;
-    observers.settle_and_check(Duration::from_secs(15)).await
+    let mut s = Scene::start(false).await;
+    s.standby.promote();
+    s.primary.replicate(&s.standby);
+    s.proxy.switch_to(s.standby.addr());
+    s.steps(3).await;
+    s.check().await
 }
 
 /// The primary goes silent on every open connection (no RST), then comes back on the same
 /// endpoint: nothing was lost, so the epoch stays and clients see the deltas they missed.
 #[tokio::test]
 async fn a_black_holed_primary_then_healed_never_shows_a_wrong_table() -> Result<()> {
-    let redis = RedisServer::start();
-    let proxy = Proxy::start(redis.addr()).await;
-    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
-    let servers = replicas(&upstream, &proxy.url()).await;
-    let observers = observe(&servers);
-    let mut rates = Rates::new();
-    rates.steps(3, &upstream, &servers).await;
-    let before = epoch(&servers[0]).await;
-    proxy.black_hole();
+    let mut s = Scene::start(false).await;
+    let before = s.epoch().await;
+    s.proxy.black_hole();
     // The outage: the lease runs out, nobody leads; the upstream moves meanwhile.
-    rates.change(&upstream);
+    s.rates.change(&s.upstream);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    proxy.heal();
-    rates.steps(3, &upstream, &servers).await;
-    observers.settle_and_check(Duration::from_secs(15)).await?;
+    s.proxy.heal();
+    s.steps(3).await;
+    s.check().await?;
     ensure!(
-        epoch(&servers[0]).await == before,
+        s.epoch().await == before,
         "a healed outage that lost nothing started a new epoch"
     );
     Ok(())
@@ -207,26 +230,18 @@ async fn a_black_holed_primary_then_healed_never_shows_a_wrong_table() -> Result
 /// epoch by its name, but one whose `seq`s were served long ago. No replica may go back to it.
 #[tokio::test]
 async fn a_promoted_replica_from_an_older_generation_never_takes_seq_back() -> Result<()> {
-    let mut primary = RedisServer::start();
-    let standby = RedisServer::start();
-    standby.replicate(&primary);
-    let proxy = Proxy::start(primary.addr()).await;
-    let upstream = FakeUpstream::start(Reply::Json(fixture())).await;
-    let servers = replicas(&upstream, &proxy.url()).await;
-    let observers = observe(&servers);
-    let mut rates = Rates::new();
-    rates.steps(3, &upstream, &servers).await;
+    let mut s = Scene::start(false).await;
     // The replica stops receiving, and the primary loses everything: a new generation follows.
-    standby.promote();
-    primary.restart();
-    rates.steps(3, &upstream, &servers).await;
-    let newer = epoch(&servers[0]).await;
-    proxy.black_hole();
-    proxy.switch_to(standby.addr());
-    rates.steps(3, &upstream, &servers).await;
-    observers.settle_and_check(Duration::from_secs(15)).await?;
+    s.standby.promote();
+    s.primary.restart();
+    s.steps(3).await;
+    let newer = s.epoch().await;
+    s.proxy.black_hole();
+    s.proxy.switch_to(s.standby.addr());
+    s.steps(3).await;
+    s.check().await?;
     ensure!(
-        epoch(&servers[0]).await != newer,
+        s.epoch().await != newer,
         "the older generation's state did not start a new epoch"
     );
     Ok(())

@@ -1,6 +1,7 @@
 //! Shared test fixtures: a fake CoinGecko on 127.0.0.1:0 and a real ratecast server on port 0.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod haproxy;
 pub mod observe;
 pub mod proxy;
 pub mod redis;
