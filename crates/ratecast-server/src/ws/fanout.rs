@@ -503,6 +503,13 @@ impl Worker {
             return;
         }
         let shared = self.framed(&delta.frame, None);
+        // The table after this delta, for filtered subscribers' checksums: the view, while it
+        // is still this delta's (a shard that runs behind sends filtered frames without one).
+        let after = self
+            .context
+            .store
+            .view()
+            .filter(|v| v.seq == delta.seq && v.epoch == delta.epoch);
         let (mut frames, mut bytes) = (0u64, 0u64);
         let mut dead = Vec::new();
         let mut behind = Vec::new();
@@ -528,13 +535,15 @@ impl Worker {
             let filtered;
             let frame = match sub.filter.as_deref() {
                 None => &shared[sub.variant],
-                Some(filter) => match delta_frame(delta, Some(filter), Some(&delta.rates)) {
-                    Some(frame) => {
-                        filtered = frame;
-                        &filtered
+                Some(filter) => {
+                    match delta_frame(delta, Some(filter), after.as_ref().map(|v| &v.rates)) {
+                        Some(frame) => {
+                            filtered = frame;
+                            &filtered
+                        }
+                        None => continue,
                     }
-                    None => continue,
-                },
+                }
             };
             frames += 1;
             bytes += frame.len() as u64;
