@@ -172,7 +172,8 @@ def exercise(server):
     first = frames(ws, 3)
     assert first[0]["type"] == "snapshot"
     ws.close()
-    resumed = websocket.create_connection(f"{server['ws']}?since={first[0]['seq']}", timeout=10)
+    resumed = websocket.create_connection(
+        f"{server['ws']}?since={first[0]['seq']}&epoch={first[0]['epoch']}", timeout=10)
     assert frames(resumed, 1)[0]["type"] == "delta", "a resume inside the ring replays deltas"
     resumed.close()
     # Resync: a subscriber that stops reading for a second falls more than 4 frames behind.
