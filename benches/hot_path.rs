@@ -69,6 +69,7 @@ fn serialise(c: &mut Criterion) {
         stale: false,
         checked_at: Some(1_732_550_000_123),
         rates: new.clone(),
+        failover: None,
         checksum: Some(table_checksum(&new)),
     });
     let mut group = c.benchmark_group("encode");

@@ -179,12 +179,7 @@ async fn fake_server(frames: Vec<String>) -> std::net::SocketAddr {
 }
 
 fn usd(value: f64) -> Rates {
-    let rate = Rate {
-        name: "US Dollar".into(),
-        unit: "$".into(),
-        value,
-        kind: "fiat".into(),
-    };
+    let rate = Rate::new("US Dollar", "$", value, "fiat");
     [("usd".to_string(), rate)].into()
 }
 

@@ -283,12 +283,7 @@ async fn scripted_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     let uris = Arc::new(Mutex::new(Vec::new()));
     let seen = uris.clone();
     let table = |value: f64| {
-        let rate = Rate {
-            name: "US Dollar".into(),
-            unit: "$".into(),
-            value,
-            kind: "fiat".into(),
-        };
+        let rate = Rate::new("US Dollar", "$", value, "fiat");
         ratecast_protocol::Rates::from([("usd".to_string(), rate)])
     };
     let snapshot = move |seq: u64, value: f64| {

@@ -97,12 +97,7 @@ mod tests {
     use ratecast_protocol::Rate;
 
     fn rate(value: f64) -> Rate {
-        Rate {
-            name: "US Dollar".into(),
-            unit: "$".into(),
-            value,
-            kind: "fiat".into(),
-        }
+        Rate::new("US Dollar", "$", value, "fiat")
     }
 
     #[test]
@@ -126,6 +121,8 @@ mod tests {
                     value: 2.0,
                     kind: "fiat".into(),
                     prev: Some(1.0),
+                    source: None,
+                    flag: None,
                 },
             )]
             .into(),
@@ -149,7 +146,7 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
     use ratecast_protocol::rates::diff;
-    use ratecast_protocol::{Rate, ServerFrame};
+    use ratecast_protocol::{Rate, ServerFrame, Source, UnitFlag};
 
     /// Few codes, so that successive tables share, change, add and remove units.
     fn table() -> impl Strategy<Value = Rates> {
@@ -159,12 +156,16 @@ mod properties {
         // Any finite positive value: every bit of it is in the canonical form, so the wire
         // must carry it exactly.
         let value = prop::num::f64::POSITIVE | prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL;
-        let rate = (text.clone(), text, value, kind).prop_map(|(name, unit, value, kind)| Rate {
-            name: name.into(),
-            unit: unit.into(),
-            value,
-            kind: kind.into(),
-        });
+        // A fallback source and a flag change a unit as much as its value does (issue 22).
+        let source = prop::option::of(prop::sample::select(vec![Source::Coinbase, Source::Demo]));
+        let flag = prop::option::of(prop::sample::select(vec![UnitFlag::Stale, UnitFlag::Held]));
+        let rate = (text.clone(), text, value, kind, source, flag).prop_map(
+            |(name, unit, value, kind, source, flag)| Rate {
+                source,
+                flag,
+                ..Rate::new(name, unit, value, kind)
+            },
+        );
         prop::collection::btree_map(code.prop_map(String::from), rate, 0..7)
     }
 

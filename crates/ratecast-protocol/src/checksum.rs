@@ -11,13 +11,22 @@
 //! ```
 //!
 //! UTF-8, where `value` is the 16 lower-case hex digits of the IEEE-754 binary64 bits of the
-//! value (big-endian, as `f64::to_bits`): exact, and free of any float-to-text rules. The
+//! value (big-endian, as `f64::to_bits`): exact, and free of any float-to-text rules. A unit
+//! that carries a `source` or a `flag` (docs/protocol.md, "Sources") has them too, each empty
+//! when absent, before the newline:
+//!
+//! ```text
+//! code \t name \t unit \t type \t value \t source \t flag \n
+//! ```
+//!
+//! so that a client whose table has the right numbers from the wrong source also notices. The
 //! checksum is the CRC-32 (IEEE 802.3, the one zlib, gzip and PNG use) of those bytes, on the
 //! wire as a JSON number. An empty table has checksum 0.
 
 use std::collections::BTreeSet;
 
-use crate::rates::{Rate, Rates};
+use crate::rates::{Rate, Rates, UnitFlag};
+use crate::status::Source;
 
 /// The checksum of the whole table.
 pub fn table_checksum(rates: &Rates) -> u32 {
@@ -39,7 +48,17 @@ fn checksum_of<'a>(units: impl Iterator<Item = (&'a String, &'a Rate)>) -> u32 {
             line.extend_from_slice(field.as_bytes());
             line.push(b'\t');
         }
-        line.extend_from_slice(format!("{:016x}\n", rate.value.to_bits()).as_bytes());
+        line.extend_from_slice(format!("{:016x}", rate.value.to_bits()).as_bytes());
+        if rate.source.is_some() || rate.flag.is_some() {
+            for tag in [
+                rate.source.map(Source::label),
+                rate.flag.map(UnitFlag::as_str),
+            ] {
+                line.push(b'\t');
+                line.extend_from_slice(tag.unwrap_or_default().as_bytes());
+            }
+        }
+        line.push(b'\n');
         hasher.update(&line);
     }
     hasher.finalize()
@@ -50,12 +69,7 @@ mod tests {
     use super::*;
 
     fn rate(name: &str, unit: &str, value: f64, kind: &str) -> Rate {
-        Rate {
-            name: name.into(),
-            unit: unit.into(),
-            value,
-            kind: kind.into(),
-        }
+        Rate::new(name, unit, value, kind)
     }
 
     /// The documented example in docs/protocol.md: a third-party client checks its own
@@ -85,6 +99,23 @@ mod tests {
         assert_eq!(table_checksum(&Rates::new()), 0);
     }
 
+    /// The documented example of a unit served by a fallback source, and one held back.
+    #[test]
+    fn the_documented_example_with_sources_holds() {
+        let mut usd = rate("US Dollar", "$", 41819.856, "fiat");
+        usd.source = Some(Source::Coinbase);
+        let mut vef = rate("Venezuelan bolívar fuerte", "Bs.F", 4187.4, "fiat");
+        vef.flag = Some(UnitFlag::Stale);
+        let rates: Rates = [("usd".to_string(), usd), ("vef".to_string(), vef)].into();
+        let canonical = "usd\tUS Dollar\t$\tfiat\t40e46b7b645a1cac\tcoinbase\t\n\
+                         vef\tVenezuelan bolívar fuerte\tBs.F\tfiat\t40b05b6666666666\t\tstale\n";
+        assert_eq!(
+            table_checksum(&rates),
+            crc32fast::hash(canonical.as_bytes())
+        );
+        assert_eq!(table_checksum(&rates), 0x43e1_0140);
+    }
+
     #[test]
     fn every_field_and_the_filter_count() {
         let base: Rates = [
@@ -98,6 +129,8 @@ mod tests {
             |r: &mut Rate| r.name.push('x'),
             |r: &mut Rate| r.unit.push('x'),
             |r: &mut Rate| r.kind.push('x'),
+            |r: &mut Rate| r.source = Some(Source::Coinbase),
+            |r: &mut Rate| r.flag = Some(UnitFlag::Held),
         ] {
             let mut other = base.clone();
             change(other.get_mut("usd").unwrap());

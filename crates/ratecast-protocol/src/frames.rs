@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::rates::{Change, Rate, Rates};
-use crate::status::{Source, UpstreamState};
+use crate::rates::{Change, Rate, Rates, UnitFlag};
+use crate::status::{Failover, Source, UpstreamState};
 
 /// Every server → client text frame, tagged by `type` (the tags are [`FrameKind`]'s names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +37,9 @@ pub struct Snapshot {
     #[serde(default)]
     pub checked_at: Option<u64>,
     pub rates: Rates,
+    /// Set while a fallback source serves in place of the failing primary (`source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
     /// [`crate::checksum`] of `rates`; absent only from servers older than the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<u32>,
@@ -68,6 +71,8 @@ impl Delta {
                     unit: change.unit.clone(),
                     value: change.value,
                     kind: change.kind.clone(),
+                    source: change.source,
+                    flag: change.flag,
                 },
             );
         }
@@ -86,6 +91,12 @@ pub struct ChangedRate {
     #[serde(rename = "type")]
     pub kind: String,
     pub prev: Option<f64>,
+    /// As [`Rate::source`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// As [`Rate::flag`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<UnitFlag>,
 }
 
 impl From<&Change> for ChangedRate {
@@ -95,6 +106,8 @@ impl From<&Change> for ChangedRate {
             unit,
             value,
             kind,
+            source,
+            flag,
         } = change.rate.clone();
         Self {
             name,
@@ -102,6 +115,8 @@ impl From<&Change> for ChangedRate {
             value,
             kind,
             prev: change.prev,
+            source,
+            flag,
         }
     }
 }
@@ -213,6 +228,7 @@ mod tests {
                     stale: false,
                     checked_at: Some(1),
                     rates: Rates::new(),
+                    failover: None,
                     checksum: Some(0),
                 }),
                 FrameKind::Snapshot,

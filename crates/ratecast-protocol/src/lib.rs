@@ -18,5 +18,5 @@ pub mod status;
 pub mod time;
 
 pub use frames::{ClientCommand, FrameHead, FrameKind, ServerFrame};
-pub use rates::{Rate, Rates};
-pub use status::{Source, UpstreamState, UpstreamStatus};
+pub use rates::{Rate, Rates, UnitFlag};
+pub use status::{Failover, Source, UpstreamState, UpstreamStatus};

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::status::Source;
+
 /// One unit's rate: how many of `unit` one BTC buys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rate {
@@ -14,6 +16,52 @@ pub struct Rate {
     /// `crypto`, `fiat`, `commodity`, or anything CoinGecko adds later (kept verbatim).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Where this value came from when it is not the primary source (the frame's `source`):
+    /// absent while the primary serves it, so the usual table costs no extra bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Why this one value is not the current answer of its source, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<UnitFlag>,
+}
+
+impl Rate {
+    /// A value as its primary source gave it: no other source, no flag.
+    pub fn new(
+        name: impl Into<String>,
+        unit: impl Into<String>,
+        value: f64,
+        kind: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            unit: unit.into(),
+            value,
+            kind: kind.into(),
+            source: None,
+            flag: None,
+        }
+    }
+}
+
+/// A unit whose value is held back from its source's current answer (docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitFlag {
+    /// The source serving now does not carry this unit: it shows its last value from the one
+    /// that did, and ages like stale data.
+    Stale,
+    /// Two sources disagree on it beyond the hold threshold: it shows the last value they agreed on.
+    Held,
+}
+
+impl UnitFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stale => "stale",
+            Self::Held => "held",
+        }
+    }
 }
 
 /// Rates by lower-case unit code; ordered so every serialisation is deterministic.
@@ -124,12 +172,7 @@ mod tests {
     use super::*;
 
     fn rate(value: f64) -> Rate {
-        Rate {
-            name: "US Dollar".into(),
-            unit: "$".into(),
-            value,
-            kind: "fiat".into(),
-        }
+        Rate::new("US Dollar", "$", value, "fiat")
     }
 
     #[test]

@@ -13,7 +13,40 @@ use crate::time::rfc3339_opt;
 pub enum Source {
     #[serde(rename = "coingecko")]
     CoinGecko,
+    Coinbase,
     Demo,
+}
+
+impl Source {
+    /// Its name in sentences people read (status reasons, the terminal board).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CoinGecko => "CoinGecko",
+            Self::Coinbase => "Coinbase",
+            Self::Demo => "the demo source",
+        }
+    }
+
+    /// Its bounded label in metrics and configuration (`coingecko`, `coinbase`, `demo`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::CoinGecko => "coingecko",
+            Self::Coinbase => "coinbase",
+            Self::Demo => "demo",
+        }
+    }
+}
+
+/// The primary source is failing and another one serves in its place (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failover {
+    /// The source serving now.
+    pub via: Source,
+    /// The primary's last failure kind (`timeout`, `rate_limited`, `http_5xx`, …).
+    pub primary_error: String,
+    /// When the primary's current run of failures began.
+    #[serde(with = "rfc3339_opt", default)]
+    pub primary_failing_since: Option<SystemTime>,
 }
 
 /// Health of the upstream as the poller sees it.
@@ -43,6 +76,9 @@ pub struct UpstreamState {
     /// When the poller tries again after a failure; `None` while polls succeed.
     #[serde(with = "rfc3339_opt", default)]
     pub next_attempt: Option<SystemTime>,
+    /// Set while a fallback source serves in place of the failing primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
 }
 
 impl Default for UpstreamState {
@@ -53,6 +89,7 @@ impl Default for UpstreamState {
             last_error: None,
             consecutive_failures: 0,
             next_attempt: None,
+            failover: None,
         }
     }
 }

@@ -504,7 +504,7 @@ impl Store {
             (Some(_), true, true, Some(error)) => Some(error),
             (Some(_), true, _, _) => Some(format!(
                 "{} has not confirmed the rates for over {}",
-                upstream_name(self.config.source),
+                self.config.source.name(),
                 humantime::format_duration(self.config.stale_after)
             )),
             _ => None,
@@ -548,6 +548,7 @@ impl Store {
             stale: inner.stale,
             checked_at: inner.upstream.last_success.map(unix_ms),
             rates: (*inner.rates).clone(),
+            failover: inner.upstream.failover.clone(),
             checksum: Some(checksum),
         })
         .encode();
@@ -741,6 +742,8 @@ pub fn changes_of(delta: &protocol::Delta) -> Changes {
                     unit: c.unit.clone(),
                     value: c.value,
                     kind: c.kind.clone(),
+                    source: c.source,
+                    flag: c.flag,
                 };
                 (code.clone(), Change { rate, prev: c.prev })
             })
@@ -759,16 +762,9 @@ pub fn apply_changes(rates: &mut Rates, changes: &Changes) {
     }
 }
 
-fn upstream_name(source: Source) -> &'static str {
-    match source {
-        Source::CoinGecko => "CoinGecko",
-        Source::Demo => "the demo source",
-    }
-}
-
 /// Words for an upstream failure kind (the bounded labels of `UpstreamError::kind`).
 fn describe_error(source: Source, kind: &str) -> String {
-    let upstream = upstream_name(source);
+    let upstream = source.name();
     match kind {
         "timeout" => format!("{upstream} did not answer in time"),
         "connect" => format!("{upstream} is unreachable"),
@@ -800,12 +796,7 @@ mod tests {
     use super::*;
 
     fn rate(value: f64) -> Rate {
-        Rate {
-            name: "US Dollar".into(),
-            unit: "$".into(),
-            value,
-            kind: "fiat".into(),
-        }
+        Rate::new("US Dollar", "$", value, "fiat")
     }
 
     fn table(usd: f64) -> Rates {

@@ -342,12 +342,7 @@ mod tests {
     use ratecast_protocol::frames::{ChangedRate, Delta, Snapshot};
 
     fn snapshot() -> ServerFrame {
-        let rate = |name: &str, value| ratecast_protocol::Rate {
-            name: name.into(),
-            unit: "$".into(),
-            value,
-            kind: "fiat".into(),
-        };
+        let rate = |name: &str, value| ratecast_protocol::Rate::new(name, "$", value, "fiat");
         ServerFrame::Snapshot(Snapshot {
             epoch: "e1".into(),
             seq: 7,
@@ -360,6 +355,7 @@ mod tests {
                 ("eur".to_owned(), rate("Euro", 36_000.0)),
             ]
             .into(),
+            failover: None,
             checksum: None,
         })
     }
@@ -371,6 +367,8 @@ mod tests {
             value,
             kind: "fiat".into(),
             prev: None,
+            source: None,
+            flag: None,
         };
         ServerFrame::Delta(Delta {
             epoch: "e1".into(),

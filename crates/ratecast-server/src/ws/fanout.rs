@@ -691,6 +691,7 @@ fn filtered_snapshot(view: &View, filter: &BTreeSet<String>) -> Bytes {
         stale: view.stale,
         checked_at: view.upstream.last_success.map(unix_ms),
         rates,
+        failover: view.upstream.failover.clone(),
         checksum: Some(checksum),
     })
     .encode()
