@@ -106,6 +106,8 @@ impl UpstreamState {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = Some(kind.to_owned());
         self.next_attempt = next_attempt;
+        // Nothing answered: no fallback serves either.
+        self.failover = None;
         self.status = if self.consecutive_failures >= DOWN_AFTER_FAILURES {
             UpstreamStatus::Down
         } else {

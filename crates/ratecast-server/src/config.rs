@@ -10,6 +10,8 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use url::Url;
 
+use ratecast_protocol::Source;
+
 #[derive(Args, Debug, Clone)]
 pub struct Config {
     /// Address to serve the page, the API and the WebSocket stream on.
@@ -45,6 +47,36 @@ pub struct Config {
     /// Flag data as stale when it is older than this (also when the upstream is down).
     #[arg(long, env = "RATECAST_STALE_AFTER", default_value = "3m", value_parser = parse_positive_duration)]
     pub stale_after: Duration,
+
+    /// Upstream sources in order of priority (comma-separated): the first serves while it
+    /// answers; when it fails for --failover-after or answers 429, the next one serves, value
+    /// by value (docs/sources.md). `coingecko` alone: no fallback.
+    #[arg(long = "upstream", env = "RATECAST_UPSTREAM", value_delimiter = ',', default_value = "coingecko,coinbase", value_parser = parse_source)]
+    pub upstreams: Vec<Source>,
+
+    /// Coinbase API base URL (its exchange-rates endpoint needs no key).
+    #[arg(long, env = "RATECAST_COINBASE_URL", default_value = "https://api.coinbase.com", value_parser = parse_http_url)]
+    pub coinbase_url: Url,
+
+    /// How long the primary source must have failed before the next one serves (default: one
+    /// poll interval). A 429 from the primary fails over at once.
+    #[arg(long, env = "RATECAST_FAILOVER_AFTER", value_parser = parse_duration)]
+    pub failover_after: Option<Duration>,
+
+    /// While both sources answer, how often the second one is polled to cross-check the
+    /// first's numbers (0 turns the cross-check off).
+    #[arg(long, env = "RATECAST_CROSSCHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub crosscheck_interval: Duration,
+
+    /// A unit whose two sources differ by more than this many percent is reported (metric,
+    /// log line, alert).
+    #[arg(long, env = "RATECAST_CROSSCHECK_WARN_PERCENT", default_value_t = 2.0, value_parser = parse_percent)]
+    pub crosscheck_warn_percent: f64,
+
+    /// Above this many percent the unit is held at the last value both sources agreed on, and
+    /// flagged, instead of showing a number they disagree on.
+    #[arg(long, env = "RATECAST_CROSSCHECK_HOLD_PERCENT", default_value_t = 10.0, value_parser = parse_percent)]
+    pub crosscheck_hold_percent: f64,
 
     /// Offline demo: no network; a recorded CoinGecko payload moved by a random walk each tick.
     /// Everything served says "source": "demo".
@@ -224,5 +256,36 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
     match (url.scheme(), url.host_str()) {
         ("http" | "https", Some(_)) => Ok(url),
         _ => Err("must be an http:// or https:// URL with a host".into()),
+    }
+}
+
+/// An upstream source by its label; `demo` is `--demo`'s, not a source to list.
+fn parse_source(s: &str) -> Result<Source, String> {
+    [Source::CoinGecko, Source::Coinbase]
+        .into_iter()
+        .find(|source| source.label() == s.trim())
+        .ok_or_else(|| format!("unknown upstream {s:?} (expected coingecko or coinbase)"))
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage above 0 (e.g. 2 or 2.5)")),
+    }
+}
+
+impl Config {
+    /// The sources in order of priority, each once; `--demo` replaces them all.
+    pub fn sources(&self) -> Vec<Source> {
+        if self.demo {
+            return vec![Source::Demo];
+        }
+        let mut sources: Vec<Source> = Vec::with_capacity(self.upstreams.len());
+        for source in &self.upstreams {
+            if !sources.contains(source) {
+                sources.push(*source);
+            }
+        }
+        sources
     }
 }

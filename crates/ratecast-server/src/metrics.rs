@@ -122,6 +122,18 @@ impl Metrics {
             .register_counter(&Key::from_parts(name, labels), &METADATA)
     }
 
+    /// A counter whose label values come from bounded data (a unit of the mapping table).
+    pub fn counter_with(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, owned(labels)), &METADATA)
+    }
+
+    /// A gauge with bounded labels, registered on first use.
+    pub fn gauge_with(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_parts(name, owned(labels)), &METADATA)
+    }
+
     /// A gauge without labels, registered on first use.
     pub fn gauge(&self, name: &'static str) -> Gauge {
         self.recorder
@@ -157,7 +169,54 @@ impl Metrics {
     }
 }
 
+fn owned(labels: &[(&'static str, &str)]) -> Vec<Label> {
+    labels
+        .iter()
+        .map(|&(k, v)| Label::new(k, v.to_owned()))
+        .collect()
+}
+
 const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
+    (
+        "ratecast_upstream_source_requests_total",
+        None,
+        "Requests to each upstream source, by source and outcome (ok or the failure kind).",
+    ),
+    (
+        "ratecast_upstream_source_up",
+        None,
+        "1 when the source's last request succeeded, else 0, by source.",
+    ),
+    (
+        "ratecast_upstream_serving",
+        None,
+        "1 for the source serving the table now (the primary, or a fallback while it fails), by source.",
+    ),
+    (
+        "ratecast_upstream_failovers_total",
+        None,
+        "Switches of the serving source, by the source switched to.",
+    ),
+    (
+        "ratecast_units_by_source",
+        None,
+        "Units served, by the source their value came from.",
+    ),
+    (
+        "ratecast_units_flagged",
+        None,
+        "Units not showing their source's current answer, by flag (stale: the serving source lacks them; held: the sources disagree).",
+    ),
+    (
+        "ratecast_crosscheck_divergence_ratio",
+        None,
+        "Relative difference between the two sources at the last cross-check, by unit.",
+    ),
+    (
+        "ratecast_crosscheck_divergences_total",
+        None,
+        "Times the two sources started to disagree on a unit beyond --crosscheck-warn-percent, by unit.",
+    ),
     (
         "ratecast_upstream_requests_total",
         None,

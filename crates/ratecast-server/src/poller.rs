@@ -74,7 +74,7 @@ pub async fn run(
         let delay = match result {
             Ok(rates) => {
                 failures = 0;
-                store.record_success(now);
+                store.record_success(now, upstream.failover());
                 if let Some(seq) = store.apply(rates, now) {
                     metrics.deltas_published.increment(1);
                     metrics.seq.set(seq as f64);

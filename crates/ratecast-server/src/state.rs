@@ -32,11 +32,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config) -> Self {
-        let source = if config.demo {
-            Source::Demo
-        } else {
-            Source::CoinGecko
-        };
+        let source = config
+            .sources()
+            .first()
+            .copied()
+            .unwrap_or(Source::CoinGecko);
         Self {
             store: Arc::new(Store::new(StoreConfig {
                 broadcast_capacity: config.ws.broadcast_buffer as usize,

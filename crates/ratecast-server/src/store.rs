@@ -15,7 +15,7 @@ use ratecast_protocol::checksum::table_checksum;
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
 use ratecast_protocol::rates::{Change, Changes, Rate, Rates, diff};
 use ratecast_protocol::time::unix_ms;
-use ratecast_protocol::{Source, UpstreamState, UpstreamStatus};
+use ratecast_protocol::{Failover, Source, UpstreamState, UpstreamStatus};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -419,8 +419,12 @@ impl Store {
 
     /// A poll succeeded: the upstream confirmed the rates now, changed or not (the stale clock
     /// restarts here, so an upstream that keeps answering the same numbers never goes stale).
-    pub fn record_success(&self, now: SystemTime) {
-        self.update_upstream(now, |state| state.record_success(now));
+    /// `failover`: set while a fallback source gave these rates in place of the primary.
+    pub fn record_success(&self, now: SystemTime, failover: Option<Failover>) {
+        self.update_upstream(now, |state| {
+            state.record_success(now);
+            state.failover = failover;
+        });
     }
 
     /// A poll failed with `kind`; the poller tries again at `next_attempt`.
@@ -446,6 +450,7 @@ impl Store {
                 inner.stale,
                 u.last_error.clone(),
                 u.consecutive_failures,
+                u.failover.clone(),
                 inner.backplane_fault,
             )
         };
@@ -949,7 +954,7 @@ mod tests {
         let store = store();
         let now = SystemTime::now();
         store.restore(restore(5, 1.0, vec![]), now).unwrap();
-        store.record_success(now);
+        store.record_success(now, None);
         assert!(!store.view().unwrap().stale);
         store.set_backplane_fault(Some("io"), now);
         let view = store.view().unwrap();

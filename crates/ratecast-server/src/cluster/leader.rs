@@ -46,6 +46,8 @@ pub(super) async fn run(
             }
         };
         let mut state = head.upstream.unwrap_or_default();
+        // Carry on where the last leader was: its table (holds included) and any failover.
+        upstream.resume(publisher.served().unwrap_or(&Default::default()), &state);
         let since_last = head
             .polled
             .and_then(|p| SystemTime::now().duration_since(p).ok());
@@ -117,6 +119,7 @@ async fn poll_once(
     let (rates, delay) = match result {
         Ok(rates) => {
             state.record_success(now);
+            state.failover = upstream.failover();
             (Some(rates), config.interval)
         }
         Err(err) => {

@@ -199,6 +199,11 @@ impl Publisher {
         (mark > seq || (mark == seq && mark_generation != generation)).then_some(mark)
     }
 
+    /// The table the shared state holds, as last loaded or published.
+    pub fn served(&self) -> Option<&Rates> {
+        self.base.as_ref().map(|base| &base.rates)
+    }
+
     /// Reads the shared state's head and what to build on (when taking the lease, and after a
     /// conflict).
     pub async fn load(&mut self) -> Result<Head, ClusterError> {

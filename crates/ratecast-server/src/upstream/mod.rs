@@ -3,6 +3,7 @@
 
 mod coingecko;
 mod demo;
+mod failover;
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use reqwest::StatusCode;
 
 pub use coingecko::{CoinGecko, MAX_BODY_BYTES, PayloadError, parse_payload, retry_after};
 pub use demo::{DEMO_OUTAGE, Demo, OutageSwitch};
-use ratecast_protocol::Rates;
+pub use failover::{FailoverConfig, Sources};
+use ratecast_protocol::{Failover, Rates, UpstreamState};
 
 /// Why a poll failed. Every variant is retried; none is fatal.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,18 @@ impl UpstreamError {
             Self::Invalid(_) => "invalid_payload",
         }
     }
+
+    /// Every [`Self::kind`].
+    pub const KINDS: &[&'static str] = &[
+        "timeout",
+        "connect",
+        "rate_limited",
+        "http_5xx",
+        "http_other",
+        "too_large",
+        "body",
+        "invalid_payload",
+    ];
 
     /// How long the upstream asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
@@ -84,6 +98,14 @@ pub enum SetupError {
 /// Anything the poller can poll: CoinGecko, the demo, or a scripted source in tests.
 pub trait RateSource: Send {
     fn fetch(&mut self) -> impl std::future::Future<Output = Result<Rates, UpstreamError>> + Send;
+
+    /// Set while a fallback serves in place of the failing primary ([`Sources`]).
+    fn failover(&self) -> Option<Failover> {
+        None
+    }
+
+    /// A new cluster leader picks up the published table and upstream state.
+    fn resume(&mut self, _served: &Rates, _upstream: &UpstreamState) {}
 }
 
 /// The sources `ratecast serve` chooses between.
