@@ -1,4 +1,5 @@
-// Test fixtures: a fake CoinGecko, the real ratecast binary, and Debian's Chromium via playwright-core.
+// Test fixtures: a fake CoinGecko and a fake Coinbase, the real ratecast binary, and Debian's Chromium
+// via playwright-core.
 
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -17,23 +18,45 @@ export function fixtureRates() {
   return JSON.parse(readFileSync(path, 'utf8')).rates;
 }
 
+/** Coinbase's rates at the same moment: `{USD: "24672.10", …}` (docs/sources.md). */
+export function coinbaseFixtureRates() {
+  const path = resolve(REPO, 'tests/fixtures/coinbase-exchange-rates.json');
+  return JSON.parse(readFileSync(path, 'utf8')).data.rates;
+}
+
 /**
  * CoinGecko's GET /api/v3/exchange_rates on 127.0.0.1:0, answering from `rates`, which the test
- * edits to drive deltas. `failing = true` answers 503, as an upstream outage; `onRequest`, when
- * set, runs before each answer (the kiosk run moves the rates there: one change per poll).
+ * edits to drive deltas. `failing = true` answers 503, as an upstream outage; `retryAfter = n`
+ * answers 429 asking for n seconds of quiet; `onRequest`, when set, runs before each answer (the
+ * kiosk run moves the rates there: one change per poll).
  */
-export async function startFakeUpstream(rates) {
-  const upstream = { rates, failing: false, onRequest: null };
+export function startFakeUpstream(rates) {
+  return serveFake('/api/v3/exchange_rates', rates, (current) => ({ rates: current }));
+}
+
+/**
+ * Coinbase's GET /v2/exchange-rates (`--coinbase-url`), with the same controls; `rates` are
+ * Coinbase's, decimal strings by upper-case ticker (`fake.rates.USD = '30000.00'`).
+ */
+export function startFakeCoinbase(rates = coinbaseFixtureRates()) {
+  return serveFake('/v2/exchange-rates', rates, (current) => ({ data: { currency: 'BTC', rates: current } }));
+}
+
+async function serveFake(path, rates, payload) {
+  const upstream = { rates, failing: false, retryAfter: null, onRequest: null };
   const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || new URL(req.url, 'http://x').pathname !== '/api/v3/exchange_rates') {
+    if (req.method !== 'GET' || new URL(req.url, 'http://x').pathname !== path) {
       res.writeHead(404).end();
       return;
     }
     upstream.onRequest?.(upstream.rates);
-    if (upstream.failing) {
+    if (upstream.retryAfter !== null) {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(upstream.retryAfter) })
+        .end('{"errors":[{"id":"rate_limit_exceeded","message":"Too many requests"}]}');
+    } else if (upstream.failing) {
       res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"down"}');
     } else {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ rates: upstream.rates }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(payload(upstream.rates)));
     }
   });
   await new Promise((done) => server.listen(0, '127.0.0.1', done));
