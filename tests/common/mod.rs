@@ -1,4 +1,5 @@
-//! Shared test fixtures: a fake CoinGecko on 127.0.0.1:0 and a real ratecast server on port 0.
+//! Shared test fixtures: a fake CoinGecko and a fake Coinbase on 127.0.0.1:0, and a real ratecast
+//! server on port 0.
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod haproxy;
@@ -30,6 +31,14 @@ pub const FIXTURE: &str = include_str!("../fixtures/coingecko-exchange-rates-202
 /// The recorded CoinGecko payload as JSON, to modify per test.
 pub fn fixture() -> Value {
     serde_json::from_str(FIXTURE).expect("fixture parses")
+}
+
+/// Coinbase's payload at the same moment (docs/sources.md: how it was written).
+pub const COINBASE_FIXTURE: &str = include_str!("../fixtures/coinbase-exchange-rates.json");
+
+/// The Coinbase payload as JSON, to modify per test (its codes are Coinbase's: `USD`).
+pub fn coinbase_fixture() -> Value {
+    serde_json::from_str(COINBASE_FIXTURE).expect("fixture parses")
 }
 
 /// A valid payload with `units` made-up units (bigger frames than the real ~60).
@@ -71,6 +80,69 @@ impl Reply {
             headers: vec![],
         }
     }
+    /// A 429 asking for `seconds` of quiet.
+    pub fn rate_limited(seconds: u64) -> Self {
+        Self::Raw {
+            status: 429,
+            body: br#"{"errors":[{"id":"rate_limit_exceeded","message":"Too many requests"}]}"#
+                .to_vec(),
+            headers: vec![("retry-after", seconds.to_string())],
+        }
+    }
+}
+
+/// The API a fake speaks: its path and where a unit's value sits in its payload.
+#[derive(Clone, Copy)]
+enum Api {
+    /// `GET /api/v3/exchange_rates`: `{"rates": {"usd": {"value": 1.0, …}}}`.
+    CoinGecko,
+    /// `GET /v2/exchange-rates`: `{"data": {"rates": {"USD": "1.0"}}}`.
+    Coinbase,
+}
+
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Self::CoinGecko => "/api/v3/exchange_rates",
+            Self::Coinbase => "/v2/exchange-rates",
+        }
+    }
+
+    /// Every unit's value in `payload`, by code.
+    fn values(self, payload: &mut Value) -> impl Iterator<Item = (&String, &mut Value)> {
+        let rates = match self {
+            Self::CoinGecko => &mut payload["rates"],
+            Self::Coinbase => &mut payload["data"]["rates"],
+        };
+        let rates = rates.as_object_mut().expect("a payload with rates");
+        rates.iter_mut().map(move |(code, rate)| match self {
+            Self::CoinGecko => (code, &mut rate["value"]),
+            Self::Coinbase => (code, rate),
+        })
+    }
+
+    /// Sets one unit's value (adding the unit if the payload lacks it), as this API writes
+    /// numbers: a JSON number for CoinGecko, a decimal string for Coinbase.
+    fn set(self, payload: &mut Value, code: &str, value: f64) {
+        match self {
+            Self::CoinGecko => payload["rates"][code]["value"] = value.into(),
+            Self::Coinbase => payload["data"]["rates"][code] = value.to_string().into(),
+        }
+    }
+
+    /// Every value moved by `factor` (a unit whose value is not a number stays as it is).
+    fn scale(self, payload: &mut Value, factor: f64) {
+        let codes: Vec<(String, f64)> = self
+            .values(payload)
+            .filter_map(|(code, v)| {
+                let value = v.as_f64().or_else(|| v.as_str()?.parse().ok())?;
+                Some((code.clone(), value))
+            })
+            .collect();
+        for (code, value) in codes {
+            self.set(payload, &code, value * factor);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -80,22 +152,35 @@ struct FakeState {
     last_headers: HeaderMap,
 }
 
-/// A fake CoinGecko serving `GET /api/v3/exchange_rates`.
+/// A fake upstream: CoinGecko's `GET /api/v3/exchange_rates` ([`Self::start`]) or Coinbase's
+/// `GET /v2/exchange-rates` ([`Self::coinbase`]), answering what the test sets.
 #[derive(Clone)]
 pub struct FakeUpstream {
     pub addr: SocketAddr,
+    api: Api,
     state: Arc<Mutex<FakeState>>,
 }
 
 impl FakeUpstream {
+    /// A fake CoinGecko.
     pub async fn start(reply: Reply) -> Self {
+        Self::serve(Api::CoinGecko, reply).await
+    }
+
+    /// A fake Coinbase (its URL is `--coinbase-url`); `Reply::Json(coinbase_fixture())` is its
+    /// usual answer.
+    pub async fn coinbase(reply: Reply) -> Self {
+        Self::serve(Api::Coinbase, reply).await
+    }
+
+    async fn serve(api: Api, reply: Reply) -> Self {
         let state = Arc::new(Mutex::new(FakeState {
             reply: Some(reply),
             ..Default::default()
         }));
         let handler_state = state.clone();
         let app = axum::Router::new().route(
-            "/api/v3/exchange_rates",
+            api.path(),
             get(move |headers: HeaderMap| {
                 let state = handler_state.clone();
                 async move {
@@ -108,10 +193,7 @@ impl FakeUpstream {
                     let requests = state.lock().unwrap().requests;
                     match reply {
                         Reply::Changing(mut v) => {
-                            for rate in v["rates"].as_object_mut().unwrap().values_mut() {
-                                let value = rate["value"].as_f64().unwrap();
-                                rate["value"] = (value * (1.0 + requests as f64 * 1e-6)).into();
-                            }
+                            api.scale(&mut v, 1.0 + requests as f64 * 1e-6);
                             Response::builder()
                                 .header("content-type", "application/json")
                                 .body(Body::from(v.to_string()))
@@ -140,7 +222,7 @@ impl FakeUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, state }
+        Self { addr, api, state }
     }
 
     pub fn url(&self) -> String {
@@ -151,11 +233,12 @@ impl FakeUpstream {
         self.state.lock().unwrap().reply = Some(reply);
     }
 
-    /// Sets one unit's value in the current JSON reply.
+    /// Sets one unit's value in the current JSON reply; `code` as this API spells it (`usd` for
+    /// CoinGecko, `USD` for Coinbase).
     pub fn set_value(&self, code: &str, value: f64) {
         let mut s = self.state.lock().unwrap();
         if let Some(Reply::Json(v)) = &mut s.reply {
-            v["rates"][code]["value"] = value.into();
+            self.api.set(v, code, value);
         } else {
             panic!("set_value needs a JSON reply");
         }

@@ -14,11 +14,11 @@ use crate::accept::{self, SocketOptions};
 use crate::cluster::{self, ClusterError};
 use crate::config::Config;
 use crate::every::every;
-use crate::state::AppState;
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::upstream::{CoinGecko, Coinbase, Demo, FailoverConfig, SetupError, Sources, Upstream};
-use ratecast_protocol::Source;
 use crate::{http, poller, web, ws};
+use ratecast_protocol::Source;
 
 /// The whole HTTP surface (REST, page, stream, health, metrics unless served separately).
 /// Starts the stream's fan-out shards, so call it inside a Tokio runtime.
