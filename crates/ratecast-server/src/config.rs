@@ -59,7 +59,8 @@ pub struct Config {
     pub coinbase_url: Url,
 
     /// How long the primary source must have failed before the next one serves (default: one
-    /// poll interval). A 429 from the primary fails over at once.
+    /// poll interval). Sooner at the failure that would declare the data down (the third in a
+    /// row: retries come faster than the interval), and at once on a 429.
     #[arg(long, env = "RATECAST_FAILOVER_AFTER", value_parser = parse_duration)]
     pub failover_after: Option<Duration>,
 

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::{RateSource, UpstreamError};
 use crate::metrics::Metrics;
+use ratecast_protocol::status::DOWN_AFTER_FAILURES;
 use ratecast_protocol::{Failover, Rate, Rates, Source, UnitFlag, UpstreamState};
 
 #[derive(Debug, Clone)]
@@ -26,7 +27,8 @@ pub struct FailoverConfig {
     pub failover_after: Duration,
     /// How often the second source is sampled while the first serves; `None`: no cross-check.
     pub crosscheck_interval: Option<Duration>,
-    /// Relative difference above which a unit is reported.
+    /// Relative difference (the larger value over the smaller, less one) above which a unit is
+    /// reported.
     pub warn_ratio: f64,
     /// Relative difference above which a unit is held at its last agreed value.
     pub hold_ratio: f64,
@@ -42,6 +44,8 @@ struct Feed<S> {
     last_error: Option<&'static str>,
     /// A 429's `Retry-After`: not asked again before then.
     not_before: Option<Instant>,
+    /// Failures in a row.
+    failures: u32,
 }
 
 impl<S: RateSource> Feed<S> {
@@ -51,9 +55,11 @@ impl<S: RateSource> Feed<S> {
             Ok(_) => {
                 self.failing_since = None;
                 self.not_before = None;
+                self.failures = 0;
                 "ok"
             }
             Err(err) => {
+                self.failures += 1;
                 self.failing_since.get_or_insert((now, Instant::now()));
                 self.last_error = Some(err.kind());
                 self.not_before = err.retry_after().map(|wait| Instant::now() + wait);
@@ -116,6 +122,7 @@ impl<S: RateSource> Sources<S> {
                     failing_since: None,
                     last_error: None,
                     not_before: None,
+                    failures: 0,
                 })
                 .collect(),
             config,
@@ -150,8 +157,12 @@ impl<S: RateSource> Sources<S> {
             .failing_since
             .map(|(_, since)| since.elapsed())
             .unwrap_or_default();
+        // The poller retries a failing source faster than its interval, and declares the data
+        // down at the DOWN_AFTER_FAILURES-th failure in a row: fail over by then, so that a wall
+        // never turns stale while another source answers.
         let fail_over = self.active != 0
             || failing_for >= self.config.failover_after
+            || self.feeds[0].failures >= DOWN_AFTER_FAILURES
             || matches!(primary_error, UpstreamError::RateLimited { .. });
         if fail_over {
             for index in 1..self.feeds.len() {
@@ -332,7 +343,8 @@ impl<S: RateSource> Sources<S> {
             let Some(theirs) = sample.rates.get(code) else {
                 continue;
             };
-            let ratio = (theirs.value / rate.value - 1.0).abs();
+            // Symmetric: 100x too high and 100x too low are the same distance (99).
+            let ratio = rate.value.max(theirs.value) / rate.value.min(theirs.value) - 1.0;
             self.metrics
                 .gauge_with("ratecast_crosscheck_divergence_ratio", &[("unit", code)])
                 .set(ratio);
@@ -597,6 +609,21 @@ mod tests {
         );
     }
 
+    /// The poller retries faster than the interval and declares the data down at the third
+    /// failure in a row: the failover must come by then, or the wall flickers stale.
+    #[tokio::test(start_paused = true)]
+    async fn the_third_failure_in_a_row_fails_over_before_failover_after() {
+        let mut s = scene(None);
+        s.sources.fetch().await.unwrap();
+        s.primary.set(Answer::Down);
+        for _ in 1..DOWN_AFTER_FAILURES {
+            assert!(s.sources.fetch().await.is_err());
+        }
+        assert_eq!(s.fallback.calls(), 0);
+        let rates = s.sources.fetch().await.unwrap();
+        assert_eq!(rates["usd"].source, Some(Source::Coinbase));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_429_fails_over_at_once_and_its_retry_after_is_honoured() {
         let mut s = scene(None);
@@ -681,13 +708,13 @@ mod tests {
             ),
             Some(1.0)
         );
-        assert!(
+        assert_eq!(
             metric(
                 &s.metrics,
                 "ratecast_crosscheck_divergence_ratio{unit=\"usd\"}"
-            )
-            .unwrap()
-                > 0.9
+            ),
+            Some(10_000.0 / 101.0 - 1.0),
+            "symmetric: the larger value over the smaller"
         );
         assert_eq!(
             metric(&s.metrics, "ratecast_units_flagged{flag=\"held\"}"),
