@@ -94,7 +94,14 @@ export async function startRatecast({ port, upstreamUrl, demo = false, ready = t
   if (!demo) args.push('--upstream-url', upstreamUrl);
   args.push(...extraArgs);
   const child = spawn(BINARY, args, {
-    env: { ...process.env, RATECAST_DEMO: String(demo), RUST_LOG: process.env.RUST_LOG ?? 'ratecast=error' },
+    // CoinGecko alone unless a test names its sources with --upstream (which wins over the
+    // environment): a failing fake CoinGecko must not fail over to the real Coinbase.
+    env: {
+      ...process.env,
+      RATECAST_DEMO: String(demo),
+      RATECAST_UPSTREAM: 'coingecko',
+      RUST_LOG: process.env.RUST_LOG ?? 'ratecast=error',
+    },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const exited = new Promise((done) => child.once('exit', done));
