@@ -376,7 +376,8 @@ def test_grafana_dashboard():
     assert used <= CONTRACT_METRICS, used - CONTRACT_METRICS
     assert {"ratecast_ws_connections", "ratecast_ws_frames_sent_total", "ratecast_ws_delivery_delay_seconds",
             "ratecast_upstream_request_duration_seconds", "ratecast_upstream_requests_total",
-            "ratecast_data_age_seconds"} <= used
+            "ratecast_data_age_seconds", "ratecast_upstream_serving", "ratecast_units_by_source",
+            "ratecast_units_flagged", "ratecast_crosscheck_divergence_ratio"} <= used
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
 
