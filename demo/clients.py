@@ -2,10 +2,13 @@
 """Misbehaving WebSocket clients for the drills (standard library only, so it runs on any
 laptop and in the e2e stage without installing anything).
 
-  clients.py slow URL SECONDS   connects with a tiny receive buffer and never reads; after
-                                SECONDS drains what arrived and reports how the server ended it
-  clients.py flood URL SECONDS  sends pings as fast as it can (reading the answers, so it is
-                                not also slow) until the server closes it or SECONDS pass
+  clients.py slow URL METRICS_URL SECONDS
+      connects with a tiny receive buffer and stops reading until the server counts a slow
+      consumer (ratecast_ws_slow_consumer_closes_total at METRICS_URL moves) or SECONDS pass;
+      then drains what arrives and reports how the server ended it
+  clients.py flood URL SECONDS
+      sends pings as fast as it can (reading the answers, so it is not also slow) until the
+      server closes it or SECONDS pass
 
 Prints one JSON line: {"client", "closed", "close_code", "ended", "seconds", ...}.
 """
@@ -16,6 +19,7 @@ import socket
 import struct
 import sys
 import time
+import urllib.request
 from urllib.parse import urlparse
 
 
@@ -97,16 +101,36 @@ def drain(sock, limit=10.0):
     return code, reason, "close frame" if code is not None else ended
 
 
-def slow(url, seconds):
+def slow_consumer_closes(metrics_url):
+    """ratecast_ws_slow_consumer_closes_total at metrics_url (0 before the first)."""
+    name = "ratecast_ws_slow_consumer_closes_total"
+    with urllib.request.urlopen(metrics_url, timeout=2) as response:
+        for line in response.read().decode().splitlines():
+            series, _, value = line.rpartition(" ")
+            if series == name or series.startswith(name + "{"):
+                return float(value)
+    return 0.0
+
+
+def slow(url, metrics_url, seconds):
     start = time.monotonic()
+    before = slow_consumer_closes(metrics_url)
     sock = connect(url, rcvbuf=2048)
-    time.sleep(seconds)
+    # Read nothing until the server cuts us (nobody else on the replica is slow). It then still
+    # writes the rest of the cut frame and the 1008 close for a short grace (2 s,
+    # docs/protocol.md): a client that reads again within it learns why it was dropped.
+    cut = None
+    while cut is None and time.monotonic() - start < seconds:
+        time.sleep(0.1)
+        if slow_consumer_closes(metrics_url) > before:
+            cut = time.monotonic()
     drained = time.monotonic()
     code, reason, ended = drain(sock)
-    # drain_s: how long the reads took to reach the end; a stream the server had already ended
-    # drains at once.
+    # cut_s: when the server counted us (None: it never did); drain_s: how long the reads took
+    # to reach the end, at most the grace for a stream the server ends itself.
     return {"client": "slow", "closed": ended != "still open", "close_code": code,
             "close_reason": reason, "ended": ended, "seconds": round(time.monotonic() - start, 1),
+            "cut_s": round(cut - start, 1) if cut else None,
             "drain_s": round(time.monotonic() - drained, 1)}
 
 
@@ -148,7 +172,9 @@ def flood(url, seconds):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("slow", "flood"):
+    if sys.argv[1:2] == ["slow"] and len(sys.argv) == 5:
+        print(json.dumps(slow(sys.argv[2], sys.argv[3], float(sys.argv[4]))))
+    elif sys.argv[1:2] == ["flood"] and len(sys.argv) == 4:
+        print(json.dumps(flood(sys.argv[2], float(sys.argv[3]))))
+    else:
         sys.exit(__doc__)
-    kind, url, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    print(json.dumps((slow if kind == "slow" else flood)(url, secs)))

@@ -58,8 +58,8 @@ lb_ready() { curl -fsS --max-time 2 -o /dev/null "$LB_HTTP/readyz"; }
 # ---- one replica ---------------------------------------------------------------------------
 # replica_metric N NAME : the value of metric NAME of replica N, its first series if labelled
 # (empty when unknown).
-# Natively from the replica's metrics port; in compose from Prometheus (the metrics port is
-# not published to the host, on purpose).
+# Natively from the replica's metrics port; in compose from Prometheus (the metrics ports are
+# not published to the host, on purpose; replica 1's is, for one drill: replica_metrics_url).
 replica_metric() {
   local n=$1 name=$2
   if [ "$DEMO_TARGET" = native ]; then
@@ -68,6 +68,18 @@ replica_metric() {
       | awk -v m="$name" '$1 == m || index($1, m "{") == 1 { print $2; exit }' || true
   else
     prom_value "$name{pod=\"ratecast-$n\"}"
+  fi
+}
+
+# replica_metrics_url N : replica N's /metrics as this host reaches it, read directly (no
+# scrape interval in between): natively its metrics port; in compose only replica 1's is
+# published (on loopback), for the slow-client drill.
+replica_metrics_url() {
+  if [ "$DEMO_TARGET" = native ]; then
+    local port_var="METRICS_PORT_$1"
+    echo "http://127.0.0.1:${!port_var}/metrics"
+  else
+    echo "http://127.0.0.1:919$1/metrics"
   fi
 }
 

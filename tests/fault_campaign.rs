@@ -22,7 +22,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,21 +43,8 @@ const SUBSCRIBERS: usize = 300;
 const LEASE_TTL: &str = "2s";
 
 fn replica(port: u16, upstream: &str, redis: &str) -> Child {
-    Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream-url", upstream, "--poll-interval", "300ms"])
-        .args(["--redis-url", redis, "--cluster-lease-ttl", LEASE_TTL])
-        .args(["--trusted-proxy", "127.0.0.1/32"])
-        .args(["--max-connections-per-ip", "10000"])
-        .args(["--connection-rate-per-second", "0"])
-        .args(["--shutdown-grace", "3s"])
-        .env_clear()
-        .envs(common::coverage_env())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ratecast starts")
+    let extra = ["--cluster-lease-ttl", LEASE_TTL, "--shutdown-grace", "3s"];
+    common::replica::behind_proxy(port, upstream, redis, &extra)
 }
 
 /// `(epoch, seq, checksum)` of a replica's REST body; `None` while it has no data or is down.

@@ -266,3 +266,54 @@ async fn a_wrong_checksum_and_a_resync_jump_are_counted() {
         "{s}"
     );
 }
+
+/// `--no-deflate` (issue 23): by default the generator offers permessage-deflate and the server
+/// compresses its frames for it; with the flag it reads raw frames. Each run has a fresh server,
+/// whose own counters tell which: frames compressed, and wire bytes per frame against the mean
+/// size of the frames the generator read (after inflating). Either way the feed is whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn deflate_is_offered_unless_no_deflate() {
+    for (flag, deflated) in [(None, true), (Some("--no-deflate"), false)] {
+        let server = TestServer::start(common::config("http://127.0.0.1:9", &["--demo"])).await;
+        server.wait_ready().await;
+        let url = server.ws_url("");
+        let mut args = vec![
+            "--url",
+            &url,
+            "--clients",
+            "20",
+            "--duration",
+            "2s",
+            "--json",
+        ];
+        args.extend(flag);
+        let (code, stdout, stderr) = loadtest(&args).await;
+        assert_eq!(code, Some(0), "{flag:?}: {stderr}");
+        let s = summary(&stdout);
+        assert_eq!(s["connected"], 20, "{flag:?}: {s}");
+        assert_eq!(s["disconnects"], json!({}), "{flag:?}: {s}");
+        for zero in ["unparsable_frames", "checksum_mismatches", "missing_seqs"] {
+            assert_eq!(s[zero], 0, "{flag:?} {zero}: {s}");
+        }
+        assert!(
+            s["checksums_verified"].as_u64().unwrap() > 20,
+            "{flag:?}: {s}"
+        );
+
+        let compressions = server
+            .metric("ratecast_ws_deflate_compressions_total")
+            .await;
+        let wire = server.metric("ratecast_ws_bytes_sent_total").await
+            / server.metric("ratecast_ws_frames_sent_total").await;
+        let read = s["mean_frame_bytes"].as_f64().unwrap();
+        eprintln!(
+            "{flag:?}: {compressions} compressions, {wire:.0} B/frame on the wire, {read:.0} B/frame read"
+        );
+        if deflated {
+            assert!(compressions > 0.0 && wire < 0.6 * read, "{flag:?}: {s}");
+        } else {
+            assert!(compressions == 0.0 && wire > 0.9 * read, "{flag:?}: {s}");
+        }
+        server.stop().await;
+    }
+}

@@ -220,7 +220,12 @@ async fn a_sharded_redis_cluster_is_refused_at_start_up() -> Result<()> {
             "--redis-url",
             &redis.url(),
         ])
-        .args(["--upstream-url", "http://127.0.0.1:9"])
+        .args([
+            "--upstream-url",
+            "http://127.0.0.1:9",
+            "--upstream",
+            "coingecko",
+        ])
         .env_clear()
         .envs(common::coverage_env())
         .kill_on_drop(true)

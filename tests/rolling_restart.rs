@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::haproxy::haproxy;
@@ -18,25 +17,7 @@ use tokio::process::{Child, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_ratecast");
 
 fn replica(port: u16, upstream: &str, redis: &str) -> Child {
-    Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream-url", upstream, "--poll-interval", "300ms"])
-        .args(["--redis-url", redis])
-        .args(["--trusted-proxy", "127.0.0.1/32"])
-        .args([
-            "--max-connections-per-ip",
-            "10000",
-            "--connection-rate-per-second",
-            "0",
-        ])
-        .args(["--shutdown-grace", "5s"])
-        .env_clear()
-        .envs(common::coverage_env())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ratecast starts")
+    common::replica::behind_proxy(port, upstream, redis, &["--shutdown-grace", "5s"])
 }
 
 async fn ready(port: u16) {

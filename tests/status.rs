@@ -189,6 +189,7 @@ fn expected_503s_are_not_logged_as_errors() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ratecast"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--upstream-url", &dead_url, "--poll-interval", "30s"])
+        .args(["--upstream", "coingecko"])
         .env_clear()
         .envs(common::coverage_env())
         .env("RUST_LOG", "info")

@@ -191,7 +191,10 @@ async fn bad_urls_and_refused_connections_give_one_clear_line() {
 
 /// The table as a person sees it: `watch` in a real terminal (tmux), read off the screen.
 fn screen_of(args: &[&str]) -> String {
-    let session = format!("ratecast-watch-{}", std::process::id());
+    // One session per call: the tests that read screens run in parallel.
+    static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let session = format!("ratecast-watch-{}-{n}", std::process::id());
     let mut command = vec![BIN.to_owned(), "watch".to_owned()];
     command.extend(args.iter().map(|a| a.to_string()));
     let tmux = |args: &[&str]| {
@@ -272,6 +275,41 @@ async fn the_terminal_table_shows_prices_in_the_quote_with_units_never_cut() {
         .find(|l| l.starts_with("BITS"))
         .unwrap_or_default();
     assert!(bits.contains("1,000,000 μBTC"), "unit cut short: {raw}");
+}
+
+/// permessage-deflate (issue 23): watch offers it unless `--no-deflate`, and the table on the
+/// terminal is the same either way (the status line above it holds the data age, which moves).
+/// The server's count of compressed frames tells whether it was negotiated.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_table_is_the_same_with_permessage_deflate() {
+    let upstream = common::FakeUpstream::start(common::Reply::Json(common::fixture())).await;
+    let server = TestServer::start_ready(&upstream, &[]).await;
+    let mut tables = Vec::new();
+    for flag in [None, Some("--no-deflate")] {
+        let compressed = || server.metric("ratecast_ws_deflate_compressions_total");
+        let before = compressed().await;
+        let url = server.ws_url("");
+        let screen = tokio::task::spawn_blocking(move || {
+            let mut args = vec!["--url", url.as_str()];
+            args.extend(flag);
+            screen_of(&args)
+        })
+        .await
+        .unwrap();
+        let after = compressed().await;
+        assert_eq!(
+            after > before,
+            flag.is_none(),
+            "{flag:?}: {before} → {after} frames compressed"
+        );
+        let table: Vec<String> = screen.lines().skip(1).map(str::to_owned).collect();
+        assert!(
+            table.iter().filter(|l| l.contains('$')).count() > 10,
+            "{flag:?}:\n{screen}"
+        );
+        tables.push(table);
+    }
+    assert_eq!(tables[0], tables[1]);
 }
 
 /// A fake server that plays one script per connection and records the URI each one asked for:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Stage browser: the wall display in Debian's headless Chromium, driven by playwright-core from
-# node's test runner, against the real `ratecast serve` and a fake CoinGecko (tests/browser).
+# node's test runner, against the real `ratecast serve` and a fake CoinGecko (tests/browser);
+# the tests that must hold in every browser run in Debian's Firefox ESR too, driven by
+# puppeteer-core over WebDriver BiDi.
 # Writes the README screenshots to docs/screenshots/.
 source "$(dirname "$0")/../lib.sh"
 
-ensure_apt chromium chromium-driver
+ensure_apt chromium chromium-driver firefox-esr
 command -v node >/dev/null || ensure_apt nodejs npm
 echo "chromium: $(chromium --version 2>/dev/null)"
+echo "firefox: $(firefox-esr --version 2>/dev/null)"
 echo "node: $(node --version)"
 
 log "npm ci (tests/browser)"

@@ -1,4 +1,6 @@
-// Test fixtures: a fake CoinGecko, the real ratecast binary, and Debian's Chromium via playwright-core.
+// Test fixtures: a fake CoinGecko, the real ratecast binary, Debian's Chromium via playwright-core,
+// and Debian's Firefox ESR via puppeteer-core (WebDriver BiDi: playwright cannot drive a stock
+// Firefox, only its own patched build, which cannot be downloaded here).
 
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -7,10 +9,12 @@ import net from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const BINARY = process.env.RATECAST_BIN ?? resolve(REPO, 'target/debug/ratecast');
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+const FIREFOX = process.env.FIREFOX_BIN ?? '/usr/bin/firefox-esr';
 
 export function fixtureRates() {
   const path = resolve(REPO, 'tests/fixtures/coingecko-exchange-rates-2022.json');
@@ -112,6 +116,53 @@ export async function launchChromium() {
     ],
   });
 }
+
+/** The page's settle time: CI shares two cores, and Firefox starts slowly. */
+const WAIT = { timeout: 20_000 };
+
+/**
+ * The two browsers behind one small interface, for tests that must hold in both: `launch()`,
+ * then `open(browser, url, init, problems)` gives a page in a fresh context where `init` runs
+ * before the page's own scripts (CSP does not apply to it) and uncaught errors go to `problems`;
+ * the page offers `evaluate(fn, arg)` and `waitFor(fn, arg)` (until `fn(arg)` in the page is
+ * truthy).
+ */
+export const ENGINES = {
+  chromium: {
+    launch: launchChromium,
+    async open(browser, url, init, problems) {
+      const context = await browser.newContext({ locale: 'en-US' });
+      await context.addInitScript(init);
+      const page = await context.newPage();
+      page.on('pageerror', (error) => problems.push(`uncaught: ${error.message}`));
+      await page.goto(url);
+      return {
+        evaluate: (fn, arg) => page.evaluate(fn, arg),
+        waitFor: (fn, arg) => page.waitForFunction(fn, arg, WAIT),
+      };
+    },
+  },
+  firefox: {
+    launch: () => puppeteer.launch({
+      browser: 'firefox',
+      executablePath: FIREFOX,
+      headless: true,
+      // The pages format numbers for navigator.language, as Chromium's contexts do for en-US.
+      extraPrefsFirefox: { 'intl.locale.requested': 'en-US', 'intl.accept_languages': 'en-US' },
+    }),
+    async open(browser, url, init, problems) {
+      const context = await browser.createBrowserContext();
+      const page = await context.newPage();
+      await page.evaluateOnNewDocument(init);
+      page.on('pageerror', (error) => problems.push(`uncaught: ${error.message}`));
+      await page.goto(url);
+      return {
+        evaluate: (fn, arg) => page.evaluate(fn, arg),
+        waitFor: (fn, arg) => page.waitForFunction(fn, WAIT, arg),
+      };
+    },
+  },
+};
 
 /**
  * Opens a page in a fresh context that records console errors, uncaught exceptions and CSP

@@ -202,6 +202,9 @@ pub fn config(upstream: &str, extra: &[&str]) -> Config {
         "127.0.0.1:0",
         "--upstream-url",
         upstream,
+        // CoinGecko alone, today's behaviour; the tests of failover name their sources.
+        "--upstream",
+        "coingecko",
         "--poll-interval",
         "50ms",
         "--max-backoff",

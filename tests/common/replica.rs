@@ -15,6 +15,33 @@ use super::redis::free_port;
 /// takeovers, and 2 s keeps it from flapping on a busy box.
 const LEASE_TTL: &str = "2s";
 
+/// A replica behind the test's haproxy (which is on 127.0.0.1 and forwards the client's
+/// address), open to thousands of subscribers from one address; `extra` adds or overrides
+/// flags. Killed when dropped.
+pub fn behind_proxy(
+    port: u16,
+    upstream: &str,
+    redis: &str,
+    extra: &[&str],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ratecast"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream-url", upstream, "--poll-interval", "300ms"])
+        .args(["--upstream", "coingecko"])
+        .args(["--redis-url", redis])
+        .args(["--trusted-proxy", "127.0.0.1/32"])
+        .args(["--max-connections-per-ip", "10000"])
+        .args(["--connection-rate-per-second", "0"])
+        .args(extra)
+        .env_clear()
+        .envs(super::coverage_env())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ratecast starts")
+}
+
 pub struct Replica {
     pub child: Child,
     pub port: u16,
@@ -29,6 +56,7 @@ impl Replica {
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--upstream-url", upstream, "--redis-url", redis_url])
+            .args(["--upstream", "coingecko"])
             .args(["--poll-interval", "100ms"])
             .args([
                 "--rate-limit-per-second",

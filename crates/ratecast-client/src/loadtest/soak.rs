@@ -57,8 +57,8 @@ pub struct Sample {
 }
 
 /// How the connections of one behaviour may end (`Outcome::ended` labels); anything else fails
-/// the soak. A slow consumer finds the 1008 close frame if its socket still took one whole at a
-/// frame boundary, else the end of the stream (docs/protocol.md); a silent peer is dropped by
+/// the soak. A slow consumer finds the 1008 close frame if it read again within the server's
+/// grace after the cut, else the end of the stream (docs/protocol.md); a silent peer is dropped by
 /// the idle timeout (the end of the stream) unless its buffers filled first (1008). Either way
 /// the server ended it: our own `timeout` (the linger ran out) is never expected.
 pub fn expected_endings(b: Behaviour) -> &'static [&'static str] {

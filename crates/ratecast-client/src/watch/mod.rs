@@ -5,17 +5,25 @@
 //! forces such a resume. It folds every snapshot and delta into its own table and checks the
 //! `checksum` they carry: on a mismatch its table is wrong, so it reconnects *without* `since`
 //! for a fresh snapshot, and counts it (status line; on stderr with `--json`).
+//!
+//! It offers permessage-deflate (RFC 7692) as browsers do, unless `--no-deflate`: the stream is
+//! read with yawc, which negotiates it and inflates each message into a buffer bounded by
+//! [`MAX_MESSAGE`] (tungstenite rejects the RSV1 bit of compressed frames).
 
 mod board;
 
+use std::future::IntoFuture;
 use std::io::{self, IsTerminal, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use futures_util::StreamExt;
+use futures_util::SinkExt;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_rustls::{TlsConnector, rustls};
 use tokio_util::sync::CancellationToken;
+use yawc::close::CloseCode;
+use yawc::{CompressionLevel, Frame, OpCode, Options, WebSocketError};
 
 use crate::table::{Check, Table};
 use board::{Board, Link};
@@ -28,6 +36,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Redraws between frames keep the data age and the flashes current.
 const REDRAW: Duration = Duration::from_millis(250);
+/// The largest message accepted, on the wire and once inflated (a snapshot of every unit is a
+/// few KiB): a server cannot make watch inflate a small frame into gigabytes.
+const MAX_MESSAGE: usize = 4 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
@@ -74,6 +85,11 @@ pub struct WatchArgs {
     /// Limit for the TCP connect, TLS and WebSocket handshake of each attempt.
     #[arg(long, env = "RATECAST_WATCH_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+
+    /// Do not offer permessage-deflate: read raw frames (by default watch offers it, as
+    /// browsers do, and inflates the compressed ones).
+    #[arg(long, env = "RATECAST_WATCH_NO_DEFLATE")]
+    pub no_deflate: bool,
 }
 
 /// Runs until `shutdown` completes, the user quits, or `--max-frames` is reached.
@@ -140,18 +156,22 @@ pub async fn run(
         frames: 0,
         full_feed: wanted.is_empty(),
     };
+    let tls = tls_connector()?;
+    let options = connect_options(args.no_deflate);
     let mut attempt = 0u32;
     let mut connected_once = false;
     loop {
         let request = request_url(&url, &wanted, feed.since.as_ref());
-        let connect =
-            tokio_tungstenite::connect_async_tls_with_config(request.as_str(), None, true, None);
+        let connect = yawc::WebSocket::connect(request)
+            .with_options(options.clone())
+            .with_connector(tls.clone())
+            .into_future();
         let result = tokio::select! {
             () = quit.cancelled() => return Ok(()),
             result = tokio::time::timeout(args.connect_timeout, connect) => result,
         };
         let why = match result {
-            Ok(Ok((ws, _response))) => {
+            Ok(Ok(ws)) => {
                 connected_once = true;
                 attempt = 0;
                 sink.link(Link::Live)?;
@@ -215,8 +235,33 @@ struct Resume {
     epoch: String,
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = yawc::TcpWebSocket;
+
+/// What watch offers in the handshake: permessage-deflate unless `no_deflate`. It never sends a
+/// data frame, so the compression level only matters to the offer.
+fn connect_options(no_deflate: bool) -> Options {
+    let options = Options::default().with_limits(MAX_MESSAGE, MAX_MESSAGE);
+    if no_deflate {
+        options.without_compression()
+    } else {
+        options.with_compression_level(CompressionLevel::fast())
+    }
+}
+
+/// TLS for wss:// with the system's trusted roots (yawc's default would be compiled-in ones).
+fn tls_connector() -> anyhow::Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable certificates are skipped: a wss:// server they would have vouched for then
+    // fails its handshake, with rustls's reason on the status line.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
 
 impl Feed {
     async fn session(
@@ -238,29 +283,34 @@ impl Feed {
                     sink.redraw()?;
                     continue;
                 }
-                msg = ws.next() => msg,
+                msg = ws.next_frame() => msg,
             };
-            let text = match msg {
-                Some(Ok(Message::Text(text))) => text,
-                // Pings are answered by tungstenite; binary frames are not part of the protocol.
-                Some(Ok(
-                    Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_),
-                )) => continue,
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    return Ok(End::Lost(format!(
-                        "server closed the stream ({} {})",
-                        u16::from(frame.code),
-                        frame.reason
-                    )));
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(e) => return Ok(End::Lost(describe(&e))),
+            };
+            let text = match msg.opcode() {
+                OpCode::Text => match std::str::from_utf8(msg.payload()) {
+                    Ok(text) => text,
+                    Err(_) => return Ok(End::Lost("a text frame that is not UTF-8".into())),
+                },
+                OpCode::Close => {
+                    return Ok(End::Lost(match msg.close_code() {
+                        Some(code) => format!(
+                            "server closed the stream ({} {})",
+                            u16::from(code),
+                            msg.close_reason().ok().flatten().unwrap_or_default()
+                        ),
+                        None => "server closed the stream".into(),
+                    }));
                 }
-                Some(Ok(Message::Close(None))) | None => {
-                    return Ok(End::Lost("server closed the stream".into()));
-                }
-                Some(Err(e)) => return Ok(End::Lost(describe(&e))),
+                // Pings are answered by yawc (fragments come reassembled); binary frames are
+                // not part of the protocol.
+                OpCode::Ping | OpCode::Pong | OpCode::Binary | OpCode::Continuation => continue,
             };
             deadline = Instant::now() + args.idle_timeout;
             // Unknown frame types (other servers, newer versions) are passed through, not fatal.
-            let frame = serde_json::from_str::<ServerFrame>(&text).ok();
+            let frame = serde_json::from_str::<ServerFrame>(text).ok();
             let (resume, check) = match &frame {
                 Some(ServerFrame::Snapshot(s)) => (
                     Some((s.seq, &s.epoch)),
@@ -303,7 +353,7 @@ impl Feed {
                 seq,
                 epoch: epoch.clone(),
             });
-            if !sink.frame(&text, frame)? {
+            if !sink.frame(text, frame)? {
                 return Ok(End::Done); // stdout closed (`| head -1`)
             }
             if resume.is_some() {
@@ -314,7 +364,8 @@ impl Feed {
                 break;
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        let goodbye = ws.send(Frame::close(CloseCode::Normal, []));
+        let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
         Ok(End::Done)
     }
 }
@@ -473,23 +524,12 @@ fn request_url(url: &url::Url, symbols: &[String], since: Option<&Resume>) -> ur
 }
 
 /// One line a person can act on, for the errors a connection attempt meets.
-fn describe(e: &tungstenite::Error) -> String {
+fn describe(e: &WebSocketError) -> String {
     match e {
-        tungstenite::Error::Http(response) => {
-            let detail = response
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_owned));
-            match detail {
-                Some(detail) => format!("server answered HTTP {}: {detail}", response.status()),
-                None => format!(
-                    "server answered HTTP {} instead of a WebSocket upgrade",
-                    response.status()
-                ),
-            }
+        WebSocketError::InvalidStatusCode(status) => {
+            format!("server answered HTTP {status} instead of a WebSocket upgrade")
         }
-        tungstenite::Error::Io(io) => io.to_string(),
+        WebSocketError::IoError(io) => io.to_string(),
         other => other.to_string(),
     }
 }

@@ -91,6 +91,8 @@ pub enum SetupError {
         path: &'static str,
         source: url::ParseError,
     },
+    #[error("--crosscheck-hold-percent ({hold}) is below --crosscheck-warn-percent ({warn})")]
+    Thresholds { warn: f64, hold: f64 },
     #[error("the HTTP client cannot be built: {0}")]
     Client(#[from] reqwest::Error),
 }

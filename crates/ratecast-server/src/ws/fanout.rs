@@ -6,8 +6,9 @@
 //! [`Outbound`] state machine, so a socket has exactly one writer. A socket that cannot take a
 //! frame at once is handed to a short-lived flusher; while it drains, the subscriber misses feed
 //! frames and is resynced with a snapshot afterwards. A flusher that cannot drain within the
-//! write timeout makes it a slow consumer: closed (1008 when the close frame still fits at a
-//! frame boundary, else without a frame) and shut down both ways, which ends its reader too.
+//! write timeout makes it a slow consumer: it leaves the shard at once and a closer task
+//! finishes its cut frame and sends the 1008 close if it reads again within a short grace, then
+//! shuts it down both ways, which ends its reader too.
 //! A burst yields to the runtime every [`YIELD_EVERY`] writes, so HTTP handlers and readers on
 //! the same worker thread are not stalled by a 10k-subscriber fan-out.
 
@@ -129,9 +130,11 @@ pub struct ShardContext {
 enum Ending {
     /// Our close frame is out: no more writes; the reader reads the client's close.
     CloseSent,
-    /// The socket failed, the client is slow or silent, or its reader is gone: both ways, so
+    /// The socket failed, the client is silent, or its reader is gone: both ways, so
     /// the reader (if any) sees the end at once and frees the slot and the fd.
     Dropped,
+    /// A slow consumer: its closer task writes its last bytes and shuts it down.
+    HandedToCloser,
 }
 
 /// Starts `count` shards on `tasks`; they run until shutdown, then close every subscriber
@@ -300,17 +303,15 @@ impl Worker {
                 }
             }
             Flushed::Failed => self.finish(id, Ending::Dropped),
-            Flushed::TimedOut { at_boundary } => {
+            Flushed::TimedOut { tail } => {
                 if sub.out.state() == State::Closing {
                     // Our own close frame did not go out in time: give up on it.
                     return self.finish(id, Ending::Dropped);
                 }
                 self.context.metrics.ws_slow_consumer_closes.increment(1);
-                debug!(conn = id, at_boundary, "slow consumer: closing");
-                // A client that does not read may not close either: its reader is ended too.
-                if sub.out.close_slow(at_boundary, &self.flusher) == Sent::Closed {
-                    self.finish(id, Ending::Dropped);
-                }
+                debug!(conn = id, cut = tail.len(), "slow consumer: closing");
+                sub.out.close_slow(tail);
+                self.finish(id, Ending::HandedToCloser);
             }
         }
     }
@@ -346,6 +347,7 @@ impl Worker {
             let how = match ending {
                 Ending::CloseSent => Shutdown::Write,
                 Ending::Dropped => Shutdown::Both,
+                Ending::HandedToCloser => return,
             };
             let _ = socket2::SockRef::from(&sub.out.peer.stream).shutdown(how);
         }

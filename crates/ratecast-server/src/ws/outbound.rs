@@ -8,10 +8,13 @@
 //! snapshot is owed; replies wait in a queue bounded by the connection's reply budget (each
 //! holds a permit of it); a close waits behind them. **Closing**: the close frame is out or being
 //! flushed; nothing more is written. So there is exactly one writer per socket by construction,
-//! and a close frame is never cut short by another write.
+//! and a close frame is never cut short by another write. A slow consumer (a flusher timed out)
+//! is handed to a closer task for [`SLOW_CLOSE_GRACE`]: it finishes the frame that was cut and
+//! writes the 1008 close if the client reads again, then shuts the socket down either way.
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +27,12 @@ use super::fanout::{Command, Peer};
 /// Replies (pongs, errors, subscribe answers) one connection may have queued or in flight;
 /// its reader waits for room (and closes with 1008 if none frees up within the write timeout).
 pub const REPLY_BUDGET: usize = 16;
+
+/// How long a slow consumer's socket is still written to once it is cut: time for a client
+/// that reads again to get the rest of the frame cut mid-way and the 1008 close, so it learns
+/// why it was dropped. Fixed and short: the connection keeps its slot (and fd) until it ends,
+/// whether the client read or not, and the shard has let go of it already.
+pub const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
@@ -48,15 +57,16 @@ pub(super) enum Sent {
 }
 
 /// How a flusher ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flushed {
     /// The socket took every byte in time.
     Done,
     /// The socket failed (reset, broken pipe).
     Failed,
-    /// The socket did not take the bytes within the write timeout. `at_boundary`: not one
-    /// byte of the frame went out, so a close frame may still follow it.
-    TimedOut { at_boundary: bool },
+    /// The socket did not take the bytes within the write timeout. `tail`: what is left of a
+    /// frame cut mid-way, to be finished before a close frame may follow (empty when not one
+    /// byte of the frame went out).
+    TimedOut { tail: Bytes },
 }
 
 /// Where flushers report, and how long they may take.
@@ -142,23 +152,12 @@ impl Outbound {
         }
     }
 
-    /// A slow consumer whose flusher timed out: the close frame if the socket takes it whole
-    /// right now at a frame boundary (a partial write is finished by a flusher), else none.
-    pub fn close_slow(&mut self, at_boundary: bool, flusher: &Flusher) -> Sent {
+    /// A slow consumer whose flusher timed out: nothing more is queued; a closer task takes
+    /// the socket (the `tail` of the cut frame, then the 1008 close, within the grace).
+    pub fn close_slow(&mut self, tail: Bytes) {
         self.state = State::Closing;
         self.held.clear();
-        if !at_boundary {
-            return Sent::Closed;
-        }
-        let frame = CloseReason::SlowConsumer.frame();
-        match self.peer.stream.try_write(&frame) {
-            Ok(n) if n == frame.len() => Sent::Closed,
-            Ok(n) if n > 0 => {
-                self.spawn_flusher(frame.slice(n..), false, flusher);
-                Sent::Pending
-            }
-            _ => Sent::Closed,
-        }
+        tokio::spawn(close_slow(self.peer.clone(), tail));
     }
 
     /// The flusher finished: write what was held (stopping if the socket fills again), then
@@ -228,24 +227,39 @@ async fn flush(
     write_timeout: Duration,
 ) {
     let started = rest.len();
-    let flushed = tokio::time::timeout(write_timeout, async {
-        while !rest.is_empty() {
-            peer.stream.writable().await?;
-            match peer.stream.try_write(&rest) {
-                Ok(n) => rest.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    })
-    .await;
+    let flushed = tokio::time::timeout(write_timeout, write_all(&peer, &mut rest)).await;
     let outcome = match flushed {
         Ok(Ok(())) => Flushed::Done,
         Ok(Err(_)) => Flushed::Failed,
-        Err(_) => Flushed::TimedOut {
-            at_boundary: whole && rest.len() == started,
-        },
+        Err(_) if whole && rest.len() == started => Flushed::TimedOut { tail: Bytes::new() },
+        Err(_) => Flushed::TimedOut { tail: rest },
     };
     let _ = commands.send(Command::Flushed(peer.id, outcome));
+}
+
+/// A slow consumer's last writes: the rest of the frame it was cut in, then the 1008 close,
+/// as far as the socket takes them within [`SLOW_CLOSE_GRACE`]; then the socket is shut down
+/// both ways whatever was written (which also ends the reader and frees the slot). One task
+/// per cut connection, off the shard: neither the fan-out nor any other subscriber waits.
+async fn close_slow(peer: Arc<Peer>, mut tail: Bytes) {
+    let mut close = CloseReason::SlowConsumer.frame();
+    let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, async {
+        write_all(&peer, &mut tail).await?;
+        write_all(&peer, &mut close).await
+    })
+    .await;
+    let _ = socket2::SockRef::from(&peer.stream).shutdown(Shutdown::Both);
+}
+
+/// Writes all of `rest` as the socket takes it, advancing it; the caller bounds the time.
+async fn write_all(peer: &Peer, rest: &mut Bytes) -> io::Result<()> {
+    while !rest.is_empty() {
+        peer.stream.writable().await?;
+        match peer.stream.try_write(rest) {
+            Ok(n) => rest.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
