@@ -275,17 +275,24 @@ thaw_feed() {
 }
 
 # ---- the upstream ----------------------------------------------------------------------------
-# fake_upstream outage|recover|freeze|thaw : the native stack's fake CoinGecko (fake-coingecko.py).
+# fake_upstream outage|recover|freeze|thaw : the native stack's fake CoinGecko (fake-coingecko.py),
+# which also serves the Coinbase endpoint the replicas poll as their fallback (--coinbase-url),
+# from the same moving rates (so the cross-check finds the two in agreement).
 fake_upstream() { curl -fsS --max-time 3 -X POST -o /dev/null "http://127.0.0.1:$UPSTREAM_PORT/fake/$1"; }
 # SIGUSR1 toggles the demo source's outage on every running replica (compose: --demo).
 toggle_demo_source() { local n; for n in "${REPLICAS[@]}"; do replica_running "$n" && replica_signal "$n" USR1; done; }
-# upstream_outage / upstream_recover : CoinGecko unreachable, then answering again.
+# upstream_outage / upstream_recover : every upstream unreachable (natively the fake stops, so
+# CoinGecko and its fallback both refuse connections), then answering again.
 upstream_outage() {
-  if [ "$DEMO_TARGET" = native ]; then fake_upstream outage; else toggle_demo_source; fi
+  if [ "$DEMO_TARGET" = native ]; then bash "$DEMO_DIR/stack-native.sh" stop-upstream; else toggle_demo_source; fi
 }
 upstream_recover() {
-  if [ "$DEMO_TARGET" = native ]; then fake_upstream recover; else toggle_demo_source; fi
+  if [ "$DEMO_TARGET" = native ]; then bash "$DEMO_DIR/stack-native.sh" start-upstream; else toggle_demo_source; fi
 }
+# coingecko_outage / coingecko_recover : only CoinGecko fails (503); the fallback still answers.
+# Native stack only (the failover drill).
+coingecko_outage() { fake_upstream outage; }
+coingecko_recover() { fake_upstream recover; }
 
 # ---- drills that cannot run here -------------------------------------------------------------
 # The exit status of a drill that did not run, and only that: no tool a drill calls exits with

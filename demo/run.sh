@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs the failure drills one at a time or all in order, against the compose stack
 # (`docker compose up -d` first) or the native one (DEMO_TARGET=native, see stack-native.sh).
-# Usage: demo/run.sh [live|outage|leader-kill|rolling-restart|redis-outage|slow-clients|loadtest ...]
+# Usage: demo/run.sh [live|outage|leader-kill|rolling-restart|redis-outage|slow-clients|loadtest|failover ...]
 # Each drill prints what to watch and what happened, and writes its figures to
 # $DEMO_OUT/<drill>.json (default target/demo), stamped with the run: commit and machine.
 # shellcheck source=demo/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-ALL=(live outage leader-kill rolling-restart redis-outage slow-clients loadtest)
+ALL=(live outage leader-kill rolling-restart redis-outage slow-clients loadtest failover)
 drills=("$@")
 [ ${#drills[@]} -eq 0 ] && drills=("${ALL[@]}")
 

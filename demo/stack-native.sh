@@ -4,10 +4,12 @@
 # cluster mode on redis-server when the binary has it, issue 13), haproxy in front rendered from
 # deploy/compose/haproxy.cfg, Prometheus rendered from deploy/compose/prometheus/prometheus.yml
 # with the chart's rules. No Grafana (not packaged). Unlike compose.yaml the replicas poll a fake
-# CoinGecko (fake-coingecko.py, the recorded payload moving) instead of running --demo, so the
-# drills' staleness and alert timings are those of the production code path.
+# CoinGecko (fake-coingecko.py, the recorded payload moving; its Coinbase endpoint is their
+# fallback, --coinbase-url) instead of running --demo, so the drills' staleness, failover and
+# alert timings are those of the production code path.
 #
-# Usage: DEMO_RUN=DIR RATECAST_BIN=PATH demo/stack-native.sh up|down|start-replica N|start-redis
+# Usage: DEMO_RUN=DIR RATECAST_BIN=PATH demo/stack-native.sh up|down|start-replica N|start-redis|
+#        start-upstream|stop-upstream
 # DIR gets env (the ports, sourced by demo/lib.sh), *.pid, *.log and the rendered configs.
 # PROMETHEUS_BIN (default: prometheus) and HAPROXY_BIN (default: haproxy) may be set.
 set -euo pipefail
@@ -50,6 +52,14 @@ start_upstream() {
   wait_http "http://127.0.0.1:$UPSTREAM_PORT/api/v3/exchange_rates"
 }
 
+# Both upstreams gone at once (the fake serves CoinGecko and Coinbase): connections refused.
+stop_upstream() {
+  local pid
+  pid=$(cat "$DEMO_RUN/upstream.pid")
+  kill "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
+
 start_replica() {
   local n=$1
   # shellcheck source=/dev/null
@@ -62,7 +72,7 @@ start_replica() {
   # The compose stack's settings (compose.yaml), plus the caps lifted for 1,000 loopback
   # subscribers.
   spawn "ratecast-$n" env RUST_LOG=info RATECAST_LOG_FORMAT=json "$RATECAST_BIN" serve \
-    --upstream-url "http://127.0.0.1:$UPSTREAM_PORT" \
+    --upstream-url "http://127.0.0.1:$UPSTREAM_PORT" --coinbase-url "http://127.0.0.1:$UPSTREAM_PORT" \
     --listen "127.0.0.1:${!port_var}" --metrics-listen "127.0.0.1:${!metrics_var}" \
     --poll-interval 1s --stale-after 10s --max-backoff 10s --shutdown-grace 10s --write-timeout 5s \
     --socket-send-buffer 8192 \
@@ -141,5 +151,7 @@ case "${1:-}" in
   down) down ;;
   start-replica) start_replica "${2:?replica number}" ;;
   start-redis) start_redis ;;
-  *) echo "usage: $0 up|down|start-replica N|start-redis" >&2; exit 2 ;;
+  start-upstream) start_upstream ;;
+  stop-upstream) stop_upstream ;;
+  *) echo "usage: $0 up|down|start-replica N|start-redis|start-upstream|stop-upstream" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage e2e: the demo stack and its failure drills, natively (no image pulls): 3 replicas polling
-# a fake CoinGecko in cluster mode on redis-server behind haproxy, Prometheus
+# a fake CoinGecko (and its Coinbase endpoint as their fallback, for the failover drill) in
+# cluster mode on redis-server behind haproxy, Prometheus
 # evaluating the Helm chart's alert rules; then demo/run.sh runs every drill, asserting each
 # outcome, and writes the figures and pictures the slides use to docs/presentation/data/.
 # Also checks what cannot run here: compose.yaml (docker-compose config), the Grafana

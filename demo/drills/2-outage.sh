@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Drill 2: a CoinGecko outage. Natively the fake CoinGecko answers 503 (the replicas take the
-# production path: last success older than --stale-after, upstream down); in compose the demo
+# Drill 2: every upstream out. Natively the fake upstream stops, so CoinGecko and its Coinbase
+# fallback both refuse connections (the replicas take the production path: last success older
+# than --stale-after, upstream down; CoinGecko alone failing is drill 8's failover); in compose the demo
 # source is told to fail (SIGUSR1 to every replica: in cluster mode only the leader polls, and
 # leadership may move during the drill). Asserts: the data turns stale with its age shown,
 # Prometheus fires RatecastDataStale (the chart's rule), and after the source recovers the data
@@ -12,7 +13,7 @@ stale() { rates_json | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.
 fresh() { ! stale; }
 max_age() { prom_value 'max(ratecast_data_age_seconds{namespace="demo"})'; }
 
-say "Drill 2: CoinGecko outage -> stale banner with the data's age -> recovery"
+say "Drill 2: every upstream out (CoinGecko and Coinbase) -> stale banner with the data's age -> recovery"
 wait_until 30 "fresh data before the drill" fresh
 wait_until 60 "RatecastDataStale inactive before the drill" alert_is RatecastDataStale inactive
 watch_for "the wall: the status turns 'Stale' with the data's age counting up"
@@ -35,7 +36,7 @@ t0=$(now_ms)
 upstream_outage
 # Whatever happens below, the drills after this one need a working source.
 trap 'upstream_recover' EXIT
-happened "the upstream now fails like an unreachable CoinGecko"
+happened "the upstreams now fail like an unreachable CoinGecko and Coinbase"
 wait_until 60 "the API reports stale data" stale
 t_stale=$(now_ms)
 rates_json | python3 -c 'import json,sys; b=json.load(sys.stdin); print("   API:", json.dumps({k: b.get(k) for k in ("stale", "upstream", "reason") if k in b}))'

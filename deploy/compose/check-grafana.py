@@ -34,6 +34,11 @@ ALWAYS_CLUSTER = {"Leader", "Replicas holding the lease", "Upstream calls per mi
                   "Leader → replica delay (p50 / p99)",
                   "Stream lag (age of the newest publication when applied)"}
 
+# The upstream sources' row: the stack's replicas poll the fake CoinGecko and its Coinbase side
+# (--coinbase-url), so the leader serves from CoinGecko and has cross-checked at its first poll.
+ALWAYS_SOURCES = {"Serving source / units by source / held units", "Cross-check divergence by unit",
+                  "Source requests by source and outcome"}
+
 
 def panels(dashboard):
     """Every panel with its queries, those inside rows (collapsed rows nest theirs) included."""
@@ -83,7 +88,8 @@ def main(prom):
 
     titles = {p.get("title") for p in panels(dashboard)}
     # A renamed panel must not leave the check silently: each name here is on the dashboard.
-    assert ALWAYS | ALWAYS_CLUSTER <= titles, f"not on the dashboard: {sorted((ALWAYS | ALWAYS_CLUSTER) - titles)}"
+    expected = ALWAYS | ALWAYS_CLUSTER | ALWAYS_SOURCES
+    assert expected <= titles, f"not on the dashboard: {sorted(expected - titles)}"
     assert query(prom, 'ratecast_cluster_leader{namespace="demo"}'), \
         "the stack is not in cluster mode (no ratecast_cluster_leader): the cluster panels cannot be checked"
 
@@ -97,14 +103,18 @@ def main(prom):
             results.setdefault(panel["title"], []).extend(result)
             if not result:
                 empty.append(panel["title"])
-    missing = (ALWAYS | ALWAYS_CLUSTER) & set(empty)
+    missing = expected & set(empty)
     assert not missing, f"panels with no data on a live stack: {sorted(missing)}"
     holders = [float(r["value"][1]) for r in results["Replicas holding the lease"]]
     assert holders == [1.0], f"replicas holding the lease: {holders} (exactly one expected)"
     leaders = results["Leader"]
     assert len(leaders) == 1, f"the Leader panel shows {len(leaders)} pods: {leaders}"
+    serving = {r["metric"]["source"]: float(r["value"][1])
+               for r in query(prom, 'max by (source) (ratecast_upstream_serving{namespace="demo"})')}
+    assert serving.get("coingecko") == 1.0, f"the serving panel does not show CoinGecko serving: {serving}"
     print(f"grafana provisioning: data source, provider and home dashboard consistent with compose.yaml; "
-          f"{queries} dashboard queries ran on Prometheus, the cluster row's included (one lease holder); "
+          f"{queries} dashboard queries ran on Prometheus, the cluster row's (one lease holder) and the sources' "
+          f"(CoinGecko serving) included; "
           f"no data yet (needs traffic or failures): {sorted(set(empty)) or 'none'}")
 
 

@@ -466,6 +466,20 @@ def main():
                 f"{ready} over the {r['outage_s']} s outage; a leader {r['leader_after_s']} s and fresh "
                 f"data {r['fresh_after_s']} s after Redis came back")
 
+    failover = load("failover")
+
+    def failover_describe(f):
+        lf = f["load"]
+        return (f"The open wall: *{f['wall']['status']}*. Failed over {f['failover_after_s']} s after CoinGecko "
+                f"answered {f['primary_error']}: {f['units_via_coinbase']} of {f['units']} units via Coinbase, "
+                f"{f['units_flagged_stale']} Coinbase lacks flagged stale on their own; the table not stale in "
+                f"all {f['stale_samples']} samples over 15 s (stale after 10 s without a fallback); "
+                f"RatecastUpstreamFailover firing after {f['alert_firing_after_s']} s. CoinGecko back: its own "
+                f"again {f['failback_after_s']} s later, the alert resolved after "
+                f"{f['alert_resolved_after_recovery_s']} s. {lf['connected']} subscribers throughout: "
+                f"{lf['missing_seqs']} missing seqs, {lf['resyncs']} snapshots, "
+                f"{lf['checksum_mismatches']} checksum mismatches — each switch one delta.")
+
     v = {
         "bench_machine": machine, "nofile": nofile, "floor_sockets": f"{floor_sockets:,}",
         "cur_total": f"{cur['total']:.1f}", "cur_floor": f"{cur['floor']:.1f}",
@@ -521,6 +535,9 @@ def main():
             f"{'all ended on one seq' if f['final_seq_min'] == f['final_seq_max'] else 'final seqs differ'}; "
             f"delivery p99 {f['latency']['p99_ms']:.0f} ms across the restarts")),
         "redis_result": drill_result("redis-outage", not_run, redis_describe),
+        "failover_result": drill_result("failover", not_run, failover_describe),
+        "failover_wall": "![w:760](data/wall-failover.png)" if failover else "",
+        "failover_run": run_tag(failover) if failover else run_tag(loadtest),
         "cl_small": f"{min(verdicts):,}", "cl_small_ratio": f"{(small['ratio'] - 1) * 100:+.1f}",
         "cl_large": f"{max(verdicts):,}", "cl_large_ratio": f"{(large['ratio'] - 1) * 100:+.1f}",
         "cl_small_lat": f"{small['standalone']} → {small['follower']}",

@@ -38,6 +38,10 @@ def case(rules, series, alert, fired_at, quiet_at, labels, summary):
             "alert_rule_test": [{"eval_time": quiet_at, "alertname": alert, "exp_alerts": []},
                                 {"eval_time": fired_at, "alertname": alert, "exp_alerts": expected}]}
 
+OTHER = f"{FULLNAME}-other"
+# POD leads throughout; OTHER does not (it may have before).
+LEADER = (f'ratecast_cluster_leader{{{SEL}, pod="{POD}"}}', "1x40")
+OTHER_NOT_LEADING = [(f'ratecast_cluster_leader{{{SEL}, pod="{OTHER}"}}', "0x40")]
 
 CASES = {
     # Data age grows by a minute per minute from 30 s on one pod; the other pod stays fresh.
@@ -47,7 +51,7 @@ CASES = {
                (f'ratecast_data_age_seconds{{{SEL}, pod="{FULLNAME}-healthy"}}', "30x20")]),
     # One request succeeds per minute; 3 failing ones make 75 % errors, 1 makes 50 % (not above).
     "upstream errors": ("RatecastUpstreamErrors", "25m", "5m", {"severity": "warning"},
-                        "75% of CoinGecko requests fail",
+                        "75% of upstream polls get an answer from no source",
                         [(f'ratecast_upstream_requests_total{{{SEL}, pod="{POD}", outcome="ok"}}', "0+1x40"),
                          (f'ratecast_upstream_requests_total{{{SEL}, pod="{POD}", outcome="timeout"}}', "0+3x40")]),
     "upstream half failing": ("RatecastUpstreamErrors", "25m", "5m", None, None,
@@ -66,6 +70,35 @@ CASES = {
                          f"Pod {POD} holds 45000 WebSockets, near its limit",
                          [(f'ratecast_ws_connections{{{SEL}, pod="{POD}"}}', "45000x10"),
                           (f'ratecast_ws_connections{{{SEL}, pod="{FULLNAME}-quiet"}}', "1000x10")]),
+    # Two upstreams (issue 22; the "all" values run cluster mode, so only the leader's series
+    # count). Coinbase serves from 2m on: firing once it has for 10 minutes.
+    "upstream failover": ("RatecastUpstreamFailover", "14m", "8m", {"severity": "warning", "source": "coinbase"},
+                          "coingecko fails: the rates come from coinbase",
+                          [LEADER, (f'ratecast_upstream_serving{{{SEL}, pod="{POD}", source="coinbase"}}', "0 0 1x30"),
+                           (f'ratecast_upstream_serving{{{SEL}, pod="{POD}", source="coingecko"}}', "1 1 0x30")]),
+    # A pod that led and failed over keeps its last gauge once it no longer leads: not an alert.
+    "failover gauge of a former leader": ("RatecastUpstreamFailover", "14m", "8m", None, None,
+                                          [LEADER, *OTHER_NOT_LEADING,
+                                           (f'ratecast_upstream_serving{{{SEL}, pod="{OTHER}", source="coinbase"}}', "1x30")]),
+    # EUR 5 % apart (above the 2 % warning) from the start, USD 0.1 %: EUR only, after 5 minutes.
+    "sources disagree": ("RatecastSourcesDisagree", "7m", "3m", {"severity": "warning", "unit": "eur"},
+                         "The upstream sources differ by 5% on eur",
+                         [LEADER, (f'ratecast_crosscheck_divergence_ratio{{{SEL}, pod="{POD}", unit="eur"}}', "0.05x20"),
+                          (f'ratecast_crosscheck_divergence_ratio{{{SEL}, pod="{POD}", unit="usd"}}', "0.001x20")]),
+    # Two units held from 3m: at once.
+    "unit held": ("RatecastUnitHeld", "4m", "2m", {"severity": "warning"},
+                  "2 units are held at their last agreed value: the sources disagree beyond the hold threshold",
+                  [LEADER, (f'ratecast_units_flagged{{{SEL}, pod="{POD}", flag="held"}}', "0 0 0 2x20"),
+                   (f'ratecast_units_flagged{{{SEL}, pod="{POD}", flag="stale"}}', "5x20")]),
+    # Coinbase fails every cross-check while CoinGecko serves: no safety net, after 30 minutes.
+    "fallback down": ("RatecastFallbackSourceDown", "35m", "20m", {"severity": "warning", "source": "coinbase"},
+                      "The fallback source coinbase fails its cross-checks: a coingecko outage would turn the wall stale",
+                      [LEADER, (f'ratecast_upstream_source_up{{{SEL}, pod="{POD}", source="coinbase"}}', "0x40"),
+                       (f'ratecast_upstream_serving{{{SEL}, pod="{POD}", source="coingecko"}}', "1x40")]),
+    # Both down: the fallback is not "down beside a healthy primary" (RatecastDataStale pages).
+    "fallback down with the primary": ("RatecastFallbackSourceDown", "35m", "20m", None, None,
+                                       [LEADER, (f'ratecast_upstream_source_up{{{SEL}, pod="{POD}", source="coinbase"}}', "0x40"),
+                                        (f'ratecast_upstream_serving{{{SEL}, pod="{POD}", source="coingecko"}}', "0x40")]),
     # Cluster mode (rendered by the "all" values). The leader stops renewing at 2m (Redis gone)
     # and a replica takes the lease at 6m: no leader from 2m, firing once 2 TTLs (20 s) pass.
     "cluster no leader": ("RatecastClusterNoLeader", "4m", "1m", {"severity": "critical"},

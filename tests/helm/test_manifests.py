@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import (CHART, REPO, FULLNAME, NAMESPACE, VALUE_SETS, container, env, find, helm, helm_binaries, kinds, render,
-                      template_args)
+                      render_error, template_args)
 from metrics_contract import contract, metric_names
 
 HARDENED_CONTAINER = {
@@ -20,6 +20,9 @@ HARDENED_CONTAINER = {
 CONTRACT_METRICS = contract()
 ALERTS = {"RatecastDataStale", "RatecastUpstreamErrors", "RatecastNoReadyPods",
           "RatecastSlowConsumerClosesRising", "RatecastNearConnectionLimit"}
+# Rendered with two upstreams (the default `config.upstream`) and without demo mode.
+SOURCE_ALERTS = {"RatecastUpstreamFailover", "RatecastSourcesDisagree", "RatecastUnitHeld",
+                 "RatecastFallbackSourceDown"}
 # Rendered only with cluster.redis.enabled (prod and staging have it).
 CLUSTER_ALERTS = {"RatecastClusterNoLeader", "RatecastClusterSplitLeader", "RatecastClusterStreamLag",
                   "RatecastClusterRedisErrors", "RatecastClusterLeaseFlapping", "RatecastClusterLostWrites"}
@@ -120,10 +123,16 @@ def test_config_maps_to_the_contract_environment():
     assert e["RATECAST_TRUSTED_PROXY"] == "10.0.0.0/16"
     assert e["RATECAST_ALLOWED_ORIGIN"] == "https://ratecast.example.com"
     assert e["RATECAST_STALE_AFTER"] == "2m" and e["EXTRA"] == "1"
+    # Two upstreams (issue 22): the order is the priority.
+    assert e["RATECAST_UPSTREAM"] == "coingecko,coinbase" and e["RATECAST_COINBASE_URL"] == "https://api.coinbase.com"
+    assert e["RATECAST_CROSSCHECK_INTERVAL"] == "5m"
+    assert e["RATECAST_CROSSCHECK_WARN_PERCENT"] == "2" and e["RATECAST_CROSSCHECK_HOLD_PERCENT"] == "10"
+    assert env(render("default", ["config.upstream={coingecko}", "config.failoverAfter=90s"]))["RATECAST_UPSTREAM"] == "coingecko"
+    assert env(render("default", ["config.failoverAfter=90s"]))["RATECAST_FAILOVER_AFTER"] == "90s"
     assert env(render("default", ["config.demo=true"]))["RATECAST_DEMO"] == "true"
     # Unset optional settings are left to the server's defaults.
     assert not {"RATECAST_TRUSTED_PROXY", "RATECAST_MAX_CONNECTIONS_PER_IP", "RATECAST_ALLOWED_ORIGIN",
-                "RATECAST_STALE_AFTER"} & set(env(render("default")))
+                "RATECAST_STALE_AFTER", "RATECAST_FAILOVER_AFTER"} & set(env(render("default")))
 
 
 def test_chart_managed_secret_rolls_the_pods():
@@ -271,7 +280,8 @@ def test_network_policy_ingress(value_set, app_sources):
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_network_policy_egress_is_dns_and_https_only(value_set):
-    # ... and Redis in cluster mode (its rule: test_staging_and_prod_run_cluster_mode_…).
+    # ... and Redis in cluster mode (its rule: test_staging_and_prod_run_cluster_mode_…). The one
+    # HTTPS rule serves both upstreams (CoinGecko, api.coinbase.com: CDNs, no fixed addresses).
     _, policy, _ = network_policy_rules(value_set)
     cluster = value_set in CLUSTER_ENVS or value_set == "all"
     ports = sorted((p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"])
@@ -312,7 +322,7 @@ def alerts(value_set, sets=()):
 
 def test_alerts_cover_the_failure_modes_with_runbooks():
     rules = alerts("prod")
-    assert set(rules) == ALERTS | CLUSTER_ALERTS
+    assert set(rules) == ALERTS | SOURCE_ALERTS | CLUSTER_ALERTS
     # runbook_url points at docs/operations.md#<alert>: every alert has its section there.
     runbook = (REPO / "docs/operations.md").read_text()
     for name, rule in rules.items():
@@ -331,6 +341,26 @@ def test_alerts_cover_the_failure_modes_with_runbooks():
     assert alerts("prod", ["config.maxConnections=1000"])["RatecastNearConnectionLimit"]["expr"].endswith("> 0.8 * 1000")
 
 
+def test_source_alerts_follow_the_upstream_list_and_read_only_the_poller():
+    rules = alerts("prod")
+    # The primary is the first of config.upstream; the fallback, the second.
+    assert 'source!="coingecko"' in rules["RatecastUpstreamFailover"]["expr"]
+    assert rules["RatecastUpstreamFailover"]["for"] == "10m"
+    assert 'source="coinbase"' in rules["RatecastFallbackSourceDown"]["expr"]
+    # The warning threshold is the server's own (a percentage there, a ratio in the metric).
+    assert rules["RatecastSourcesDisagree"]["expr"].endswith("> 0.02")
+    assert alerts("prod", ["config.crosscheckWarnPercent=3"])["RatecastSourcesDisagree"]["expr"].endswith("> 0.03")
+    assert 'flag="held"' in rules["RatecastUnitHeld"]["expr"]
+    # Cluster mode: only the leader polls, and a pod that led keeps its last gauges.
+    for name in SOURCE_ALERTS:
+        assert "ratecast_cluster_leader" in rules[name]["expr"], name
+        assert "ratecast_cluster_leader" not in alerts("all", ["cluster.redis.enabled=false"])[name]["expr"], name
+    # One source, or the demo source: nothing to fail over to or cross-check.
+    assert not SOURCE_ALERTS & set(alerts("prod", ["config.upstream={coingecko}"]))
+    assert not SOURCE_ALERTS & set(alerts("prod", ["config.demo=true"]))
+    assert "crosscheckHoldPercent must not be below" in render_error("config.crosscheckHoldPercent=1")
+
+
 @pytest.mark.parametrize("value_set, on", [("dev", False), ("staging", True), ("prod", True), ("default", False)])
 def test_alerts_per_environment(value_set, on):
     assert ("PrometheusRule" in kinds(render(value_set))) is on
@@ -346,7 +376,8 @@ def test_grafana_dashboard():
     assert used <= CONTRACT_METRICS, used - CONTRACT_METRICS
     assert {"ratecast_ws_connections", "ratecast_ws_frames_sent_total", "ratecast_ws_delivery_delay_seconds",
             "ratecast_upstream_request_duration_seconds", "ratecast_upstream_requests_total",
-            "ratecast_data_age_seconds"} <= used
+            "ratecast_data_age_seconds", "ratecast_upstream_serving", "ratecast_units_by_source",
+            "ratecast_units_flagged", "ratecast_crosscheck_divergence_ratio"} <= used
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
 

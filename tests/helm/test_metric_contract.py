@@ -6,7 +6,10 @@
     chart's ServiceMonitor scrapes it), and those counters moved. The cluster-mode families
     (ratecast_cluster_*) only exist with --redis-url: a second replica runs in cluster mode against
     a redis-server started here on a free port (the helm stage installs the Debian package), leads,
-    and sees Redis go away (a Redis error), and the contract is checked against both scrapes.
+    and sees Redis go away (a Redis error), and the contract is checked against both scrapes. The
+    two-upstream families (issue 22) need real sources: a third replica polls a fake CoinGecko and
+    a fake Coinbase served here, sees them disagree on a unit (a cross-check divergence and a hold)
+    and CoinGecko fail (a failover to Coinbase).
 The binary: $RATECAST_BIN (the helm stage builds it with `cargo build --bin ratecast` and passes
 the executable cargo reports), else target/debug/ratecast at the repository root."""
 import json
@@ -15,8 +18,10 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -100,11 +105,11 @@ def stop(proc):
         proc.wait()
 
 
-def start_server(log, *extra):
+def start_server(log, *extra, args=SERVER_ARGS):
     listen, metrics = free_port(), free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen([str(binary()), "serve", "--listen", f"127.0.0.1:{listen}",
-                                 "--metrics-listen", f"127.0.0.1:{metrics}", *SERVER_ARGS, *extra],
+                                 "--metrics-listen", f"127.0.0.1:{metrics}", *args, *extra],
                                 stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{listen}"
     return proc, {"base": base, "ws": f"ws://127.0.0.1:{listen}/ws", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
@@ -155,6 +160,62 @@ def cluster_series(tmp_path_factory):
         stop(redis)
 
 
+class FakeUpstreams(BaseHTTPRequestHandler):
+    """CoinGecko's /api/v3/exchange_rates (the recorded payload) and Coinbase's
+    /v2/exchange-rates (the same rates in its shape, EUR 20 % off: beyond the hold threshold);
+    `coingecko_down` turns CoinGecko's answer into 503."""
+    coingecko = json.loads((REPO / "tests/fixtures/coingecko-exchange-rates-2022.json").read_text())
+    coinbase = {"data": {"currency": "BTC", "rates": {
+        code.upper(): str(rate["value"] * (1.2 if code == "eur" else 1.0))
+        for code, rate in coingecko["rates"].items() if code != "btc"}}}
+    coingecko_down = False
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path == "/api/v3/exchange_rates":
+            status, body = (503, {"error": "down"}) if FakeUpstreams.coingecko_down else (200, self.coingecko)
+        elif path == "/v2/exchange-rates":
+            status, body = 200, self.coinbase
+        else:
+            status, body = 404, {"error": "not found"}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def sources_series(tmp_path_factory):
+    """The scrape of a replica with two upstreams that held a unit the two disagree on, then
+    failed over to Coinbase when CoinGecko went down."""
+    fake = ThreadingHTTPServer(("127.0.0.1", 0), FakeUpstreams)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{fake.server_address[1]}"
+    log = tmp_path_factory.mktemp("sources") / "replica.log"
+    proc, urls = start_server(log, args=[
+        "--upstream", "coingecko,coinbase", "--upstream-url", url, "--coinbase-url", url,
+        "--poll-interval", "200ms", "--failover-after", "400ms", "--crosscheck-interval", "1s",
+        "--max-backoff", "1s", "--log-format", "json"])
+    try:
+        wait_for("/readyz", lambda: get(f"{urls['base']}/readyz")[0] == 200)
+        wait_for("a cross-check holding EUR",
+                 lambda: scrape(urls["metrics"]).get("ratecast_crosscheck_divergences_total", 0) >= 1)
+        FakeUpstreams.coingecko_down = True
+        wait_for("a failover to Coinbase",
+                 lambda: scrape(urls["metrics"]).get("ratecast_upstream_failovers_total", 0) >= 1)
+        yield scrape(urls["metrics"])
+    finally:
+        FakeUpstreams.coingecko_down = False
+        stop(proc)
+        fake.shutdown()
+        print(log.read_text()[-3000:])
+
+
 def frames(ws, count):
     out = []
     while len(out) < count:
@@ -188,7 +249,7 @@ def exercise(server):
     return silent
 
 
-def test_the_running_binary_exports_every_contract_metric(server, cluster_series):
+def test_the_running_binary_exports_every_contract_metric(server, cluster_series, sources_series):
     silent = exercise(server)
     try:
         wait_for("a slow-consumer close",
@@ -197,12 +258,17 @@ def test_the_running_binary_exports_every_contract_metric(server, cluster_series
         silent.close()
     series = scrape(server["metrics"])
     missing = sorted(n for n in contract()
-                     if not family_present(n, series) and not family_present(n, cluster_series))
+                     if not any(family_present(n, s) for s in (series, cluster_series, sources_series)))
     assert not missing, f"in metrics.txt but not exported by the running binary: {missing}"
     # Cluster mode: this replica led, applied its own publications, and counted losing Redis.
     assert cluster_series["ratecast_cluster_publish_total"] >= 1
     assert cluster_series["ratecast_cluster_lease_changes_total"] >= 1
     assert cluster_series["ratecast_cluster_redis_errors_total"] >= 1
+    # Two upstreams: the cross-check held EUR (20 % apart), then CoinGecko failed and Coinbase serves.
+    assert sources_series["ratecast_crosscheck_divergences_total"] >= 1
+    assert sources_series["ratecast_crosscheck_divergence_ratio"] >= 0.19
+    assert sources_series["ratecast_upstream_failovers_total"] >= 1
+    assert sources_series["ratecast_upstream_serving"] == 1, "exactly one source serves"
     # The events happened, so the counters the alerts and dashboard read are live, not just declared.
     assert series["ratecast_ws_resumes_total"] >= 1
     assert series["ratecast_ws_resyncs_total"] >= 1
@@ -212,9 +278,9 @@ def test_the_running_binary_exports_every_contract_metric(server, cluster_series
     assert series["ratecast_deltas_published_total"] >= 1
 
 
-def test_the_binary_exports_no_family_the_contract_misses(server, cluster_series):
+def test_the_binary_exports_no_family_the_contract_misses(server, cluster_series, sources_series):
     # The other direction: a new metric is added to the contract (and so to what dashboards may
-    # use) when it ships, not discovered later. Standalone and cluster mode alike.
-    names = [*scrape(server["metrics"]), *cluster_series]
+    # use) when it ships, not discovered later. Standalone, cluster mode and two upstreams alike.
+    names = [*scrape(server["metrics"]), *cluster_series, *sources_series]
     exported = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names if n.startswith("ratecast_")}
     assert exported <= contract(), f"exported but not in metrics.txt: {sorted(exported - contract())}"

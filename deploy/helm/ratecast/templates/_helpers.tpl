@@ -124,6 +124,9 @@ namespace="{{ .Release.Namespace }}", job="{{ include "ratecast.fullname" . }}"
 {{- if and .Values.cluster.redis.enabled .Values.networkPolicy.enabled (not .Values.cluster.redis.egressCidrs) }}
 {{- fail "cluster.redis.egressCidrs must hold the Redis endpoints' CIDR (the VPC CIDR): the NetworkPolicy allows no other egress" }}
 {{- end }}
+{{- if lt (float64 .Values.config.crosscheckHoldPercent) (float64 .Values.config.crosscheckWarnPercent) }}
+{{- fail "config.crosscheckHoldPercent must not be below config.crosscheckWarnPercent: a unit is reported before it is held" }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
