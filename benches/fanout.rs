@@ -17,14 +17,18 @@
 //!   each run twice back to back against the same binary, the generator reading raw frames and
 //!   then offering permessage-deflate (issue 23): wire bytes per delivered frame (the server's
 //!   own counters), server CPU per frame and RSS per subscriber, side by side;
+//! - `FANOUT_TUNGSTENITE_PEER`: with the deflate runs, the same generator against a
+//!   task-per-subscriber tokio-tungstenite server relaying the stream (examples/tungstenite_peer.rs):
+//!   `build` (the default) builds it with this bench's profile (`cargo bench` builds no example),
+//!   a path measures that binary, empty skips it (the smoke run skips it);
 //! - `FANOUT_NODE_PEER`: with the deflate runs, the same generator against a Node `ws` server
 //!   relaying the stream (benches/support/node, `npm ci` there first), raw and — up to this many
 //!   subscribers, default 1000 (ws keeps a zlib stream per connection) — with perMessageDeflate;
 //!   empty to skip (the smoke run skips it). The `deflate-json:` and `peer-json:` lines (stderr)
 //!   of a run go into `docs/presentation/bench/deflate.json` (its `runs`), which the slides read:
 //!   not `docs/presentation/data/`, which the e2e stage clears;
-//! - `FANOUT_SERVER`: the server binary to measure (default: this build's `ratecast`), so a
-//!   baseline build can be measured by the same harness in the same session.
+//! - `FANOUT_SERVER`: the server binary to measure (default, or empty: this build's `ratecast`),
+//!   so a baseline build can be measured by the same harness in the same session.
 //!
 //! Every run also times `GET /healthz` (a fresh connection every 20 ms) during the steady
 //! window: the HTTP handlers share the runtime with the fan-out bursts.
@@ -36,18 +40,51 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ratecast_client::loadtest::cpu_time;
 use support::{Cost, Knobs, Measured, Server, irq_time, loadtest_args, parse_runs};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_ratecast");
 
 fn server_bin() -> String {
-    std::env::var("FANOUT_SERVER").unwrap_or_else(|_| SERVER.to_owned())
+    std::env::var("FANOUT_SERVER")
+        .ok()
+        .filter(|bin| !bin.is_empty())
+        .unwrap_or_else(|| SERVER.to_owned())
+}
+
+/// The tokio-tungstenite peer's binary for `FANOUT_TUNGSTENITE_PEER` (see the header); `None`
+/// when skipped.
+fn tungstenite_peer_bin(knob: &str) -> Result<Option<String>> {
+    match knob {
+        "" => Ok(None),
+        "build" => build_example("tungstenite_peer").map(Some),
+        path => Ok(Some(path.to_owned())),
+    }
+}
+
+/// Builds an example of this package with the bench profile (the dependencies this bench was
+/// built with are reused) and returns its executable.
+fn build_example(name: &str) -> Result<String> {
+    eprintln!("fanout: cargo build --profile bench --example {name} …");
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--profile", "bench", "--example", name])
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "cargo build --example {name} failed");
+    String::from_utf8(out.stdout)?
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .and_then(|m| m["executable"].as_str().map(str::to_owned))
+        .with_context(|| format!("cargo build named no executable for example {name}"))
 }
 const FLOOR_WRITES: u32 = 200_000;
 /// The floor is taken over few and over many sockets: at 10k+ connections the kernel's own
@@ -64,6 +101,30 @@ struct Result1 {
     m: Measured,
 }
 
+/// A server the deflate runs measure.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    /// ratecast itself, the generator offering permessage-deflate when `deflate`.
+    Ratecast { deflate: bool },
+    /// The task-per-subscriber tokio-tungstenite peer (this binary) relaying ratecast's stream.
+    Tungstenite(&'a str),
+    /// The Node `ws` peer relaying it, with perMessageDeflate when `deflate`.
+    Node { deflate: bool },
+}
+
+impl Side<'_> {
+    /// The last part of a run's label (`peer-json:` records and the slides read it).
+    fn name(self) -> &'static str {
+        match self {
+            Side::Ratecast { deflate: false } => "ratecast",
+            Side::Ratecast { deflate: true } => "ratecast deflate",
+            Side::Tungstenite(_) => "tokio-tungstenite",
+            Side::Node { deflate: false } => "Node ws",
+            Side::Node { deflate: true } => "Node ws perMessageDeflate",
+        }
+    }
+}
+
 async fn measure(
     label: String,
     subscribers: usize,
@@ -71,90 +132,96 @@ async fn measure(
     steady: Duration,
     flooders: usize,
 ) -> Result<Result1> {
-    measure_with(label, subscribers, tick, steady, flooders, false).await
+    let side = Side::Ratecast { deflate: false };
+    measure_side(label, side, subscribers, tick, steady, flooders)
+        .await?
+        .context("ratecast is always there")
 }
 
-/// [`measure`], with the generator offering permessage-deflate when `deflate`.
-async fn measure_with(
+/// The generator (with `flooders`) against one side, at `tick`: ratecast itself, or a peer
+/// relaying a ratecast server's stream (see [`Server::start_node_peer`]); `None` when node is
+/// not set up.
+async fn measure_side(
     label: String,
+    side: Side<'_>,
     subscribers: usize,
     tick: &str,
     steady: Duration,
     flooders: usize,
-    deflate: bool,
-) -> Result<Result1> {
-    let server = Server::start(&server_bin(), tick, &[])?;
-    let mut args = loadtest_args(server.port, subscribers, flooders);
-    args.no_deflate = !deflate;
-    let m = support::measure(&server, &[], &args, steady).await?;
-    Ok(Result1 { label, m })
-}
-
-/// The same generator against a Node `ws` peer relaying this server's stream (see
-/// [`Server::start_node_peer`]); `None` when node is not set up.
-async fn measure_node_peer(
-    label: String,
-    subscribers: usize,
-    tick: &str,
-    steady: Duration,
-    deflate: bool,
 ) -> Result<Option<Result1>> {
     let upstream = Server::start(&server_bin(), tick, &[])?;
-    let Some(peer) = Server::start_node_peer(&upstream, deflate)? else {
-        eprintln!("fanout: no node peer (npm ci in benches/support/node)");
-        return Ok(None);
+    let (peer, deflate) = match side {
+        Side::Ratecast { deflate } => (None, deflate),
+        Side::Tungstenite(bin) => (Some(Server::start_tungstenite_peer(bin, &upstream)?), false),
+        Side::Node { deflate } => match Server::start_node_peer(&upstream, deflate)? {
+            Some(peer) => (Some(peer), deflate),
+            None => {
+                eprintln!("fanout: no node peer (npm ci in benches/support/node)");
+                return Ok(None);
+            }
+        },
     };
-    let mut args = loadtest_args(peer.port, subscribers, 0);
+    let server = peer.as_ref().unwrap_or(&upstream);
+    let mut args = loadtest_args(server.port, subscribers, flooders);
     args.no_deflate = !deflate;
-    let m = support::measure(&peer, &[], &args, steady).await?;
+    let m = support::measure(server, &[], &args, steady).await?;
     Ok(Some(Result1 { label, m }))
 }
 
-/// Issue 23: each run raw, then compressed, back to back, then the Node `ws` peers (deflate
-/// only up to `node_deflate_max` subscribers: ws keeps a zlib stream per connection); prints the
-/// side-by-side tables.
+/// Issue 23 and the peers (issue 21): for each run the peers relaying ratecast's stream (the
+/// Node `ws` one compressed only up to `node_deflate_max` subscribers: ws keeps a zlib stream per
+/// connection), then ratecast raw and compressed, back to back with the same generator; prints
+/// the side-by-side tables. Returns ratecast's runs (raw, deflate pairs) and the peers'.
 fn deflate_runs(
     runtime: &tokio::runtime::Runtime,
     spec: &str,
     steady: Duration,
+    tungstenite: Option<&str>,
     node_deflate_max: Option<usize>,
-) -> Result<Vec<Result1>> {
+) -> Result<(Vec<Result1>, Vec<Result1>)> {
     let mut results = Vec::new();
     let mut peers = Vec::new();
     for run in parse_runs(spec)? {
-        // (Node peer?, deflate?, label): the peers first, then ratecast raw and compressed.
-        let mut sides = Vec::new();
+        let mut sides: Vec<Side> = tungstenite.map(Side::Tungstenite).into_iter().collect();
         if let Some(max) = node_deflate_max {
-            sides.push((true, false, "Node ws"));
+            sides.push(Side::Node { deflate: false });
             if run.subscribers <= max {
-                sides.push((true, true, "Node ws perMessageDeflate"));
+                sides.push(Side::Node { deflate: true });
             }
         }
-        sides.extend([(false, false, "raw"), (false, true, "deflate")]);
-        for (node, deflate, name) in sides {
-            let label = format!("{} subs, tick {}, {name}", run.subscribers, run.tick);
+        sides.extend([
+            Side::Ratecast { deflate: false },
+            Side::Ratecast { deflate: true },
+        ]);
+        for side in sides {
+            let label = format!(
+                "{} subs, tick {}, {}",
+                run.subscribers,
+                run.tick,
+                side.name()
+            );
             eprintln!("fanout: {label} …");
-            let (subscribers, tick) = (run.subscribers, run.tick.as_str());
-            if node {
-                let m = measure_node_peer(label, subscribers, tick, steady, deflate);
-                peers.extend(runtime.block_on(m)?);
-            } else {
-                let m = measure_with(label, subscribers, tick, steady, 0, deflate);
-                results.push(runtime.block_on(m)?);
+            let m = measure_side(label, side, run.subscribers, &run.tick, steady, 0);
+            let m = runtime.block_on(m)?;
+            match side {
+                Side::Ratecast { .. } => results.extend(m),
+                Side::Tungstenite(_) | Side::Node { .. } => peers.extend(m),
             }
         }
     }
     if !peers.is_empty() {
         println!();
         println!(
-            "| peer run | load avg | wire B/frame | server µs/frame task + irq | RSS/subscriber KiB | latency p99 ms | missing seqs |"
+            "| run | load avg | wire B/frame | server µs/frame task + irq | RSS/subscriber KiB | latency p99 ms | missing seqs |"
         );
         println!("|---|---|---|---|---|---|---|");
-        for p in &peers {
-            let m = &p.m;
+        let mut side_by_side: Vec<&Result1> = results.iter().chain(&peers).collect();
+        side_by_side.sort_by_key(|r| r.m.summary.clients);
+        for r in side_by_side {
+            let m = &r.m;
             println!(
                 "| {} | {:.1}–{:.1} | {:.0} | {} | {:.2} | {:.1} | {} |",
-                p.label,
+                r.label,
                 m.load.0,
                 m.load.1,
                 m.wire_bytes_per_frame,
@@ -163,6 +230,9 @@ fn deflate_runs(
                 m.summary.latency.p99_ms,
                 m.summary.missing_seqs
             );
+        }
+        for p in &peers {
+            let m = &p.m;
             eprintln!(
                 "peer-json: {}",
                 serde_json::json!({
@@ -179,7 +249,7 @@ fn deflate_runs(
         }
     }
     if results.is_empty() {
-        return Ok(results);
+        return Ok((results, peers));
     }
     println!();
     println!(
@@ -224,7 +294,7 @@ fn deflate_runs(
             })
         );
     }
-    Ok(results)
+    Ok((results, peers))
 }
 
 /// How the far ends of the floor's sockets are read.
@@ -339,10 +409,12 @@ fn main() -> Result<()> {
         "" => None,
         max => Some(max.parse()?),
     };
-    let deflate = deflate_runs(
+    let tungstenite = tungstenite_peer_bin(&env("FANOUT_TUNGSTENITE_PEER", "build", ""))?;
+    let (deflate, peers) = deflate_runs(
         &runtime,
         &env("FANOUT_DEFLATE", "1000:100ms,10000:1s", "50:100ms"),
         steady,
+        tungstenite.as_deref(),
         node_deflate_max,
     )?;
     let mut results = Vec::new();
@@ -474,7 +546,12 @@ fn main() -> Result<()> {
             );
         }
     }
-    for r in results.iter().chain(&flood_results).chain(&deflate) {
+    for r in results
+        .iter()
+        .chain(&flood_results)
+        .chain(&deflate)
+        .chain(&peers)
+    {
         eprintln!("{}: {}", r.label, serde_json::to_string(&r.m.summary)?);
         let s = &r.m.summary;
         anyhow::ensure!(

@@ -86,7 +86,7 @@ impl Server {
     /// Starts `bin serve --demo --poll-interval tick --stale-after 2h` plus `extra` (e.g.
     /// `--redis-url …`) on a free loopback port and waits for `/readyz`.
     pub fn start(bin: &str, tick: &str, extra: &[&str]) -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let child = Command::new(bin)
             .args([
                 "serve",
@@ -138,23 +138,38 @@ impl Server {
     #[allow(dead_code)] // the fanout bench only
     pub fn start_node_peer(upstream: &Server, deflate: bool) -> Result<Option<Self>> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/node");
-        if !std::path::Path::new(dir).join("node_modules/ws").exists() {
+        let node_found = Command::new("node")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !node_found || !std::path::Path::new(dir).join("node_modules/ws").exists() {
             return Ok(None);
         }
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let Ok(child) = Command::new("node")
-            .arg(format!("{dir}/ws-peer.mjs"))
+        let mut node = Command::new("node");
+        node.arg(format!("{dir}/ws-peer.mjs"))
+            .env("PEER_DEFLATE", if deflate { "1" } else { "0" });
+        Self::start_peer(node, upstream).map(Some)
+    }
+
+    /// The task-per-subscriber tokio-tungstenite peer (examples/tungstenite_peer.rs, built as
+    /// `bin`) relaying `upstream`'s stream.
+    #[allow(dead_code)] // the fanout bench only
+    pub fn start_tungstenite_peer(bin: &str, upstream: &Server) -> Result<Self> {
+        Self::start_peer(Command::new(bin), upstream)
+    }
+
+    /// Starts a peer server: `command` told its port (`PORT`) and the full feed to relay
+    /// (`UPSTREAM`), ready once it holds a snapshot (`/readyz`).
+    fn start_peer(mut command: Command, upstream: &Server) -> Result<Self> {
+        let port = free_port()?;
+        let child = command
             .env("PORT", port.to_string())
             .env("UPSTREAM", format!("ws://127.0.0.1:{}/ws", upstream.port))
-            .env("PEER_DEFLATE", if deflate { "1" } else { "0" })
             .stdin(Stdio::null())
             .spawn()
-        else {
-            return Ok(None);
-        };
-        Self { child, port }
-            .ready_within(Duration::from_secs(10))
-            .map(Some)
+            .with_context(|| format!("cannot start {:?}", command.get_program()))?;
+        Self { child, port }.ready_within(Duration::from_secs(10))
     }
 
     pub fn pid(&self) -> u32 {
@@ -190,6 +205,11 @@ impl Drop for Server {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port nobody listens on (the server binds it itself).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// CPU (utime + stime) and VmRSS of any process, from /proc.

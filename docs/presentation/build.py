@@ -225,45 +225,52 @@ def plot_latency(rows, loadtest):
     save(fig, "latency")
 
 
+# The peers the fan-out bench measures beside ratecast (labels of its `peer-json:` records), each
+# with the one-word name the chart gives it.
+PEERS = {"tokio-tungstenite": "tokio-tungstenite", "Node ws": "Node ws",
+         "Node ws perMessageDeflate": "Node ws deflate"}
+
+
 def peer_figures():
     """bench/deflate.json (the fan-out bench's permessage-deflate runs, BENCHMARKS.md): the
-    quietest run that measured the Node `ws` peer beside ratecast, at the subscriber count where
-    both were run raw and compressed. Kept out of data/, which the e2e stage clears."""
+    quietest run that measured every peer in PEERS beside ratecast, at the subscriber count where
+    all of them ran (Node ws compressed only up to 1,000: a zlib stream per connection). Kept out
+    of data/, which the e2e stage clears."""
     path = BENCH / "deflate.json"
     if not path.exists():
-        sys.exit("bench/deflate.json is missing: `FANOUT_DEFLATE=... cargo bench --bench fanout` "
-                 "prints its figures (BENCHMARKS.md, permessage-deflate)")
-    runs = [r for r in json.loads(path.read_text())["runs"]
-            if any(p["run"].endswith(", Node ws") for p in r["peers"])]
-    if not runs:
-        sys.exit("bench/deflate.json has no run with the Node ws peer")
-    run = min(runs, key=lambda r: max(x for p in r["peers"] for x in p["load_average"]))
-    # The subscriber count at which Node ws ran compressed too (ws keeps a zlib stream each).
-    subs = next(int(p["run"].split()[0]) for p in run["peers"] if p["run"].endswith("perMessageDeflate"))
-    node = {p["run"].split(", ", 2)[2]: p for p in run["peers"] if p["run"].startswith(f"{subs} subs,")}
-    if "Node ws" not in node or "Node ws perMessageDeflate" not in node:
-        sys.exit(f"bench/deflate.json run {run['run']}: the Node ws peer raw and compressed are both needed")
-    ours = next(r for r in run["ratecast"] if r["subscribers"] == subs)
-    return run, subs, ours, node
+        sys.exit("bench/deflate.json is missing: `cargo bench --bench fanout` prints its figures "
+                 "(BENCHMARKS.md, Fan-out: peers side by side)")
+    complete = []
+    for r in json.loads(path.read_text())["runs"]:
+        by_subs = {}
+        for p in r["peers"]:
+            subs, _tick, name = p["run"].split(", ", 2)
+            by_subs.setdefault(int(subs.split()[0]), {})[name] = p
+        complete += [(r, subs, peers) for subs, peers in by_subs.items() if set(PEERS) <= set(peers)]
+    if not complete:
+        sys.exit(f"bench/deflate.json has no run with all of {sorted(PEERS)} at one subscriber count: "
+                 "run `cargo bench --bench fanout` with the peers (BENCHMARKS.md, peers side by side)")
+    run, subs, peers = min(complete, key=lambda c: max(x for p in c[2].values() for x in p["load_average"]))
+    ours = next((r for r in run["ratecast"] if r["subscribers"] == subs), None)
+    if ours is None:
+        sys.exit(f"bench/deflate.json run {run['run']}: the peers ran at {subs:,} subscribers, ratecast did not")
+    return run, subs, ours, peers
 
 
-def plot_peers(run, subs, ours, node, tung):
-    """ratecast beside the Node ws peer (same generator, same run) and the task-per-subscriber
-    tokio-tungstenite server (its own BENCHMARKS.md run): the server's task CPU per frame (the
-    figure all three have; the irq share is machine-wide) and RSS per subscriber."""
-    bars = [  # label, µs/frame, KiB/subscriber, colour, hatch
-        ("ratecast", ours["server_task_us_per_frame"]["raw"], ours["rss_per_subscriber_kib"]["raw"], "#2f6db3", None),
-        ("ratecast deflate", ours["server_task_us_per_frame"]["deflate"], ours["rss_per_subscriber_kib"]["deflate"], "#9cc0e8", None),
-        ("Node ws", node["Node ws"]["server_task_us_per_frame"], node["Node ws"]["rss_per_subscriber_kib"], "#d68910", None),
-        ("Node ws deflate", node["Node ws perMessageDeflate"]["server_task_us_per_frame"],
-         node["Node ws perMessageDeflate"]["rss_per_subscriber_kib"], "#f0b878", None),
-        ("tokio-tungstenite*", tung["task"], tung["idle_kib"], "#888888", "//"),
-    ]
+def plot_peers(ours, peers):
+    """ratecast beside the peers, all measured in one run with the same generator: the server's
+    task CPU per frame (the irq share is machine-wide, so it does not tell them apart) and RSS
+    per subscriber."""
+    bars = [  # label, µs/frame, KiB/subscriber, colour
+        ("ratecast", ours["server_task_us_per_frame"]["raw"], ours["rss_per_subscriber_kib"]["raw"], "#2f6db3"),
+        ("ratecast deflate", ours["server_task_us_per_frame"]["deflate"], ours["rss_per_subscriber_kib"]["deflate"],
+         "#9cc0e8"),
+    ] + [(PEERS[name], peers[name]["server_task_us_per_frame"], peers[name]["rss_per_subscriber_kib"], colour)
+         for name, colour in zip(PEERS, ("#7b5ea7", "#d68910", "#f0b878"))]
     fig, axes = plt.subplots(1, 2, figsize=(12.8, 3.9), sharey=True)
     for ax, k, title in ((axes[0], 1, "server task µs per frame"), (axes[1], 2, "KiB RSS per subscriber")):
         ys = range(len(bars))
-        ax.barh(ys, [b[k] for b in bars], color=[b[3] for b in bars],
-                hatch=[b[4] or "" for b in bars], edgecolor="white")
+        ax.barh(ys, [b[k] for b in bars], color=[b[3] for b in bars], edgecolor="white")
         ax.set_xscale("log")
         top = max(b[k] for b in bars)
         ax.set_xlim(1, top * 6)
@@ -426,7 +433,7 @@ def main():
     before_row = next(r for r in runs if r["commit"] == "3285130" and r["subs"] == 10000)
     before = {"commit": "3285130", "task": float(before_row["cells"][3])}
     before_idle = next(r for r in runs if r["commit"] == "3285130" and r["tick"] == "idle")
-    peer_run, peer_subs, ours, node = peer_figures()
+    peer_run, peer_subs, ours, peers = peer_figures()
     not_run = not_run_here()
     live, outage, slow, loadtest = load("live"), load("outage"), load("slow-clients"), load("loadtest")
     for name, figures in (("live", live), ("outage", outage), ("slow-clients", slow), ("loadtest", loadtest)):
@@ -438,8 +445,7 @@ def main():
     plot_cpu(rows, before, floor_sockets)
     idle_subs = plot_memory(runs)
     plot_latency(rows, loadtest)
-    plot_peers(peer_run, peer_subs, ours, node,
-               {"task": before["task"], "idle_kib": float(before_idle["cells"][-1])})
+    plot_peers(ours, peers)
 
     verdicts, scale, cluster_date = cluster_figures()
     small, large = verdicts[min(verdicts)], verdicts[max(verdicts)]
@@ -468,18 +474,19 @@ def main():
         "cur_p50": f"{cur['latency']['p50']:.0f}", "idle_kib": idle["cells"][-1],
         "idle_subs": " and ".join(f"{n:,}" for n in idle_subs), "cur_load": f"{cur['load']}",
         "peer_task": f"{before['task']:.1f}", "peer_idle_kib": before_idle["cells"][-1],
-        "peer_task_subs": f"{before_row['subs']:,}",
-        "peer_idle_subs": f"{before_idle['subs']:,}", "peer_run": peer_run["run"],
+        "peer_run": peer_run["run"], "peer_commit": peer_run["commit"],
         "peer_subs": f"{peer_subs:,}", "peer_tick": ours["tick"],
         "peer_load": "–".join(f"{x:.1f}" for x in (
-            min(ours["load_average"] + [x for p in node.values() for x in p["load_average"]]),
-            max(ours["load_average"] + [x for p in node.values() for x in p["load_average"]]))),
+            min(ours["load_average"] + [x for p in peers.values() for x in p["load_average"]]),
+            max(ours["load_average"] + [x for p in peers.values() for x in p["load_average"]]))),
         "peer_ours_us": f"{ours['server_task_us_per_frame']['raw']:.1f}",
         "peer_ours_kib": f"{ours['rss_per_subscriber_kib']['raw']:.1f}",
-        "peer_node_us": f"{node['Node ws']['server_task_us_per_frame']:.1f}",
-        "peer_node_kib": f"{node['Node ws']['rss_per_subscriber_kib']:.1f}",
-        "peer_node_z_us": f"{node['Node ws perMessageDeflate']['server_task_us_per_frame']:.0f}",
-        "peer_node_z_kib": f"{node['Node ws perMessageDeflate']['rss_per_subscriber_kib']:.0f}",
+        "peer_tung_us": f"{peers['tokio-tungstenite']['server_task_us_per_frame']:.1f}",
+        "peer_tung_kib": f"{peers['tokio-tungstenite']['rss_per_subscriber_kib']:.1f}",
+        "peer_node_us": f"{peers['Node ws']['server_task_us_per_frame']:.1f}",
+        "peer_node_kib": f"{peers['Node ws']['rss_per_subscriber_kib']:.1f}",
+        "peer_node_z_us": f"{peers['Node ws perMessageDeflate']['server_task_us_per_frame']:.0f}",
+        "peer_node_z_kib": f"{peers['Node ws perMessageDeflate']['rss_per_subscriber_kib']:.0f}",
         "v_one_process": one_process[0], "v_p99": p99_target[0], "v_cpu": cpu_target[0],
         "v_memory": memory_target[0],
         "image_mb": f"{image['bytes'] / 1e6:.1f}", "image_date": image["date"], "image_commit": image["commit"],

@@ -2,6 +2,7 @@
 //! listeners the caller binds (tests use port 0) and drains on shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
@@ -14,7 +15,9 @@ use crate::cluster::{self, ClusterError};
 use crate::config::Config;
 use crate::every::every;
 use crate::state::AppState;
-use crate::upstream::{CoinGecko, Demo, SetupError, Upstream};
+use crate::metrics::Metrics;
+use crate::upstream::{CoinGecko, Coinbase, Demo, FailoverConfig, SetupError, Sources, Upstream};
+use ratecast_protocol::Source;
 use crate::{http, poller, web, ws};
 
 /// The whole HTTP surface (REST, page, stream, health, metrics unless served separately).
@@ -33,16 +36,39 @@ pub fn metrics_app(state: AppState) -> Router {
     http::with_middleware(routes, &state).with_state(state)
 }
 
-fn upstream(config: &Config) -> Result<Upstream, SetupError> {
-    Ok(if config.demo {
-        Upstream::Demo(Demo::new())
-    } else {
-        Upstream::CoinGecko(CoinGecko::new(
-            &config.upstream_url,
-            config.api_key.as_ref().map(|k| k.expose()),
-            config.request_timeout,
-        )?)
-    })
+/// The sources in order of priority, behind one [`Sources`] that fails over between them.
+fn upstream(config: &Config, metrics: Arc<Metrics>) -> Result<Sources<Upstream>, SetupError> {
+    let feeds = config
+        .sources()
+        .into_iter()
+        .map(|source| {
+            let client = match source {
+                Source::Demo => Upstream::Demo(Demo::new()),
+                Source::CoinGecko => Upstream::CoinGecko(CoinGecko::new(
+                    &config.upstream_url,
+                    config.api_key.as_ref().map(|k| k.expose()),
+                    config.request_timeout,
+                )?),
+                Source::Coinbase => {
+                    Upstream::Coinbase(Coinbase::new(&config.coinbase_url, config.request_timeout)?)
+                }
+            };
+            Ok((source, client))
+        })
+        .collect::<Result<_, SetupError>>()?;
+    if config.crosscheck_hold_percent < config.crosscheck_warn_percent {
+        return Err(SetupError::Thresholds {
+            warn: config.crosscheck_warn_percent,
+            hold: config.crosscheck_hold_percent,
+        });
+    }
+    let failover = FailoverConfig {
+        failover_after: config.failover_after.unwrap_or(config.poll_interval),
+        crosscheck_interval: Some(config.crosscheck_interval).filter(|d| !d.is_zero()),
+        warn_ratio: config.crosscheck_warn_percent / 100.0,
+        hold_ratio: config.crosscheck_hold_percent / 100.0,
+    };
+    Ok(Sources::new(feeds, failover, metrics))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,17 +87,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let upstream = upstream(&config)?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(TcpListener::bind(addr).await?),
         None => None,
     };
     let state = AppState::new(config);
+    let upstream = upstream(&state.config, state.metrics.clone())?;
     let config = state.config.clone();
     let token = state.shutdown.clone();
     info!(
         listen = %listener.local_addr()?,
-        source = if config.demo { "demo" } else { "coingecko" },
+        sources = ?config.sources().iter().map(|s| s.label()).collect::<Vec<_>>(),
         upstream = %config.upstream_url,
         poll_interval = ?config.poll_interval,
         // Never the Redis URL: it may hold a password.

@@ -1,17 +1,22 @@
 //! Where rates come from: CoinGecko over HTTPS ([`coingecko`]), or the offline demo source
 //! ([`demo`]). Knows nothing of the store; the poller ties the two together.
 
+mod coinbase;
 mod coingecko;
 mod demo;
 mod failover;
+mod http;
+mod units;
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
-pub use coingecko::{CoinGecko, MAX_BODY_BYTES, PayloadError, parse_payload, retry_after};
+pub use coinbase::{Coinbase, parse_payload as parse_coinbase_payload};
+pub use coingecko::{CoinGecko, parse_payload};
 pub use demo::{DEMO_OUTAGE, Demo, OutageSwitch};
 pub use failover::{FailoverConfig, Sources};
+pub use http::{MAX_BODY_BYTES, PayloadError, retry_after};
 use ratecast_protocol::{Failover, Rates, UpstreamState};
 
 /// Why a poll failed. Every variant is retried; none is fatal.
@@ -113,6 +118,7 @@ pub trait RateSource: Send {
 /// The sources `ratecast serve` chooses between.
 pub enum Upstream {
     CoinGecko(CoinGecko),
+    Coinbase(Coinbase),
     Demo(Demo),
 }
 
@@ -120,6 +126,7 @@ impl RateSource for Upstream {
     async fn fetch(&mut self) -> Result<Rates, UpstreamError> {
         match self {
             Self::CoinGecko(client) => client.fetch().await,
+            Self::Coinbase(client) => client.fetch().await,
             Self::Demo(demo) => demo.fetch(),
         }
     }
