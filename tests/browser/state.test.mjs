@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatAge, formatAmount, formatPercent } from '../../web/assets/format.js';
-import { RateState, crc32, describeStatus, tableChecksum } from '../../web/assets/state.js';
+import { RateState, crc32, describeFailover, describeStatus, tableChecksum, unitNote } from '../../web/assets/state.js';
 
 const rate = (value, unit = '$', type = 'fiat') => ({ name: 'x', unit, value, type });
 
@@ -41,6 +41,17 @@ test('the table checksum is the documented one (checksum.rs: the_documented_exam
   const order = (codes) => tableChecksum(new Map(codes.map((c) => [c, rate(1)])));
   assert.equal(order(['\u{1F600}', '\uFF5A']), crc32(new TextEncoder().encode(
     `\uFF5A\tx\t$\tfiat\t3ff0000000000000\n\u{1F600}\tx\t$\tfiat\t3ff0000000000000\n`)));
+});
+
+test('the checksum with sources and flags is the documented one (checksum.rs: the_documented_example_with_sources_holds)', () => {
+  const rates = new Map([
+    ['usd', { name: 'US Dollar', unit: '$', value: 41819.856, type: 'fiat', source: 'coinbase' }],
+    ['vef', { name: 'Venezuelan bolívar fuerte', unit: 'Bs.F', value: 4187.4, type: 'fiat', flag: 'stale' }],
+  ]);
+  const canonical = 'usd\tUS Dollar\t$\tfiat\t40e46b7b645a1cac\tcoinbase\t\n'
+    + 'vef\tVenezuelan bolívar fuerte\tBs.F\tfiat\t40b05b6666666666\t\tstale\n';
+  assert.equal(tableChecksum(rates), crc32(new TextEncoder().encode(canonical)));
+  assert.equal(tableChecksum(rates), 0x43e10140);
 });
 
 test('a checksum mismatch is counted and the copy is not resumed from until a snapshot', () => {
@@ -239,4 +250,72 @@ test('a fresh delta clears the stale flag; a replayed old one does not', () => {
   assert.equal(describeStatus(state, 'live', now).state, 'stale');
   state.applyDelta(delta(7, now - 100), { contiguous: true });
   assert.equal(describeStatus(state, 'live', now).state, 'live');
+});
+
+const failover = (since) => ({ via: 'coinbase', primary_error: 'connect', primary_failing_since: since });
+
+test('source and flag fold like the other fields: a snapshot sets them, a delta changes or clears them', () => {
+  const state = new RateState();
+  const usd = { ...rate(100), source: 'coinbase' };
+  const vef = { ...rate(4187.4), flag: 'stale' };
+  const first = { ...snapshot(10, { btc: rate(1, 'BTC'), usd, vef }), failover: failover(null) };
+  state.applySnapshot(first);
+  assert.equal(state.rates.get('usd').source, 'coinbase');
+  assert.equal(state.rates.get('vef').flag, 'stale');
+  assert.equal(state.rates.get('btc').source, undefined);
+  assert.equal(state.failover.via, 'coinbase');
+  assert.equal(tableChecksum(state.rates), tableChecksum(new Map(Object.entries({ btc: rate(1, 'BTC'), usd, vef }))));
+  // A delta that changes only a unit's source or flag: the table follows, no value change reported.
+  const delta = {
+    type: 'delta', seq: 11, ts: Date.now(), removed: [],
+    changed: { usd: { ...rate(100), prev: 100 }, vef: { ...rate(4187.4), flag: 'held', prev: 4187.4 } },
+  };
+  const changes = state.applyDelta(delta, { contiguous: true });
+  assert.equal(state.rates.get('usd').source, undefined);
+  assert.equal(state.rates.get('vef').flag, 'held');
+  assert.deepEqual([...changes.changed], []);
+  assert.deepEqual([...changes.retagged].sort(), ['usd', 'vef']);
+  assert.equal(tableChecksum(state.rates), tableChecksum(new Map(Object.entries({
+    btc: rate(1, 'BTC'), usd: rate(100), vef: { ...rate(4187.4), flag: 'held' },
+  }))));
+  // The primary answers again: a status frame without failover ends it.
+  state.applyStatus({ type: 'status', ts: Date.now(), source: 'coingecko', stale: false, upstream: { status: 'ok' } });
+  assert.equal(state.failover, null);
+});
+
+test('failover: "via Coinbase — CoinGecko unreachable for 4 min", counting from primary_failing_since', () => {
+  const now = Date.now();
+  const state = stateAfter(snapshot(5, { btc: rate(1) }, now));
+  assert.equal(describeFailover(state, 'live', now), null);
+  state.applyStatus({
+    type: 'status', ts: now, source: 'coingecko', stale: false,
+    upstream: { status: 'degraded', last_error: 'connect', failover: failover(new Date(now - 4 * 60_000).toISOString()) },
+  });
+  assert.equal(describeStatus(state, 'live', now).state, 'live');
+  assert.deepEqual(describeFailover(state, 'live', now), { via: 'Coinbase', why: 'CoinGecko unreachable for 4 min' });
+  assert.equal(describeFailover(state, 'live', now + 60_000).why, 'CoinGecko unreachable for 5 min');
+  // Each failure kind in words; without a start time, no duration.
+  const words = (kind, since = null) => {
+    state.failover = { ...failover(since), primary_error: kind };
+    return describeFailover(state, 'live', now).why;
+  };
+  assert.equal(words('timeout'), 'CoinGecko not answering');
+  assert.equal(words('rate_limited', new Date(now - 30_000).toISOString()), 'CoinGecko rate limiting us for 30 s');
+  assert.equal(words('http_5xx'), 'CoinGecko failing');
+  assert.equal(words('invalid_payload'), 'CoinGecko answering nonsense');
+  assert.equal(words('something_new'), 'CoinGecko failing');
+  // Only while the data is live: a lost link or stale data says that instead.
+  assert.equal(describeFailover(state, 'reconnecting', now), null);
+  assert.equal(describeFailover(state, 'silent', now), null);
+});
+
+test('unit notes: a fallback names its source, stale and held say why in words', () => {
+  const via = failover(null);
+  assert.equal(unitNote(rate(1), via), null);
+  assert.deepEqual(unitNote({ ...rate(1), source: 'coinbase' }, via), { kind: 'via', text: 'Coinbase' });
+  assert.deepEqual(unitNote({ ...rate(1), flag: 'stale' }, via),
+    { kind: 'stale', text: 'not updated — Coinbase does not carry it' });
+  assert.deepEqual(unitNote({ ...rate(1), flag: 'stale' }, null), { kind: 'stale', text: 'not updated' });
+  assert.deepEqual(unitNote({ ...rate(1), source: 'coinbase', flag: 'held' }, via),
+    { kind: 'held', text: 'held — sources disagree' });
 });

@@ -2,7 +2,7 @@
 // into the view (table in team mode, tiles in wall mode).
 
 import { Connection } from './connection.js';
-import { RateState, describeStatus } from './state.js';
+import { RateState, describeFailover, describeStatus, unitNote } from './state.js';
 import { TableView, TileView, renderFreshness, renderStatus } from './render.js';
 
 // A room that watches crypto reads prices: BTC and ETH first, then the usual fiat and gold.
@@ -53,7 +53,7 @@ $('#team').hidden = wall;
 $('#freshness').hidden = !wall;
 const view = wall ? new TileView($('#tiles'), symbols) : new TableView($('#rates'), $('#value-label'));
 const statusNodes = { bar: $('#status-bar'), status: $('#status'), age: $('#age'), demo: $('#demo') };
-const freshnessNodes = { root: $('#freshness'), age: $('#fresh-age'), why: $('#fresh-why') };
+const freshnessNodes = { root: $('#freshness'), age: $('#fresh-age'), via: $('#fresh-via'), why: $('#fresh-why') };
 let linkState = 'connecting';
 
 const connection = new Connection({
@@ -99,6 +99,8 @@ function onFrame(frame) {
       state.applyStatus(frame);
       break;
   }
+  // A unit's mark follows its source and flag, and a stale one names the serving source.
+  for (const [code, cells] of view.cells) cells.setNote(unitNote(state.rates.get(code), state.failover));
   updateStatus();
 }
 
@@ -212,8 +214,9 @@ function updateStatus() {
   // For whoever debugs a wall: how often this page's copy disagreed with the server's checksum.
   document.body.dataset.checksumMismatches = state.checksumMismatches;
   document.body.classList.toggle('no-data', !state.hasData);
-  renderStatus(statusNodes, status, state.source === 'demo');
-  if (wall) renderFreshness(freshnessNodes, status);
+  const failover = describeFailover(state, linkState, Date.now());
+  renderStatus(statusNodes, status, state.source === 'demo', failover);
+  if (wall) renderFreshness(freshnessNodes, status, failover);
 }
 
 /** Keeps the current view in the URL so it can be bookmarked or put on a screen. */

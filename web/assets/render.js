@@ -30,6 +30,8 @@ class Cells {
     this.amount = element('span', 'amount');
     this.marker = element('span', 'marker');
     this.change = element('span', 'window');
+    /** Where the value came from or why it is held back, when not live from the primary. */
+    this.note = element('span', 'note');
     this.spark = createSparkline();
     this.ratio = null;
     this.windowChange = null;
@@ -55,6 +57,14 @@ class Cells {
       this.root.classList.remove('flash', 'up', 'down');
       this.marker.textContent = '';
     }, FLASH_MS);
+  }
+
+  /** `note`: state.js's unitNote, or null. The root's data-note styles the whole cell or tile
+   * (a fallback's tag is calm: its data is live; stale and held dim the value). */
+  setNote(note) {
+    setText(this.note, note?.text ?? '');
+    if (note) this.root.dataset.note = note.kind;
+    else delete this.root.dataset.note;
   }
 
   setTrend(series, now) {
@@ -95,7 +105,7 @@ export class TableView {
     const cells = new Cells(code, rate.name, row);
     const head = element('th');
     head.scope = 'row';
-    head.append(element('span', 'name', rate.name), ' ', element('abbr', 'code', code.toUpperCase()));
+    head.append(element('span', 'name', rate.name), ' ', element('abbr', 'code', code.toUpperCase()), cells.note);
     const value = element('td', 'value');
     value.append(cells.amount, cells.marker);
     const change = element('td', 'change');
@@ -207,12 +217,15 @@ export class TileView {
     cells.inverse = element('p', 'inverse');
     const head = element('header');
     head.append(element('h2', 'code', code.toUpperCase()), element('p', 'name', rate.name));
-    cells.per = element('p', 'per');
+    cells.per = element('span', 'per');
+    // "1 USD =" on the left, the unit's note (its source, or why it is held back) on the right.
+    const subhead = element('p', 'subhead');
+    subhead.append(cells.per, cells.note);
     const value = element('p', 'value');
     value.append(cells.amount, cells.marker);
     const movement = element('div', 'movement');
     movement.append(cells.change, cells.spark);
-    tile.append(head, cells.per, value, movement, cells.inverse);
+    tile.append(head, subhead, value, movement, cells.inverse);
     this.cells.set(code, cells);
     const order = (c) => this.symbols.indexOf(c);
     const next = [...this.container.children].find((t) => order(t.dataset.code) > order(code));
@@ -279,25 +292,32 @@ function setText(node, text) {
 
 /**
  * The status line: state and why are the only live region (they change rarely); the ticking age
- * beside it is not announced. Live and demo data need no age in the bar.
+ * beside it is not announced. Live and demo data need no age in the bar; live data from a
+ * fallback (`failover`: state.js's describeFailover) says so, "Live — via Coinbase", and why
+ * beside it, "CoinGecko unreachable for 4 min".
  */
-export function renderStatus(nodes, status, demo) {
+export function renderStatus(nodes, status, demo, failover) {
   const label = STATUS_LABEL[status.state];
-  setText(nodes.status, status.why ? `${label} — ${status.why}` : label);
+  const why = status.why ?? (failover && `via ${failover.via}`);
+  setText(nodes.status, why ? `${label} — ${why}` : label);
   nodes.bar.dataset.state = status.state;
+  nodes.bar.classList.toggle('failover', Boolean(failover));
   const calm = status.state === 'live' || status.state === 'demo';
-  setText(nodes.age, calm ? '' : timing(status));
+  setText(nodes.age, calm ? failover?.why ?? '' : timing(status));
   nodes.demo.hidden = !demo;
 }
 
 /**
- * The wall's data age in large type, "updated 12 s ago"; a banner readable across the room
- * when the data is not confirmed current (stale, link lost) or there is none yet.
+ * The wall's data age in large type, "updated 12 s ago", and while a fallback serves, where the
+ * data comes from, "via Coinbase — CoinGecko unreachable for 4 min" (calm: the data is live);
+ * a banner readable across the room when the data is not confirmed current (stale, link lost)
+ * or there is none yet.
  */
-export function renderFreshness(nodes, status) {
+export function renderFreshness(nodes, status, failover) {
   const calm = status.state === 'live' || status.state === 'demo';
   nodes.root.dataset.state = status.state;
   nodes.root.classList.toggle('alarm', !calm);
+  setText(nodes.via, failover ? `via ${failover.via} — ${failover.why}` : '');
   if (calm) {
     setText(nodes.age, status.ageMs === null ? '' : `updated ${formatAge(status.ageMs)}`);
     setText(nodes.why, '');

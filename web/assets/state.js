@@ -2,6 +2,8 @@
 // history, and the checksum that proves the copy is the server's. Pure data, no DOM and no
 // network, so the rules about seq, epochs and resyncs live in one place.
 
+import { formatDuration } from './format.js';
+
 const HISTORY_SPAN_MS = 24 * 3600 * 1000; // what /api/v1/history keeps
 // A sparkline is a few hundred pixels wide: more points than this add nothing to see, and a
 // feed of several changes a second would otherwise grow the page's memory for a whole day.
@@ -43,26 +45,32 @@ function byteOrder(a, b) {
 /**
  * The checksum the server puts in every snapshot and delta (docs/protocol.md, *Checksum*):
  * CRC-32 of the UTF-8 lines `code\tname\tunit\ttype\t<value bits>\n`, one per unit in ascending
- * byte order of code; 0 for an empty table.
- * @param {Map<string, {name: string, unit: string, value: number, type: string}>} rates
+ * byte order of code; 0 for an empty table. A unit with a `source` or a `flag` has both before
+ * the newline, each empty when absent (`\tcoinbase\t`, `\t\tstale`), so that the right numbers
+ * from the wrong source do not pass.
+ * @param {Map<string, {name: string, unit: string, value: number, type: string, source?: string, flag?: string}>} rates
  */
 export function tableChecksum(rates) {
-  const lines = [...rates].map(([code, { name, unit, type, value }]) => ({
+  const lines = [...rates].map(([code, { name, unit, type, value, source, flag }]) => ({
     code: utf8.encode(code),
-    line: `${code}\t${name}\t${unit}\t${type}\t${valueBits(value)}\n`,
+    line: `${code}\t${name}\t${unit}\t${type}\t${valueBits(value)}${
+      source || flag ? `\t${source ?? ''}\t${flag ?? ''}` : ''}\n`,
   }));
   lines.sort((a, b) => byteOrder(a.code, b.code));
   return crc32(utf8.encode(lines.map(({ line }) => line).join('')));
 }
 
-/** What one frame changed: code -> previous BTC value (null when the code is new), and removals. */
+/** What one frame changed: code -> previous BTC value (null when the code is new), removals,
+ * and the codes whose source or flag changed with the same value (their marks are redrawn, not
+ * flashed). */
 function emptyChanges() {
-  return { changed: new Map(), removed: [] };
+  return { changed: new Map(), removed: [], retagged: new Set() };
 }
 
 export class RateState {
   constructor() {
-    /** code -> {name, unit, value, type}; value is "how many of this unit one BTC buys". */
+    /** code -> {name, unit, value, type, source?, flag?}; value is "how many of this unit one
+     * BTC buys"; source (absent: the primary) and flag as the frame gave them. */
     this.rates = new Map();
     this.seq = null;
     /** The stream's epoch (opaque): `seq` compares only within it. */
@@ -73,6 +81,9 @@ export class RateState {
      * must not resume from it. */
     this.diverged = false;
     this.source = null;
+    /** {via, primary_error, primary_failing_since} while a fallback serves for the failing
+     * primary (`source`); null otherwise. */
+    this.failover = null;
     this.stale = false;
     this.upstream = null;
     /** The server's words for why the data is stale or missing, when it says. */
@@ -101,6 +112,7 @@ export class RateState {
     this.epoch = frame.epoch ?? null;
     this.diverged = false;
     this.#setSource(frame);
+    this.failover = frame.failover ?? null;
     this.#checked(frame);
     // A snapshot's ts is when its data was published, stale or not (the server keeps it).
     this.#seen(frame.ts);
@@ -153,6 +165,7 @@ export class RateState {
     this.#setSource(frame);
     this.#clock(frame);
     this.upstream = frame.upstream ?? this.upstream;
+    if (frame.upstream) this.failover = frame.upstream.failover ?? null;
     if (Object.hasOwn(frame, 'reason')) this.reason = frame.reason || null;
     const next = Date.parse(this.upstream?.next_attempt ?? '');
     this.nextAttempt = Number.isNaN(next) ? null : next;
@@ -227,9 +240,13 @@ export class RateState {
 
   #put(code, rate, ts, changes) {
     const before = this.rates.get(code);
-    const { name, unit, value, type } = rate;
-    this.rates.set(code, { name, unit, value, type });
-    if (before && before.value === value) return;
+    const { name, unit, value, type, source, flag } = rate;
+    // Absent fields stay absent: the checksum tells "no source" from any source.
+    this.rates.set(code, { name, unit, value, type, ...(source && { source }), ...(flag && { flag }) });
+    if (before && before.value === value) {
+      if (before.source !== source || before.flag !== flag) changes.retagged.add(code);
+      return;
+    }
     changes.changed.set(code, before ? before.value : null);
     const points = this.history.get(code) ?? [];
     points.push([ts, value]);
@@ -292,12 +309,23 @@ const FAILURE_WORDS = {
   invalid_payload: 'answering nonsense',
 };
 
+// Sources by the names people know them by.
+const SOURCE_NAMES = { coingecko: 'CoinGecko', coinbase: 'Coinbase', demo: 'the demo source' };
+
+function sourceName(source, otherwise) {
+  return SOURCE_NAMES[source] ?? otherwise;
+}
+
+function failureWords(kind) {
+  return FAILURE_WORDS[kind] ?? 'failing';
+}
+
 /** Why, from the upstream fields alone (servers that send no `reason`): "CoinGecko unreachable
  * (connect), 3 failed tries". Null while the upstream is fine. */
 function upstreamWhy(upstream, source) {
   if (!upstream || upstream.status === 'ok' || !upstream.last_error) return null;
-  const who = source === 'coingecko' ? 'CoinGecko' : 'upstream';
-  const words = FAILURE_WORDS[upstream.last_error] ?? 'failing';
+  const who = sourceName(source, 'upstream');
+  const words = failureWords(upstream.last_error);
   const tries = upstream.consecutive_failures > 1 ? `, ${upstream.consecutive_failures} failed tries` : '';
   return `${who} ${words} (${upstream.last_error})${tries}`;
 }
@@ -329,4 +357,41 @@ export function describeStatus(state, link, now) {
   if (link === 'silent') return { state: 'stale', why: 'no heartbeat', ageMs, nextMs: null };
   if (state.stale) return { state: 'stale', why: upstream() ?? 'no fresh data', ageMs, nextMs };
   return { state: state.source === 'demo' ? 'demo' : 'live', why: null, ageMs, nextMs: null };
+}
+
+/**
+ * While a fallback serves live data for the failing primary: who serves, and why in words,
+ * counting up from when the primary began failing: {via: 'Coinbase', why: 'CoinGecko
+ * unreachable for 4 min'}. Null otherwise, and whenever the data is not live (a lost link or
+ * stale data has its own words).
+ *
+ * @param {RateState} state
+ * @param {'connecting'|'live'|'reconnecting'|'silent'} link
+ * @param {number} now browser time (ms)
+ */
+export function describeFailover(state, link, now) {
+  if (!state.failover || describeStatus(state, link, now).state !== 'live') return null;
+  const { via, primary_error: error, primary_failing_since: since } = state.failover;
+  const who = `${sourceName(state.source, 'the primary source')} ${failureWords(error)}`;
+  const start = Date.parse(since ?? '');
+  const why = Number.isNaN(start) ? who : `${who} for ${formatDuration(now - state.clockOffset - start)}`;
+  return { via: sourceName(via, via), why };
+}
+
+/**
+ * What a unit's mark says, or null for a live value from the primary:
+ * - via: a fallback serves it ("Coinbase"): live data, a calm tag;
+ * - stale: the serving source does not carry it, so it shows the primary's last value;
+ * - held: the sources disagree, so it shows the last value they agreed on.
+ * @param {{source?: string, flag?: string}} rate
+ * @param {{via: string}|null} failover the state's
+ */
+export function unitNote(rate, failover) {
+  if (rate.flag === 'held') return { kind: 'held', text: 'held — sources disagree' };
+  if (rate.flag === 'stale') {
+    const via = failover ? sourceName(failover.via, null) : null;
+    return { kind: 'stale', text: via ? `not updated — ${via} does not carry it` : 'not updated' };
+  }
+  if (rate.source) return { kind: 'via', text: sourceName(rate.source, rate.source) };
+  return null;
 }

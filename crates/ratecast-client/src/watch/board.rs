@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossterm::style::{Attribute, Color, Print, SetAttribute, SetForegroundColor};
 use crossterm::terminal::{Clear, ClearType};
 use crossterm::{cursor, queue};
 
-use ratecast_protocol::{ServerFrame, Source, UpstreamState, UpstreamStatus};
+use ratecast_protocol::{Failover, ServerFrame, Source, UnitFlag, UpstreamState, UpstreamStatus};
 
 /// How long a changed value stays highlighted.
 const FLASH: Duration = Duration::from_millis(1500);
@@ -23,6 +23,52 @@ struct Row {
     shown: Option<f64>,
     before: Option<f64>,
     changed_at: Option<Instant>,
+    /// Where the value came from when not the primary, and why it is held back, when it is.
+    source: Option<Source>,
+    flag: Option<UnitFlag>,
+}
+
+/// What a row's marker says (the legend under the table spells it out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// A fallback serves it: live data.
+    Via(Source),
+    /// The serving source does not carry it: the primary's last value.
+    Stale,
+    /// The sources disagree: the last value they agreed on.
+    Held,
+}
+
+impl Mark {
+    fn of(row: &Row) -> Option<Self> {
+        match (row.flag, row.source) {
+            (Some(UnitFlag::Held), _) => Some(Self::Held),
+            (Some(UnitFlag::Stale), _) => Some(Self::Stale),
+            (None, Some(source)) => Some(Self::Via(source)),
+            (None, None) => None,
+        }
+    }
+
+    fn symbol(self) -> char {
+        match self {
+            Self::Via(_) => '*',
+            Self::Stale => '~',
+            Self::Held => '!',
+        }
+    }
+
+    /// Its legend entry; `serving` names the source that does not carry a stale unit.
+    fn legend(self, serving: Option<Source>) -> String {
+        let symbol = self.symbol();
+        match (self, serving) {
+            (Self::Via(source), _) => format!("{symbol} via {} (live)", source.name()),
+            (Self::Stale, Some(via)) => {
+                format!("{symbol} not updated: {} does not carry it", via.name())
+            }
+            (Self::Stale, None) => format!("{symbol} not updated"),
+            (Self::Held, _) => format!("{symbol} held: sources disagree"),
+        }
+    }
 }
 
 /// Connection state for the status line.
@@ -48,6 +94,8 @@ pub(crate) struct Board {
     source: Option<Source>,
     stale: bool,
     upstream: Option<UpstreamState>,
+    /// Set while a fallback serves for the failing primary (`source`).
+    failover: Option<Failover>,
     pub link: Link,
     last_error: Option<String>,
     /// Frames whose checksum disagreed with the table (each one made `watch` start afresh).
@@ -66,6 +114,7 @@ impl Board {
             source: None,
             stale: false,
             upstream: None,
+            failover: None,
             link: Link::Connecting,
             last_error: None,
             checksum_mismatches: 0,
@@ -77,22 +126,26 @@ impl Board {
             ServerFrame::Snapshot(s) => {
                 self.rows.retain(|code, _| s.rates.contains_key(code));
                 for (code, rate) in s.rates {
-                    self.upsert(code, rate.name, rate.unit, rate.value);
+                    let mark = (rate.source, rate.flag);
+                    self.upsert(code, rate.name, rate.unit, rate.value, mark);
                 }
                 (self.seq, self.data_ts) = (Some(s.seq), Some(s.ts));
                 (self.source, self.stale) = (Some(s.source), s.stale);
+                self.failover = s.failover;
             }
             ServerFrame::Delta(d) => {
                 for code in &d.removed {
                     self.rows.remove(code);
                 }
                 for (code, rate) in d.changed {
-                    self.upsert(code, rate.name, rate.unit, rate.value);
+                    let mark = (rate.source, rate.flag);
+                    self.upsert(code, rate.name, rate.unit, rate.value, mark);
                 }
                 (self.seq, self.data_ts) = (Some(d.seq), Some(d.ts));
             }
             ServerFrame::Status(s) => {
                 (self.source, self.stale) = (Some(s.source), s.stale);
+                self.failover = s.upstream.failover.clone();
                 self.upstream = Some(s.upstream);
             }
             ServerFrame::Error(e) => self.last_error = Some(e.error),
@@ -101,7 +154,14 @@ impl Board {
         self.reprice();
     }
 
-    fn upsert(&mut self, code: String, name: String, unit: String, raw: f64) {
+    fn upsert(
+        &mut self,
+        code: String,
+        name: String,
+        unit: String,
+        raw: f64,
+        (source, flag): (Option<Source>, Option<UnitFlag>),
+    ) {
         let row = self.rows.entry(code).or_insert_with(|| Row {
             name: String::new(),
             unit: String::new(),
@@ -109,8 +169,11 @@ impl Board {
             shown: None,
             before: None,
             changed_at: None,
+            source: None,
+            flag: None,
         });
         (row.name, row.unit, row.raw) = (name, unit, raw);
+        (row.source, row.flag) = (source, flag);
     }
 
     /// Recomputes every displayed value; a change of the quote moves every row, so flashes are
@@ -174,12 +237,22 @@ impl Board {
             Color::Reset,
             true,
             &format!(
-                "{:<8} {:<28} {:>value_width$}  {}",
+                "{:<8} {:<28} {:>value_width$}   {}",
                 "CODE", "NAME", heading, "CHANGE"
             ),
         )?;
 
-        let room = usize::from(height).saturating_sub(4);
+        let marks: Vec<Mark> = {
+            let mut marks: Vec<Mark> = codes
+                .iter()
+                .filter_map(|code| Mark::of(&self.rows[*code]))
+                .collect();
+            marks.sort_by_key(|mark| mark.symbol());
+            marks.dedup();
+            marks
+        };
+        // Room for the status, heading, hint and legend lines.
+        let room = usize::from(height).saturating_sub(4 + usize::from(!marks.is_empty()));
         let now = Instant::now();
         let shown = codes
             .iter()
@@ -200,19 +273,22 @@ impl Board {
             } else {
                 String::new()
             };
+            let mark = Mark::of(row);
             let text = format!(
-                "{:<8} {:<28} {:>value_width$}  {}",
+                "{:<8} {:<28} {:>value_width$} {} {}",
                 code.to_uppercase(),
                 truncate(&row.name, 28),
                 cell,
+                mark.map_or(' ', Mark::symbol),
                 change
             );
-            line(
-                out,
-                if flashing { color } else { Color::Reset },
-                flashing,
-                &truncate(&text, usize::from(width)),
-            )?;
+            // A value held back is greyed, whatever it did last: it is not the live one.
+            let color = match mark {
+                Some(Mark::Stale | Mark::Held) => Color::DarkGrey,
+                _ if flashing => color,
+                _ => Color::Reset,
+            };
+            line(out, color, flashing, &truncate(&text, usize::from(width)))?;
         }
         if codes.len() > room {
             line(
@@ -224,6 +300,11 @@ impl Board {
                     codes.len() - room
                 ),
             )?;
+        }
+        if !marks.is_empty() {
+            let serving = self.failover.as_ref().map(|f| f.via);
+            let legend: Vec<String> = marks.iter().map(|m| m.legend(serving)).collect();
+            line(out, Color::DarkGrey, false, &legend.join(" · "))?;
         }
         line(out, Color::DarkGrey, false, "q or Ctrl-C to quit")?;
         queue!(out, Clear(ClearType::FromCursorDown))?;
@@ -241,7 +322,11 @@ impl Board {
                 )
             }
             Link::Live if self.stale => ("stale".to_owned(), Color::Red),
-            Link::Live => ("live".to_owned(), Color::Green),
+            Link::Live => match self.failover_words(SystemTime::now()) {
+                // Live, from a fallback: not an alarm, but not the usual green either.
+                Some(words) => (format!("live {words}"), Color::Cyan),
+                None => ("live".to_owned(), Color::Green),
+            },
         };
         let mut parts = vec![state];
         if self.source == Some(Source::Demo) {
@@ -275,6 +360,46 @@ impl Board {
             true,
             &format!("ratecast watch {} · {}", self.url, parts.join(" · ")),
         )
+    }
+}
+
+impl Board {
+    /// "via Coinbase — CoinGecko unreachable for 4 min", while a fallback serves.
+    fn failover_words(&self, now: SystemTime) -> Option<String> {
+        let failover = self.failover.as_ref()?;
+        let primary = self.source.map_or("the primary source", Source::name);
+        let mut words = format!(
+            "via {} — {primary} {}",
+            failover.via.name(),
+            failure_words(&failover.primary_error)
+        );
+        if let Some(since) = failover.primary_failing_since {
+            let failing = now.duration_since(since).unwrap_or_default();
+            words.push_str(&format!(" for {}", minutes(failing)));
+        }
+        Some(words)
+    }
+}
+
+/// A failure kind (`upstream.last_error`, `failover.primary_error`) in the words the page uses.
+fn failure_words(kind: &str) -> &'static str {
+    match kind {
+        "connect" => "unreachable",
+        "timeout" => "not answering",
+        "rate_limited" => "rate limiting us",
+        "http_other" => "refusing the request",
+        "too_large" | "body" | "invalid_payload" => "answering nonsense",
+        _ => "failing",
+    }
+}
+
+/// "12 s", "4 min", "2 h", as the page counts.
+fn minutes(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..90 => format!("{secs} s"),
+        90..5_400 => format!("{} min", (secs + 30) / 60),
+        _ => format!("{} h", (secs + 1_800) / 3_600),
     }
 }
 
@@ -400,6 +525,115 @@ mod tests {
         assert_eq!(board.rows["eur"].shown, Some(44_000.0 / 36_000.0));
         assert!(board.rows["eur"].changed_at.is_some());
         assert_eq!(board.rows["usd"].shown, Some(1.0));
+    }
+
+    /// CoinGecko failing for 4 minutes: Coinbase serves USD, does not carry VEF, and the two
+    /// disagree on EUR.
+    fn failover_snapshot(now: SystemTime) -> ServerFrame {
+        let rate = |name: &str, value, source, flag| {
+            let mut rate = ratecast_protocol::Rate::new(name, "$", value, "fiat");
+            (rate.source, rate.flag) = (source, flag);
+            rate
+        };
+        ServerFrame::Snapshot(Snapshot {
+            epoch: "e1".into(),
+            seq: 7,
+            ts: 1,
+            source: Source::CoinGecko,
+            stale: false,
+            checked_at: Some(1),
+            rates: [
+                (
+                    "usd".to_owned(),
+                    rate("US Dollar", 40_000.0, Some(Source::Coinbase), None),
+                ),
+                (
+                    "vef".to_owned(),
+                    rate("Bolívar", 4_187.4, None, Some(UnitFlag::Stale)),
+                ),
+                (
+                    "eur".to_owned(),
+                    rate(
+                        "Euro",
+                        36_000.0,
+                        Some(Source::Coinbase),
+                        Some(UnitFlag::Held),
+                    ),
+                ),
+            ]
+            .into(),
+            failover: Some(Failover {
+                via: Source::Coinbase,
+                primary_error: "connect".into(),
+                primary_failing_since: Some(now - Duration::from_secs(4 * 60)),
+            }),
+            checksum: None,
+        })
+    }
+
+    fn live_board(snapshot: ServerFrame) -> Board {
+        let mut board = Board::new("ws://x".into(), vec![], None);
+        board.link = Link::Live;
+        board.apply(snapshot);
+        board
+    }
+
+    fn drawn(board: &Board) -> String {
+        let mut out = Vec::new();
+        board.draw(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_failover_is_named_with_its_reason_and_each_unit_marked_with_a_legend() {
+        let now = SystemTime::now();
+        let board = live_board(failover_snapshot(now));
+        assert_eq!(
+            board.failover_words(now).as_deref(),
+            Some("via Coinbase — CoinGecko unreachable for 4 min")
+        );
+        let screen = drawn(&board);
+        assert!(
+            screen.contains("live via Coinbase — CoinGecko unreachable for 4 min"),
+            "{screen}"
+        );
+        for (code, mark) in [("USD", '*'), ("VEF", '~'), ("EUR", '!')] {
+            let row = screen.lines().find(|l| l.contains(code)).unwrap();
+            assert!(row.contains(&format!(" {mark} ")), "{code}: {row}");
+        }
+        assert!(
+            screen.contains(
+                "! held: sources disagree · * via Coinbase (live) · \
+                 ~ not updated: Coinbase does not carry it"
+            ),
+            "{screen}"
+        );
+        assert_eq!(minutes(Duration::from_secs(30)), "30 s");
+        assert_eq!(minutes(Duration::from_secs(2 * 3600)), "2 h");
+    }
+
+    #[test]
+    fn the_primary_back_clears_the_failover_and_a_delta_clears_the_marks() {
+        let now = SystemTime::now();
+        let mut board = live_board(failover_snapshot(now));
+        // The same value from the primary again: only the source changed.
+        board.apply(delta("usd", 40_000.0));
+        assert_eq!(Mark::of(&board.rows["usd"]), None);
+        assert!(board.rows["usd"].changed_at.is_none());
+        board.apply(ServerFrame::Status(ratecast_protocol::frames::Status {
+            epoch: "e1".into(),
+            ts: 3,
+            source: Source::CoinGecko,
+            stale: false,
+            upstream: UpstreamState::default(),
+            reason: None,
+            checked_at: None,
+            updated_at: None,
+        }));
+        assert_eq!(board.failover_words(now), None);
+        let screen = drawn(&board);
+        assert!(screen.contains("· live ·"), "{screen}");
+        assert!(!screen.contains("unreachable"), "{screen}");
     }
 
     #[test]
