@@ -53,9 +53,11 @@ RUN mkdir src \
 
 # The web page is compiled into the binary (the demo seed lives in the server crate).
 COPY web ./web
-# The real manifest declares the benches: cargo wants their files even when it only builds the binary.
+# The real manifest declares the benches and examples: cargo wants their files even when it only
+# builds the binary.
 COPY Cargo.toml ./
 COPY benches ./benches
+COPY examples ./examples
 COPY crates ./crates
 COPY src ./src
 # touch: the copied sources may be older than the stubs the dependency layer compiled.
