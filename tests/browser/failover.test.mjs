@@ -4,45 +4,15 @@
 // carry, and goes back to normal when CoinGecko answers again.
 
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  REPO, fixtureRates, freePort, launchChromium, lowContrast, openPage, startFakeUpstream, startRatecast,
+  REPO, fixtureRates, freePort, launchChromium, lowContrast, openPage, startFakeCoinbase, startFakeUpstream,
+  startRatecast,
 } from './support.mjs';
 
 const FIXTURE = fixtureRates();
-// What Coinbase does not carry of CoinGecko's units (VEF is gone from its list; bits and sats
-// are CoinGecko's own).
-const NOT_ON_COINBASE = new Set(['vef', 'bits', 'sats']);
 const SYMBOLS = 'btc,eth,eur,gbp,vef,xau';
-
-/**
- * Coinbase's GET /v2/exchange-rates?currency=BTC on 127.0.0.1:0: one BTC in each unit, upper-case
- * codes, values as decimal strings, from the same fixture as the fake CoinGecko (so the
- * cross-check finds nothing to hold).
- */
-async function startFakeCoinbase() {
-  const rates = Object.fromEntries(
-    Object.entries(FIXTURE)
-      .filter(([code]) => !NOT_ON_COINBASE.has(code))
-      .map(([code, { value }]) => [code.toUpperCase(), String(value)]),
-  );
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    if (req.method !== 'GET' || url.pathname !== '/v2/exchange-rates' || url.searchParams.get('currency') !== 'BTC') {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/json' })
-      .end(JSON.stringify({ data: { currency: 'BTC', rates } }));
-  });
-  await new Promise((done) => server.listen(0, '127.0.0.1', done));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: () => new Promise((done) => server.close(done)),
-  };
-}
 
 const problems = [];
 let coingecko;
