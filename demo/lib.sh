@@ -281,13 +281,13 @@ thaw_feed() {
 fake_upstream() { curl -fsS --max-time 3 -X POST -o /dev/null "http://127.0.0.1:$UPSTREAM_PORT/fake/$1"; }
 # SIGUSR1 toggles the demo source's outage on every running replica (compose: --demo).
 toggle_demo_source() { local n; for n in "${REPLICAS[@]}"; do replica_running "$n" && replica_signal "$n" USR1; done; }
-# upstream_outage / upstream_recover : every upstream unreachable (natively the fake stops, so
-# CoinGecko and its fallback both refuse connections), then answering again.
+# upstream_outage / upstream_recover : every upstream failing (natively CoinGecko and its
+# Coinbase fallback both answer 503), then answering again.
 upstream_outage() {
-  if [ "$DEMO_TARGET" = native ]; then bash "$DEMO_DIR/stack-native.sh" stop-upstream; else toggle_demo_source; fi
+  if [ "$DEMO_TARGET" = native ]; then fake_upstream outage; fake_upstream coinbase/outage; else toggle_demo_source; fi
 }
 upstream_recover() {
-  if [ "$DEMO_TARGET" = native ]; then bash "$DEMO_DIR/stack-native.sh" start-upstream; else toggle_demo_source; fi
+  if [ "$DEMO_TARGET" = native ]; then fake_upstream recover; fake_upstream coinbase/recover; else toggle_demo_source; fi
 }
 # coingecko_outage / coingecko_recover : only CoinGecko fails (503); the fallback still answers.
 # Native stack only (the failover drill).

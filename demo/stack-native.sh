@@ -8,8 +8,7 @@
 # fallback, --coinbase-url) instead of running --demo, so the drills' staleness, failover and
 # alert timings are those of the production code path.
 #
-# Usage: DEMO_RUN=DIR RATECAST_BIN=PATH demo/stack-native.sh up|down|start-replica N|start-redis|
-#        start-upstream|stop-upstream
+# Usage: DEMO_RUN=DIR RATECAST_BIN=PATH demo/stack-native.sh up|down|start-replica N|start-redis
 # DIR gets env (the ports, sourced by demo/lib.sh), *.pid, *.log and the rendered configs.
 # PROMETHEUS_BIN (default: prometheus) and HAPROXY_BIN (default: haproxy) may be set.
 set -euo pipefail
@@ -50,14 +49,6 @@ start_upstream() {
   spawn upstream python3 "$DEMO_DIR/fake-coingecko.py" "$UPSTREAM_PORT" \
     "$REPO_ROOT/tests/fixtures/coingecko-exchange-rates-2022.json"
   wait_http "http://127.0.0.1:$UPSTREAM_PORT/api/v3/exchange_rates"
-}
-
-# Both upstreams gone at once (the fake serves CoinGecko and Coinbase): connections refused.
-stop_upstream() {
-  local pid
-  pid=$(cat "$DEMO_RUN/upstream.pid")
-  kill "$pid"
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 }
 
 start_replica() {
@@ -151,7 +142,5 @@ case "${1:-}" in
   down) down ;;
   start-replica) start_replica "${2:?replica number}" ;;
   start-redis) start_redis ;;
-  start-upstream) start_upstream ;;
-  stop-upstream) stop_upstream ;;
-  *) echo "usage: $0 up|down|start-replica N|start-redis|start-upstream|stop-upstream" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|start-replica N|start-redis" >&2; exit 2 ;;
 esac

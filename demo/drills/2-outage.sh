@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Drill 2: every upstream out. Natively the fake upstream stops, so CoinGecko and its Coinbase
-# fallback both refuse connections (the replicas take the production path: last success older
+# Drill 2: every upstream out. Natively the fake's CoinGecko and Coinbase sides both answer 503
+# (the replicas take the production path: last success older
 # than --stale-after, upstream down; CoinGecko alone failing is drill 8's failover); in compose the demo
 # source is told to fail (SIGUSR1 to every replica: in cluster mode only the leader polls, and
 # leadership may move during the drill). Asserts: the data turns stale with its age shown,
