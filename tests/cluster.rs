@@ -303,6 +303,20 @@ async fn a_resume_that_arrives_before_the_first_load_waits_for_it_and_replays() 
         "the replay after the load, not a status or a snapshot: {frame}"
     );
     ensure!(frame["changed"]["usd"]["value"] == 1.0, "{frame}");
+    // The load's own event reaches the replica's shard after the client it let in: it must not
+    // resync that client, which already holds the loaded table (a snapshot here was the rolling
+    // restart's last one).
+    upstream.set_value("usd", 2.0);
+    let next = loop {
+        let frame = next_within(&mut ws, Duration::from_secs(5)).await?;
+        if frame["type"] != "status" && frame["type"] != "heartbeat" {
+            break frame;
+        }
+    };
+    ensure!(
+        next["type"] == "delta" && next["seq"] == seq + 2,
+        "the next delta, not a resync: {next}"
+    );
     Ok(())
 }
 

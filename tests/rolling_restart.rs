@@ -68,7 +68,9 @@ async fn sigterm_and_wait(child: &mut Child) {
 // Two defects made some resumes snapshots here (23 of 1,561 in one fresh-clone run, 122 of 1,478
 // in another): a `since` a delta ahead of the replica the client landed on, and a replica
 // restarted on the same address that haproxy handed clients before its first load. Both are
-// now held until the replica catches up (tests/cluster.rs reproduces each one alone).
+// now held until the replica catches up (tests/cluster.rs reproduces each one alone). A third
+// (1 to 6 per run, 2 runs in 3): the load's event reached a restarted replica's shard after the
+// clients the load let in, and resynced them as if they were of the old epoch.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_behind_a_load_balancer_misses_no_delta() {
     let upstream = FakeUpstream::start(Reply::Changing(fixture())).await;

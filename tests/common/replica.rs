@@ -35,7 +35,12 @@ pub fn behind_proxy(
         .args(extra)
         .env_clear()
         .envs(super::coverage_env())
-        .env("RUST_LOG", "warn")
+        // `REPLICA_LOG=debug,...` to see a replica's decisions (how the last rolling-restart
+        // snapshot was found).
+        .env(
+            "RUST_LOG",
+            std::env::var("REPLICA_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -69,7 +74,10 @@ impl Replica {
         }
         let child = command
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("REPLICA_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

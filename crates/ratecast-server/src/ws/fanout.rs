@@ -208,6 +208,8 @@ impl Worker {
                     Err(RecvError::Lagged(missed)) => {
                         debug!(missed, "shard lagged behind the broadcast; resyncing its subscribers");
                         self.context.metrics.ws_shard_lagged.increment(1);
+                        // Everyone gets the current view: the epoch first, as in `follow_epoch`.
+                        self.epoch = self.context.store.epoch();
                         let ids: Vec<u64> = self.subscribers.keys().copied().collect();
                         for id in ids {
                             self.resync(id, true);
@@ -258,6 +260,9 @@ impl Worker {
                 since,
                 filter,
             } => {
+                // Its first frames are of the store's epoch: the shard moves there first, so
+                // that the change's own event, which may come later, does not resync it again.
+                self.follow_epoch();
                 let id = peer.id;
                 let variant = deflate::variant(peer.deflate);
                 self.variants_in_use[variant] += 1;
@@ -492,16 +497,29 @@ impl Worker {
         })
     }
 
+    /// A new epoch in the store (the shared state lost writes, or was replaced): every table
+    /// held downstream may be wrong, so everyone starts again from a snapshot. The store is the
+    /// truth, not the order events arrive in: a subscriber added after the change was fed from
+    /// the new epoch already. The epoch is read before any view, so a view is never older.
+    fn follow_epoch(&mut self) {
+        let current = self.context.store.epoch();
+        if current == self.epoch {
+            return;
+        }
+        debug!(epoch = %current, "new epoch; resyncing every subscriber");
+        self.epoch = current;
+        let ids: Vec<u64> = self.subscribers.keys().copied().collect();
+        for id in ids {
+            self.resync(id, true);
+        }
+    }
+
     async fn fan_out(&mut self, delta: &Arc<DeltaEvent>) {
         if delta.epoch != self.epoch {
-            // A new epoch (the shared state lost writes, or was replaced): every table held
-            // downstream may be wrong, so everyone starts again from a snapshot.
-            debug!(epoch = %delta.epoch, seq = delta.seq, "new epoch; resyncing every subscriber");
-            self.epoch = delta.epoch.clone();
-            let ids: Vec<u64> = self.subscribers.keys().copied().collect();
-            for id in ids {
-                self.resync(id, true);
-            }
+            // Either the shard has not followed the store to this epoch yet (everyone is resynced
+            // to the current view, which this delta is part of), or it already has and this is
+            // an event of an epoch the store has left: nobody needs it.
+            self.follow_epoch();
             return;
         }
         let shared = self.framed(&delta.frame, None);
