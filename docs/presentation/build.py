@@ -470,15 +470,17 @@ def main():
 
     def failover_describe(f):
         lf = f["load"]
-        return (f"The open wall: *{f['wall']['status']}*. Failed over {f['failover_after_s']} s after CoinGecko "
-                f"answered {f['primary_error']}: {f['units_via_coinbase']} of {f['units']} units via Coinbase, "
-                f"{f['units_flagged_stale']} Coinbase lacks flagged stale on their own; the table not stale in "
-                f"all {f['stale_samples']} samples over 15 s (stale after 10 s without a fallback); "
-                f"RatecastUpstreamFailover firing after {f['alert_firing_after_s']} s. CoinGecko back: its own "
-                f"again {f['failback_after_s']} s later, the alert resolved after "
-                f"{f['alert_resolved_after_recovery_s']} s. {lf['connected']} subscribers throughout: "
-                f"{lf['missing_seqs']} missing seqs, {lf['resyncs']} snapshots, "
-                f"{lf['checksum_mismatches']} checksum mismatches — each switch one delta.")
+        return "\n".join([
+            f"- **The open wall:** *{f['wall']['status']}*",
+            f"- **Failed over** {f['failover_after_s']} s after CoinGecko answered {f['primary_error']}: "
+            f"{f['units_via_coinbase']} of {f['units']} units via Coinbase, the "
+            f"{f['units_flagged_stale']} it lacks flagged stale on their own",
+            f"- **Never stale** in {f['stale_samples']} samples over 15 s (stale after 10 s without a fallback)",
+            f"- **RatecastUpstreamFailover** firing after {f['alert_firing_after_s']} s; CoinGecko back: its own "
+            f"again {f['failback_after_s']} s later, the alert resolved after {f['alert_resolved_after_recovery_s']} s",
+            f"- **{lf['connected']} subscribers** throughout: {lf['missing_seqs']} missing seqs, "
+            f"{lf['resyncs']} snapshots, {lf['checksum_mismatches']} checksum mismatches — each switch one delta",
+        ])
 
     v = {
         "bench_machine": machine, "nofile": nofile, "floor_sockets": f"{floor_sockets:,}",
@@ -536,7 +538,7 @@ def main():
             f"delivery p99 {f['latency']['p99_ms']:.0f} ms across the restarts")),
         "redis_result": drill_result("redis-outage", not_run, redis_describe),
         "failover_result": drill_result("failover", not_run, failover_describe),
-        "failover_wall": "![w:760](data/wall-failover.png)" if failover else "",
+        "failover_wall": "![](data/wall-failover.png)" if failover else "",
         "failover_run": run_tag(failover) if failover else run_tag(loadtest),
         "cl_small": f"{min(verdicts):,}", "cl_small_ratio": f"{(small['ratio'] - 1) * 100:+.1f}",
         "cl_large": f"{max(verdicts):,}", "cl_large_ratio": f"{(large['ratio'] - 1) * 100:+.1f}",
