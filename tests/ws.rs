@@ -717,6 +717,54 @@ fn sigterm_closes_every_websocket_with_1001_and_exits_zero() -> Result<()> {
     Ok(())
 }
 
+/// A client that neither reads nor answers the 1001 does not hold the shutdown up: the server
+/// lets go of it shortly after the close (no reader task waits on a timer of its own for this)
+/// and exits 0 long before its grace runs out.
+#[test]
+fn sigterm_does_not_wait_for_a_client_that_never_answers_the_close() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ratecast"))
+        .args(["serve", "--demo", "--poll-interval", "100ms"])
+        .args(["--shutdown-grace", "60s", "--idle-timeout", "60s"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .envs(common::coverage_env())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (mut mute, early) = runtime.block_on(async {
+        let addr = format!("127.0.0.1:{port}").parse()?;
+        wait_until(|| async { common::raw_ws(addr, "", None).await.is_ok() }).await;
+        common::raw_ws(addr, "", None).await
+    })?;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    anyhow::ensure!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM: waiting for a client that never closes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let (_, close) = runtime.block_on(common::read_raw_until_end(
+        &mut mute,
+        early,
+        Duration::from_secs(5),
+    ))?;
+    let close = close.expect("the 1001 close frame, then the end");
+    assert_eq!(common::close_payload_code(&close), Some(1001));
+    Ok(())
+}
+
 /// A filtered replay ends with a frame that carries the checksum of the connection's codes, even
 /// when the newest deltas touch none of them (and are not sent).
 #[tokio::test]

@@ -37,6 +37,10 @@ use ratecast_protocol::checksum::{filtered_checksum, table_checksum};
 use ratecast_protocol::frames::{self as protocol, ServerFrame};
 use ratecast_protocol::time::unix_ms;
 
+/// How long after shutdown starts clients have to answer the 1001 before their sockets are
+/// shut down both ways.
+const SHUTDOWN_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Writes between two cooperative yields during a burst.
 pub const YIELD_EVERY: usize = 512;
 
@@ -230,10 +234,16 @@ impl Worker {
     }
 
     /// Shutdown: 1001 to everyone through their outbound state (after what a flusher holds),
-    /// then serve flusher reports until every close is out or the write timeout passes.
+    /// then serve flusher reports until every close is out or the write timeout passes. After
+    /// [`SHUTDOWN_LINGER`] (time for clients to answer the close), every socket is shut down
+    /// both ways, which ends the readers of those that did not: readers have no timer of
+    /// their own.
     async fn close_all(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
+        let linger = tokio::time::sleep(SHUTDOWN_LINGER);
+        let mut peers: Vec<Arc<Peer>> = Vec::new();
         let ids: Vec<u64> = self.subscribers.keys().copied().collect();
         for id in ids {
+            peers.extend(self.subscribers.get(&id).map(|sub| sub.out.peer.clone()));
             self.close(id, CloseReason::GoingAway);
         }
         let _ = tokio::time::timeout(self.context.write_timeout, async {
@@ -241,6 +251,11 @@ impl Worker {
                 match commands.recv().await {
                     Some(Command::Flushed(id, outcome)) => self.on_flushed(id, outcome),
                     Some(Command::Remove(id)) => self.finish(id, Ending::Dropped),
+                    // Upgraded as shutdown began: its reader runs, so it is closed too.
+                    Some(Command::Add { peer, .. }) => {
+                        let _ = peer.stream.try_write(&CloseReason::GoingAway.frame());
+                        peers.push(peer);
+                    }
                     Some(_) => {}
                     None => return,
                 }
@@ -250,6 +265,17 @@ impl Worker {
         let ids: Vec<u64> = self.subscribers.keys().copied().collect();
         for id in ids {
             self.finish(id, Ending::Dropped);
+        }
+        linger.await;
+        // No sender can add a peer once the queue is closed: those still queued end here.
+        commands.close();
+        while let Ok(command) = commands.try_recv() {
+            if let Command::Add { peer, .. } = command {
+                peers.push(peer);
+            }
+        }
+        for peer in peers {
+            let _ = socket2::SockRef::from(&peer.stream).shutdown(Shutdown::Both);
         }
     }
 
