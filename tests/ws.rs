@@ -673,25 +673,26 @@ async fn shutdown_sends_going_away_to_every_client() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn sigterm_closes_every_websocket_with_1001_and_exits_zero() -> Result<()> {
+/// `ratecast serve --demo` at a 100 ms tick with `extra`, as a process of its own (for signals),
+/// on a free loopback port.
+fn demo_process(extra: &[&str]) -> Result<(u16, std::process::Child)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ratecast"))
-        .args([
-            "serve",
-            "--demo",
-            "--poll-interval",
-            "100ms",
-            "--shutdown-grace",
-            "5s",
-        ])
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ratecast"))
+        .args(["serve", "--demo", "--poll-interval", "100ms"])
+        .args(extra)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env_clear()
         .envs(common::coverage_env())
         .stderr(std::process::Stdio::null())
         .spawn()?;
+    Ok((port, child))
+}
+
+#[test]
+fn sigterm_closes_every_websocket_with_1001_and_exits_zero() -> Result<()> {
+    let (port, mut child) = demo_process(&["--shutdown-grace", "5s"])?;
     let runtime = tokio::runtime::Runtime::new()?;
     let codes = runtime.block_on(async {
         let url = format!("ws://127.0.0.1:{port}/ws");
@@ -722,17 +723,7 @@ fn sigterm_closes_every_websocket_with_1001_and_exits_zero() -> Result<()> {
 /// and exits 0 long before its grace runs out.
 #[test]
 fn sigterm_does_not_wait_for_a_client_that_never_answers_the_close() -> Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ratecast"))
-        .args(["serve", "--demo", "--poll-interval", "100ms"])
-        .args(["--shutdown-grace", "60s", "--idle-timeout", "60s"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .envs(common::coverage_env())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    let (port, mut child) = demo_process(&["--shutdown-grace", "60s", "--idle-timeout", "60s"])?;
     let runtime = tokio::runtime::Runtime::new()?;
     let (mut mute, early) = runtime.block_on(async {
         let addr = format!("127.0.0.1:{port}").parse()?;

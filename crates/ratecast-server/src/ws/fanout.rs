@@ -240,10 +240,11 @@ impl Worker {
     /// their own.
     async fn close_all(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
         let linger = tokio::time::sleep(SHUTDOWN_LINGER);
-        let mut peers: Vec<Arc<Peer>> = Vec::new();
+        let mut peers: Vec<Arc<Peer>> = (self.subscribers.values())
+            .map(|sub| sub.out.peer.clone())
+            .collect();
         let ids: Vec<u64> = self.subscribers.keys().copied().collect();
         for id in ids {
-            peers.extend(self.subscribers.get(&id).map(|sub| sub.out.peer.clone()));
             self.close(id, CloseReason::GoingAway);
         }
         let _ = tokio::time::timeout(self.context.write_timeout, async {
@@ -251,10 +252,21 @@ impl Worker {
                 match commands.recv().await {
                     Some(Command::Flushed(id, outcome)) => self.on_flushed(id, outcome),
                     Some(Command::Remove(id)) => self.finish(id, Ending::Dropped),
-                    // Upgraded as shutdown began: its reader runs, so it is closed too.
-                    Some(Command::Add { peer, .. }) => {
-                        let _ = peer.stream.try_write(&CloseReason::GoingAway.frame());
-                        peers.push(peer);
+                    // Upgraded as shutdown began: its reader runs, so it is closed too, the
+                    // same way as everyone else.
+                    Some(Command::Add {
+                        peer,
+                        since,
+                        filter,
+                    }) => {
+                        let id = peer.id;
+                        peers.push(peer.clone());
+                        self.on_command(Command::Add {
+                            peer,
+                            since,
+                            filter,
+                        });
+                        self.close(id, CloseReason::GoingAway);
                     }
                     Some(_) => {}
                     None => return,
