@@ -92,6 +92,9 @@ const FLOOR_WRITES: u32 = 200_000;
 /// should be compared with writes under the same conditions. 9,000 keeps writer plus reader
 /// ends under the 20,000 open-files limit of the benchmark box.
 const FLOOR_SOCKETS: &[usize] = &[1_000, 9_000];
+/// How long a floor paced at a run's tick writes for (at least [`MIN_PACED_ROUNDS`] rounds).
+const PACED_FLOOR_SPAN: Duration = Duration::from_secs(20);
+const MIN_PACED_ROUNDS: usize = 10;
 /// The smoke run's floor (see [`Knobs`]).
 const SMOKE_FLOOR_SOCKETS: &[usize] = &[100];
 const SMOKE_FLOOR_WRITES: u32 = 2_000;
@@ -313,7 +316,18 @@ enum Receivers {
 /// thread only, the way a fan-out writes: one frame to each of many idle connections per round,
 /// every send queue empty (the receivers drain each round before the next), so no write is
 /// merged into a previous one by TCP autocorking or a full send buffer.
-fn write_floor(size: usize, receivers: Receivers, sockets: usize, writes: u32) -> Result<Cost> {
+///
+/// `pace`: one round per `pace` (a run's tick), as the server writes, instead of back to back.
+/// Between two ticks a connection's kernel state (socket, conntrack entry, timers) goes cold in
+/// the cache and its delayed ACK fires alone; back-to-back rounds keep all of it warm, which is
+/// a floor no fan-out at that tick can reach. Both are reported.
+fn write_floor(
+    size: usize,
+    receivers: Receivers,
+    sockets: usize,
+    writes: u32,
+    pace: Option<Duration>,
+) -> Result<Cost> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let mut writers = Vec::new();
     let mut readers = Vec::new();
@@ -368,6 +382,7 @@ fn write_floor(size: usize, receivers: Receivers, sockets: usize, writes: u32) -
     let irq_before = irq_time()?;
     let mut spent = Duration::ZERO;
     for round in 1..=rounds {
+        let round_started = std::time::Instant::now();
         let start = cpu_time(libc::RUSAGE_THREAD);
         for writer in &mut writers {
             writer.write_all(&frame)?;
@@ -376,6 +391,9 @@ fn write_floor(size: usize, receivers: Receivers, sockets: usize, writes: u32) -
         // Sleeping, not spinning: the wait must not count as the writer's CPU.
         while frames_read.load(Ordering::Acquire) < round * sockets {
             std::thread::sleep(Duration::from_micros(200));
+        }
+        if let Some(pace) = pace {
+            std::thread::sleep(pace.saturating_sub(round_started.elapsed()));
         }
     }
     drain
@@ -453,13 +471,14 @@ fn main() -> Result<()> {
         Receivers::Blocking,
         floor_sockets[0],
         floor_writes,
+        None,
     )?;
     let floors = floor_sockets
         .iter()
         .map(|&n| {
             Ok((
                 n,
-                write_floor(frame_size, Receivers::Epoll, n, floor_writes)?,
+                write_floor(frame_size, Receivers::Epoll, n, floor_writes, None)?,
             ))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -482,17 +501,43 @@ fn main() -> Result<()> {
         floors
             .iter()
             .min_by_key(|(n, _)| (*n as u64).abs_diff(subscribers))
-            .map(|(_, floor)| *floor)
+            .map(|&(n, floor)| (n, floor))
             .expect("floors measured")
     };
+    // And with the floor's writes paced at each run's own tick (see `write_floor`), over the
+    // same socket count; runs without deltas (idle) have none.
+    let mut paced = Vec::new();
+    for (run, result) in runs.iter().zip(&results) {
+        let (sockets, _) = floor_for(result.m.summary.connected);
+        let tick = humantime::parse_duration(&run.tick)?;
+        let span_rounds = (PACED_FLOOR_SPAN.as_secs_f64() / tick.as_secs_f64()).ceil() as usize;
+        let rounds = (floor_writes as usize / sockets)
+            .min(span_rounds)
+            .max(MIN_PACED_ROUNDS);
+        let floor = write_floor(
+            frame_size,
+            Receivers::Epoll,
+            sockets,
+            u32::try_from(rounds * sockets)?,
+            Some(tick),
+        )?;
+        println!(
+            "write floor over {sockets} sockets, one round per {}: {:.2} µs per write() ({:.2} task + {:.2} irq)",
+            run.tick,
+            floor.total_us(),
+            floor.task_us,
+            floor.irq_us
+        );
+        paced.push(floor);
+    }
     println!();
     println!(
         "| run | connected | frames/s | latency p50 / p90 / p99 / max (ms) | read by generator p99 (ms) | missing seqs | \
          server µs/frame task + irq = total | × floor | server cores (task) | generator µs/frame (task) | \
-         RSS base → loaded (MiB) | RSS/subscriber (KiB) | /healthz p50 / p99 / max (ms) |"
+         RSS base → loaded (MiB) | RSS/subscriber (KiB) | /healthz p50 / p99 / max (ms) | × floor paced at the tick |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &results {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, r) in results.iter().enumerate() {
         let s = &r.m.summary;
         let per_sub = r.m.rss_per_subscriber_kib();
         let (h50, h99, hmax) = r.m.healthz;
@@ -504,13 +549,17 @@ fn main() -> Result<()> {
         if s.deltas == 0 {
             // The idle run is for memory: its few heartbeat frames say nothing about CPU/frame.
             println!(
-                "| {} | {} | {:.0} | – | – | {} | – | – | – | – | {rss} |",
+                "| {} | {} | {:.0} | – | – | {} | – | – | – | – | {rss} | – |",
                 r.label, s.connected, s.steady_frames_per_sec, s.missing_seqs
             );
             continue;
         }
+        let paced_ratio = paced.get(i).map_or_else(
+            || "–".to_owned(),
+            |floor| format!("{:.2}", r.m.server.total_us() / floor.total_us()),
+        );
         println!(
-            "| {} | {} | {:.0} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {rss} |",
+            "| {} | {} | {:.0} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {rss} | {paced_ratio} |",
             r.label,
             s.connected,
             s.steady_frames_per_sec,
@@ -521,7 +570,7 @@ fn main() -> Result<()> {
             s.read_latency.p99_ms,
             s.missing_seqs,
             r.m.server.cell(),
-            r.m.server.total_us() / floor_for(s.connected).total_us(),
+            r.m.server.total_us() / floor_for(s.connected).1.total_us(),
             r.m.server_cores,
             r.m.generator_cpu_per_frame_us,
         );

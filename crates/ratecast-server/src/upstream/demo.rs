@@ -15,6 +15,9 @@ use ratecast_protocol::Rates;
 /// CoinGecko's answer as recorded in 2022; a unit test below checks that it parses.
 const DEMO_SEED: &[u8] = include_bytes!("demo-seed.json");
 
+/// CoinGecko's `exchange_rates` values have three decimals.
+const UPSTREAM_SCALE: f64 = 1000.0;
+
 /// Whether the demo source simulates an outage. One per process because the signal that flips
 /// it is one per process; tests use switches of their own so they cannot disturb each other.
 #[derive(Debug, Default)]
@@ -73,12 +76,16 @@ impl Demo {
         Ok(self.tick())
     }
 
-    /// Moves about a third of the units by up to ±0.5% (BTC itself stays 1, it is the base).
+    /// Moves about a third of the units by up to ±0.5% (BTC itself stays 1, it is the base),
+    /// keeping CoinGecko's three decimals: the digits on the wall and the bytes on the wire are
+    /// those of the real upstream (full-precision floats doubled a delta's random digits and
+    /// made it compress like noise).
     pub fn tick(&mut self) -> Rates {
         let mut rng = rand::rng();
         for (code, rate) in self.rates.iter_mut() {
             if code != "btc" && rng.random_bool(0.35) {
-                rate.value *= 1.0 + rng.random_range(-0.005..0.005);
+                let moved = rate.value * (1.0 + rng.random_range(-0.005..0.005));
+                rate.value = (moved * UPSTREAM_SCALE).round() / UPSTREAM_SCALE;
             }
         }
         self.rates.clone()
@@ -99,6 +106,21 @@ mod tests {
         assert_ne!(first, later);
         assert_eq!(later["btc"].value, 1.0);
         validate(&later).unwrap();
+    }
+
+    #[test]
+    fn demo_rates_carry_the_precision_coingecko_sends() {
+        // CoinGecko's exchange_rates answer has at most three decimals (the recorded payload:
+        // 14.553, 24711.871); a walk in full f64 precision puts digits on the wall and on the
+        // wire that no real upstream ever sends.
+        let mut demo = Demo::new();
+        for _ in 0..50 {
+            for (code, rate) in demo.tick().iter() {
+                let json = serde_json::to_string(&rate.value).unwrap();
+                let decimals = json.split_once('.').map_or(0, |(_, frac)| frac.len());
+                assert!(decimals <= 3, "{code}: {json} has {decimals} decimals");
+            }
+        }
     }
 
     #[test]

@@ -191,9 +191,18 @@ impl Outbound {
 
     /// One non-blocking write of shared bytes (no reference-count traffic on the fast path);
     /// what does not fit goes to a flusher. Leaves `state` to the caller.
+    ///
+    /// A plain `send(2)` on the socket, not `TcpStream::try_write`: that one first loads the
+    /// socket's tokio readiness record, a cache line of its own per subscriber that a burst
+    /// over thousands of sockets misses every time (5.4 % of the server's CPU at 1,000
+    /// subscribers in `perf`, almost all of it that one load; BENCHMARKS.md). Bypassing it is
+    /// sound here: a flusher waits with `writable()`, and if the readiness it sees is stale its
+    /// `try_write` gets `WouldBlock`, which clears it, and it waits again. `MSG_NOSIGNAL`, as
+    /// std's own writes: a reset peer is an error here, never a `SIGPIPE`.
     #[inline]
     fn write_raw(&mut self, frame: &Bytes, flusher: &Flusher) -> Sent {
-        match self.peer.stream.try_write(frame) {
+        let socket = socket2::SockRef::from(&self.peer.stream);
+        match socket.send_with_flags(frame, libc::MSG_NOSIGNAL) {
             Ok(n) if n == frame.len() => Sent::Written,
             Ok(n) => {
                 self.spawn_flusher(frame.slice(n..), n == 0, flusher);
