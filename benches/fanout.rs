@@ -3,6 +3,8 @@
 //! idle run for memory. Reads the server's CPU (utime + stime) and RSS from /proc, and measures
 //! the floor: the CPU of one plain `write()` of the same frame size to loopback TCP sockets.
 //! Interrupt time (where Linux accounts the loopback receive path) is added to both sides.
+//! The floor is measured twice: rounds back to back (kernel state warm) and one round per tick
+//! of each run (as the server writes); each run is compared with both.
 //!
 //! Run: `cargo bench --bench fanout` (several minutes; prints a Markdown table for
 //! BENCHMARKS.md). Knobs (environment):
@@ -501,7 +503,7 @@ fn main() -> Result<()> {
         floors
             .iter()
             .min_by_key(|(n, _)| (*n as u64).abs_diff(subscribers))
-            .map(|&(n, floor)| (n, floor))
+            .copied()
             .expect("floors measured")
     };
     // And with the floor's writes paced at each run's own tick (see `write_floor`), over the
