@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CHROMIUM_OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// A client that asks for self-contained messages (each inflates on its own).
+const SELF_CONTAINED_OFFER: &str =
+    "permessage-deflate; server_no_context_takeover; client_max_window_bits";
 
 /// Upgrades with `extensions` offered (none: no header); returns the socket, the 101's
 /// `Sec-WebSocket-Extensions` (if any) and the bytes that came after it.
@@ -65,8 +68,19 @@ struct Got {
 }
 
 /// Runs every compressed frame of `frames` through C zlib (tests/fixtures/inflate_check.py)
-/// with a window of `bits`: it holds back-references to that window, as a browser may.
+/// with a window of `bits`, each on its own: it holds back-references to that window, as a
+/// browser may.
 fn check_with_zlib(frames: &[Got], bits: u8) -> Result<()> {
+    zlib_check(frames, bits, false)
+}
+
+/// [`check_with_zlib`] for a connection with context takeover: one inflater for all of
+/// `frames`, as a browser keeps.
+fn check_stream_with_zlib(frames: &[Got], bits: u8) -> Result<()> {
+    zlib_check(frames, bits, true)
+}
+
+fn zlib_check(frames: &[Got], bits: u8, stream: bool) -> Result<()> {
     use std::fmt::Write as _;
     let mut lines = String::new();
     for f in frames.iter().filter(|f| f.compressed) {
@@ -83,6 +97,7 @@ fn check_with_zlib(frames: &[Got], bits: u8) -> Result<()> {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/inflate_check.py"
         ))
+        .args(stream.then_some("--stream"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -99,34 +114,61 @@ fn check_with_zlib(frames: &[Got], bits: u8) -> Result<()> {
     Ok(())
 }
 
-/// Independent inflater: a fresh flate2 `Decompress` with the negotiated window per message
-/// (the server promised no context takeover). Output is taken 16 bytes at a time, so every
-/// back-reference must reach into the inflater's own window of `window_bits`: a frame
-/// compressed with a larger window than negotiated fails here ("too far back").
-fn inflate(data: &[u8], window_bits: u8) -> Result<Vec<u8>> {
-    let mut d = Decompress::new_with_window_bits(false, window_bits);
-    let mut input = data.to_vec();
-    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut out = Vec::new();
-    while (d.total_in() as usize) < input.len() {
-        let mut chunk = Vec::with_capacity(16);
-        let at = d.total_in() as usize;
-        d.decompress_vec(&input[at..], &mut chunk, FlushDecompress::Sync)
-            .context("server frame does not inflate")?;
-        anyhow::ensure!(
-            d.total_in() as usize > at || !chunk.is_empty(),
-            "inflater stuck"
-        );
-        out.extend_from_slice(&chunk);
+/// How a connection's compressed frames are inflated, by flate2's `Decompress` (not the server's
+/// code): `Own(bits)`, a fresh inflater per message (the server promised no context takeover);
+/// `Kept`, one inflater for the connection, whose window carries over (context takeover).
+enum Inflate {
+    Own(u8),
+    Kept(Box<Decompress>),
+}
+
+impl Inflate {
+    /// The way the 101's `Sec-WebSocket-Extensions` (`agreed`) says, with a window of `bits`.
+    fn for_agreed(agreed: Option<&str>, bits: u8) -> Self {
+        match agreed {
+            Some(agreed) if !agreed.contains("server_no_context_takeover") => {
+                Self::Kept(Box::new(Decompress::new_with_window_bits(false, bits)))
+            }
+            _ => Self::Own(bits),
+        }
     }
-    Ok(out)
+
+    /// Output is taken 16 bytes at a time, so every back-reference must reach into the
+    /// inflater's own window: a frame compressed with a larger window than negotiated, or
+    /// reaching past what this connection was sent, fails here ("too far back") or inflates to
+    /// other bytes.
+    fn inflate(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        let mut own;
+        let d = match self {
+            Self::Own(bits) => {
+                own = Decompress::new_with_window_bits(false, *bits);
+                &mut own
+            }
+            Self::Kept(d) => &mut **d,
+        };
+        let mut input = data.to_vec();
+        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let (start, mut out) = (d.total_in(), Vec::new());
+        while ((d.total_in() - start) as usize) < input.len() {
+            let mut chunk = Vec::with_capacity(16);
+            let at = (d.total_in() - start) as usize;
+            d.decompress_vec(&input[at..], &mut chunk, FlushDecompress::Sync)
+                .context("server frame does not inflate")?;
+            anyhow::ensure!(
+                (d.total_in() - start) as usize > at || !chunk.is_empty(),
+                "inflater stuck"
+            );
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
 }
 
 /// Reads frames until `done` says so, the server closes, or 10 s pass (an error then).
 async fn read_frames(
     tcp: &mut TcpStream,
     mut buf: Vec<u8>,
-    window_bits: u8,
+    inflater: &mut Inflate,
     mut done: impl FnMut(&[Got]) -> bool,
 ) -> Result<Vec<Got>> {
     let mut frames = Vec::new();
@@ -152,7 +194,7 @@ async fn read_frames(
             anyhow::ensure!(!compressed || opcode == 1, "RSV1 on opcode {opcode}");
             let data = &buf[header..header + len];
             let payload = if compressed {
-                inflate(data, window_bits)?
+                inflater.inflate(data)?
             } else {
                 data.to_vec()
             };
@@ -205,13 +247,15 @@ async fn server(extra: &[&str]) -> (FakeUpstream, TestServer) {
     (upstream, server)
 }
 
-/// Issue 23, point 3: a browser's offer is answered with no context takeover both ways, and the
-/// snapshot and the deltas arrive compressed (RSV1), each inflating on its own to the same JSON
-/// a raw subscriber receives for the same `seq`, in about a third of the bytes.
+/// Issue 23, point 3: an offer that asks `server_no_context_takeover` is answered with no
+/// context takeover both ways, and the snapshot and the deltas arrive compressed (RSV1), each
+/// inflating on its own to the same JSON a raw subscriber receives for the same `seq`, in under
+/// half the bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_offer_gets_every_feed_frame_compressed_once_and_identical() -> Result<()> {
+async fn a_self_contained_offer_gets_every_feed_frame_compressed_once_and_identical() -> Result<()>
+{
     let (_upstream, server) = server(&[]).await;
-    let (mut deflated, agreed, early_d) = connect(server.addr, Some(CHROMIUM_OFFER)).await?;
+    let (mut deflated, agreed, early_d) = connect(server.addr, Some(SELF_CONTAINED_OFFER)).await?;
     assert_eq!(
         agreed.as_deref(),
         Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
@@ -219,8 +263,8 @@ async fn a_browser_offer_gets_every_feed_frame_compressed_once_and_identical() -
     let (mut raw, none, early_r) = connect(server.addr, None).await?;
     assert_eq!(none, None, "no offer, no extension");
     let deltas = |frames: &[Got]| frames.iter().filter(|f| json(f)["type"] == "delta").count() >= 5;
-    let got_d = read_frames(&mut deflated, early_d, 15, deltas).await?;
-    let got_r = read_frames(&mut raw, early_r, 15, deltas).await?;
+    let got_d = read_frames(&mut deflated, early_d, &mut Inflate::Own(15), deltas).await?;
+    let got_r = read_frames(&mut raw, early_r, &mut Inflate::Own(15), deltas).await?;
     assert_eq!(json(&got_d[0])["type"], "snapshot");
     let feed =
         |f: &&Got| f.opcode == 1 && matches!(json(f)["type"].as_str(), Some("snapshot" | "delta"));
@@ -260,7 +304,7 @@ async fn window_bits_are_honoured_or_the_offer_declined() -> Result<()> {
     let (_upstream, server) = server(&[]).await;
     let (mut tcp, agreed, early) = connect(
         server.addr,
-        Some("permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=9; client_max_window_bits"),
+        Some("permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=9; server_no_context_takeover; client_max_window_bits"),
     )
     .await?;
     assert_eq!(
@@ -269,7 +313,7 @@ async fn window_bits_are_honoured_or_the_offer_declined() -> Result<()> {
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9"
         )
     );
-    let got = read_frames(&mut tcp, early, 9, |f| f.len() >= 3).await?;
+    let got = read_frames(&mut tcp, early, &mut Inflate::Own(9), |f| f.len() >= 3).await?;
     assert!(got[0].compressed && json(&got[0])["type"] == "snapshot");
     check_with_zlib(&got, 9)?;
 
@@ -279,7 +323,7 @@ async fn window_bits_are_honoured_or_the_offer_declined() -> Result<()> {
     )
     .await?;
     assert_eq!(agreed, None);
-    let got = read_frames(&mut tcp, early, 15, |f| !f.is_empty()).await?;
+    let got = read_frames(&mut tcp, early, &mut Inflate::Own(15), |f| !f.is_empty()).await?;
     assert!(!got[0].compressed);
     server.stop().await;
     Ok(())
@@ -291,7 +335,7 @@ async fn the_server_flag_turns_it_off() -> Result<()> {
     let (_upstream, server) = server(&["--no-permessage-deflate"]).await;
     let (mut tcp, agreed, early) = connect(server.addr, Some(CHROMIUM_OFFER)).await?;
     assert_eq!(agreed, None);
-    let got = read_frames(&mut tcp, early, 15, |f| f.len() >= 2).await?;
+    let got = read_frames(&mut tcp, early, &mut Inflate::Own(15), |f| f.len() >= 2).await?;
     assert!(got.iter().all(|f| !f.compressed));
     server.stop().await;
     Ok(())
@@ -308,7 +352,8 @@ async fn close_code_after(
     let (mut tcp, agreed, early) = connect(server.addr, offer).await?;
     assert_eq!(agreed.is_some(), negotiate);
     tcp.write_all(bytes).await?;
-    let frames = read_frames(&mut tcp, early, 15, |_| false).await?;
+    let mut inflater = Inflate::for_agreed(agreed.as_deref(), 15);
+    let frames = read_frames(&mut tcp, early, &mut inflater, |_| false).await?;
     Ok(close_code(&frames))
 }
 
@@ -353,9 +398,10 @@ async fn compressed_frames_that_break_the_rules_close_with_a_clear_code() -> Res
         Some(1009)
     );
     // Still serving.
-    let (mut tcp, _, early) = connect(server.addr, Some(CHROMIUM_OFFER)).await?;
+    let (mut tcp, agreed, early) = connect(server.addr, Some(CHROMIUM_OFFER)).await?;
+    let mut inflater = Inflate::for_agreed(agreed.as_deref(), 15);
     assert!(
-        !read_frames(&mut tcp, early, 15, |f| !f.is_empty())
+        !read_frames(&mut tcp, early, &mut inflater, |f| !f.is_empty())
             .await?
             .is_empty()
     );
@@ -383,7 +429,8 @@ async fn compressed_commands_whole_or_fragmented_are_answered() -> Result<()> {
             .filter(|f| f.opcode == 1 && json(f)["type"] == "pong")
             .count()
     };
-    let got = read_frames(&mut tcp, early, 15, |f| pongs(f) >= 3).await?;
+    let mut inflater = Inflate::for_agreed(agreed.as_deref(), 15);
+    let got = read_frames(&mut tcp, early, &mut inflater, |f| pongs(f) >= 3).await?;
     assert_eq!(pongs(&got), 3, "{got:?}");
     assert!(
         got.iter()
@@ -395,18 +442,20 @@ async fn compressed_commands_whole_or_fragmented_are_answered() -> Result<()> {
 }
 
 /// Issue 23, point 3: compressed **once** per publication, not per subscriber nor per shard.
-/// Six subscribers (over every shard) negotiate the same window; while the first reads 20
-/// deltas, the server's compression count grows by about 20 (a few heartbeats or in-flight
-/// deltas aside), where compressing per subscriber would make it ~120 and per shard ~40.
+/// Six subscribers (over every shard) negotiate the same window without context takeover;
+/// while the first reads 20 deltas, the server's compression count grows by about 20 (a few
+/// heartbeats or in-flight deltas aside), where compressing per subscriber would make it ~120
+/// and per shard ~40.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_feed_frame_is_compressed_once_for_every_subscriber() -> Result<()> {
     let (_upstream, server) = server(&[]).await;
     let mut subscribers = Vec::new();
     for _ in 0..6 {
-        let (mut tcp, agreed, early) = connect(server.addr, Some(CHROMIUM_OFFER)).await?;
+        let (mut tcp, agreed, early) = connect(server.addr, Some(SELF_CONTAINED_OFFER)).await?;
         assert!(agreed.is_some());
         // Up to the snapshot: every subscriber is in its shard before counting starts.
-        let mut got = read_frames(&mut tcp, early, 15, |f| !f.is_empty()).await?;
+        let mut got =
+            read_frames(&mut tcp, early, &mut Inflate::Own(15), |f| !f.is_empty()).await?;
         assert!(got.remove(0).compressed);
         subscribers.push(tcp);
     }
@@ -423,7 +472,10 @@ async fn each_feed_frame_is_compressed_once_for_every_subscriber() -> Result<()>
             .count()
     };
     let first = &mut subscribers[0];
-    let got = read_frames(first, Vec::new(), 15, |f| deltas(f) >= 20).await?;
+    let got = read_frames(first, Vec::new(), &mut Inflate::Own(15), |f| {
+        deltas(f) >= 20
+    })
+    .await?;
     let compressions = server
         .metric("ratecast_ws_deflate_compressions_total")
         .await
@@ -433,6 +485,86 @@ async fn each_feed_frame_is_compressed_once_for_every_subscriber() -> Result<()>
         (15.0..=30.0).contains(&compressions),
         "{compressions} compressions while one subscriber of six read 20 deltas"
     );
+    server.stop().await;
+    Ok(())
+}
+
+/// Issue 23, points 3 and 5: a browser's offer (no `server_no_context_takeover`) is answered
+/// with context takeover. On the recorded CoinGecko payload (the demo's walk), every delta
+/// inflates through the connection's one inflater to the same bytes a raw subscriber gets for
+/// the same `seq`, and once the subscriber has a window's worth of the shared stream its deltas
+/// take **at most 35 % of the raw bytes** (self-contained: ~42 %). A subscriber that joins
+/// later, with a 9-bit window, is checked the same way, and by C zlib as one stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_offer_gets_deltas_in_the_shared_context_in_a_third_of_the_bytes() -> Result<()> {
+    let server = TestServer::start(common::config("http://127.0.0.1:9", &["--demo"])).await;
+    server.wait_ready().await;
+    let (mut raw, _, early_r) = connect(server.addr, None).await?;
+    let (mut first, agreed, early_1) = connect(server.addr, Some(CHROMIUM_OFFER)).await?;
+    assert_eq!(
+        agreed.as_deref(),
+        Some("permessage-deflate; client_no_context_takeover")
+    );
+    let deltas = |n: usize| {
+        move |frames: &[Got]| frames.iter().filter(|f| json(f)["type"] == "delta").count() >= n
+    };
+    let mut inflate_1 = Inflate::for_agreed(agreed.as_deref(), 15);
+    let got_1 = read_frames(&mut first, early_1, &mut inflate_1, deltas(10)).await?;
+    // A later subscriber, 9-bit window: its first deltas cannot lean on a stream it never had.
+    let nine = "permessage-deflate; server_max_window_bits=9";
+    let (mut late, agreed_9, early_9) = connect(server.addr, Some(nine)).await?;
+    assert_eq!(
+        agreed_9.as_deref(),
+        Some("permessage-deflate; client_no_context_takeover; server_max_window_bits=9")
+    );
+    let mut inflate_9 = Inflate::for_agreed(agreed_9.as_deref(), 9);
+    let got_9 = read_frames(&mut late, early_9, &mut inflate_9, deltas(30)).await?;
+    let mut got_1 = got_1;
+    got_1.extend(read_frames(&mut first, Vec::new(), &mut inflate_1, deltas(30)).await?);
+    let got_r = read_frames(&mut raw, early_r, &mut Inflate::Own(15), |f| {
+        let last = |got: &[Got]| got.iter().rev().find_map(|f| json(f)["seq"].as_u64());
+        f.iter().filter_map(|f| json(f)["seq"].as_u64()).max() >= last(&got_1).max(last(&got_9))
+    })
+    .await?;
+    for (got, bits) in [(&got_1, 15), (&got_9, 9)] {
+        let feed = got.iter().filter(|f| json(f)["type"] == "delta");
+        let (mut compared, mut wire, mut wire_raw) = (0, 0, 0);
+        for (i, d) in feed.enumerate() {
+            let seq = &json(d)["seq"];
+            let r = got_r
+                .iter()
+                .find(|r| &json(r)["seq"] == seq && json(r)["type"] == "delta")
+                .with_context(|| format!("raw subscriber has no delta {seq}"))?;
+            assert_eq!(
+                d.payload, r.payload,
+                "window {bits}: delta {seq} inflates the same"
+            );
+            assert!(d.compressed, "window {bits}: delta {seq} compressed");
+            // A 15-bit window holds ~16 deltas of this payload: count from the 20th.
+            if i >= 20 {
+                compared += 1;
+                wire += d.wire;
+                wire_raw += r.wire;
+            }
+        }
+        assert!(
+            compared >= 10,
+            "window {bits}: only {compared} deltas compared"
+        );
+        let share = wire as f64 / wire_raw as f64;
+        println!(
+            "window {bits}: {wire} B for {wire_raw} B raw ({:.1} %)",
+            share * 100.0
+        );
+        if bits == 15 {
+            assert!(
+                share <= 0.35,
+                "window 15: deltas take {:.1} % of raw",
+                share * 100.0
+            );
+        }
+    }
+    check_stream_with_zlib(&got_9, 9)?;
     server.stop().await;
     Ok(())
 }

@@ -314,6 +314,9 @@ pub fn loadtest_args(port: u16, clients: usize, flooders: usize) -> LoadtestArgs
         soak_linger: Duration::from_secs(15),
         // Raw frames unless a run asks for permessage-deflate (the fan-out bench's deflate runs).
         no_deflate: true,
+        // When a run offers it, as browsers do: the server may keep its context (deltas in the
+        // shared stream, issue 23 point 5).
+        deflate_no_context_takeover: false,
     }
 }
 

@@ -38,11 +38,12 @@ function instrument() {
 
 const shownTable = () => window.shownTable();
 
-/** The server's `ratecast_ws_deflate_compressions_total` (0 before its first sample). */
-async function compressions(server) {
+/** A counter of the server's (0 before its first sample). */
+async function counter(server, name) {
   const text = await (await fetch(`${server.url}/metrics`)).text();
-  return Number(text.match(/^ratecast_ws_deflate_compressions_total (\S+)$/m)?.[1] ?? 0);
+  return Number(text.match(new RegExp(`^${name} (\\S+)$`, 'm'))?.[1] ?? 0);
 }
+const compressions = (server) => counter(server, 'ratecast_ws_deflate_compressions_total');
 
 for (const [name, engine] of Object.entries(ENGINES)) {
   test(`${name} negotiates permessage-deflate and renders the same table as without it`, async (t) => {
@@ -69,15 +70,18 @@ for (const [name, engine] of Object.entries(ENGINES)) {
       pages.push(page);
     }
     const [deflated, plain] = pages;
-    // The negotiated extension's name: Firefox reports only that, Chromium its parameters too
-    // ("permessage-deflate; server_no_context_takeover; client_no_context_takeover").
+    // The negotiated extension: Firefox reports only its name, Chromium its parameters too; the
+    // browser did not ask for self-contained messages, so the server keeps its context.
     const extension = (page) => page.evaluate(
-      () => window.sockets.find((s) => s.readyState === 1).extensions.split(';')[0]);
-    assert.equal(await extension(deflated), 'permessage-deflate');
+      () => window.sockets.find((s) => s.readyState === 1).extensions);
+    const agreed = await extension(deflated);
+    assert.equal(agreed.split(';')[0], 'permessage-deflate');
+    assert.ok(!agreed.includes('server_no_context_takeover'), agreed);
     assert.equal(await extension(plain), '');
 
-    // Deltas: both pages follow the same moves.
-    for (const factor of [1.01, 1.02]) {
+    // Deltas: both pages follow the same moves. With context takeover each delta refers back
+    // to the ones before: the browser's inflater must keep its window across messages.
+    for (const factor of [1.01, 1.02, 1.03, 1.04, 1.05, 1.06]) {
       for (const code of ['eth', 'eur', 'xau']) upstream.rates[code].value = FIXTURE[code].value * factor;
       const shown = await deflated.evaluate(shownTable);
       await deflated.waitFor((before) => JSON.stringify(window.shownTable()) !== JSON.stringify(before), shown);
@@ -89,8 +93,10 @@ for (const [name, engine] of Object.entries(ENGINES)) {
     assert.ok(a.length > 10, `${a.length} rows`);
     assert.deepEqual(a, b);
 
-    // The server's side: it compressed frames for this page, and never for the other one.
+    // The server's side: it compressed frames for this page, and never for the other one; some
+    // deltas went in the shared context (the page is its only subscriber, there from the start).
     assert.ok(await compressions(compressed) > 0, 'no frame compressed');
+    assert.ok(await counter(compressed, 'ratecast_ws_deflate_shared_frames_total') > 0, 'no shared-context delta');
     assert.equal(await compressions(raw), 0);
     assert.deepEqual(problems, []);
   });

@@ -289,6 +289,11 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "Feed frames compressed for permessage-deflate: once per publication per window size in use, not per subscriber.",
     ),
     (
+        "ratecast_ws_deflate_shared_frames_total",
+        None,
+        "Deltas sent in the shared compression context (context takeover); a takeover subscriber's other deltas were self-contained while its window filled.",
+    ),
+    (
         "ratecast_ws_resyncs_total",
         None,
         "Snapshots sent to subscribers that lagged behind the broadcast buffer.",

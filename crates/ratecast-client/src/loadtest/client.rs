@@ -53,58 +53,131 @@ pub(crate) struct Target {
     /// Fold every snapshot and delta into a table per subscriber and check its `checksum`.
     pub verify: bool,
     pub connect_timeout: Duration,
-    /// Offer permessage-deflate (RFC 7692) with no context takeover either way; compressed
-    /// frames are then inflated (see [`inflate`]).
-    pub deflate: bool,
+    /// What to offer in `Sec-WebSocket-Extensions`; compressed messages are then inflated as
+    /// the server's answer says (see [`Inflater`]).
+    pub deflate: Offer,
 }
 
-/// The permessage-deflate offer: no context takeover either way, so each compressed message
-/// inflates on its own and a connection keeps no inflater (one per thread, reset per message).
-const DEFLATE_OFFER: &str =
-    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+/// What a subscriber offers in `Sec-WebSocket-Extensions` (RFC 7692). Both deflate offers carry
+/// `client_no_context_takeover`: the generator never compresses what it sends, so it costs
+/// nothing and lets the server keep no inflater window for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Nothing: raw frames (`--no-deflate`, and the misbehaving clients).
+    Raw,
+    /// permessage-deflate without `server_no_context_takeover`, as browsers offer: the server
+    /// may keep its LZ77 window across messages (the default).
+    Deflate,
+    /// permessage-deflate with `server_no_context_takeover` (`--deflate-no-context-takeover`):
+    /// every compressed message inflates on its own.
+    DeflateNoContextTakeover,
+}
+
+impl Offer {
+    /// The header value, `None` for no offer.
+    fn extensions(self) -> Option<&'static str> {
+        match self {
+            Self::Raw => None,
+            Self::Deflate => Some("permessage-deflate; client_no_context_takeover"),
+            Self::DeflateNoContextTakeover => {
+                Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+            }
+        }
+    }
+}
+
+/// How one connection inflates compressed messages: what its 101 agreed to.
+#[derive(Debug)]
+pub(crate) enum Inflater {
+    /// No permessage-deflate: a compressed frame is a protocol error.
+    Off,
+    /// The server answered `server_no_context_takeover`: each message inflates on its own,
+    /// through the generator thread's inflater reset per message ([`inflate`]), so the
+    /// connection holds none.
+    PerMessage,
+    /// The server keeps its LZ77 window: a message may refer back into the earlier compressed
+    /// ones, so the connection needs an inflater of its own (and its window) that is never reset
+    /// between messages; a reconnect starts a fresh one. A 15-bit window decodes whatever
+    /// `server_max_window_bits` the server chose. Boxed, so that connections without takeover
+    /// carry a small enum rather than room for an inflater.
+    Takeover(Box<flate2::Decompress>),
+}
+
+impl Inflater {
+    /// Whether permessage-deflate was negotiated (RSV1 is allowed).
+    fn negotiated(&self) -> bool {
+        !matches!(self, Self::Off)
+    }
+
+    /// Inflates one whole message (its frames' payloads, joined) into `out`, which never grows
+    /// past [`MAX_FRAME`]. Errors are stable labels: `protocol`, `deflate`, `too_big`.
+    fn inflate(&mut self, compressed: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            // Unreachable in practice: the header parser rejects RSV1 before it gets here.
+            Self::Off => Err("protocol".to_owned()),
+            Self::PerMessage => inflate(compressed, out),
+            Self::Takeover(inflater) => inflate_with(inflater, compressed, out),
+        }
+    }
+}
 
 thread_local! {
-    /// One inflater per generator thread (each runs one single-threaded runtime).
+    /// One inflater per generator thread (each runs one single-threaded runtime), for the
+    /// connections whose messages each inflate on their own.
     static INFLATER: std::cell::RefCell<flate2::Decompress> =
         std::cell::RefCell::new(flate2::Decompress::new(false));
 }
 
-/// Inflates one RFC 7692 message (the server promised no context takeover) into `out`,
-/// which never grows past [`MAX_FRAME`]. Errors are stable labels: `deflate`, `too_big`.
-pub(crate) fn inflate(compressed: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+/// Inflates one RFC 7692 message that refers to no earlier one (the server answered
+/// `server_no_context_takeover`) with the thread's inflater, reset first. See [`inflate_with`].
+fn inflate(compressed: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     INFLATER.with_borrow_mut(|inflater| {
         inflater.reset(false);
-        out.clear();
-        for input in [compressed, &TAIL[..]] {
-            let start = inflater.total_in();
-            loop {
-                let at = (inflater.total_in() - start) as usize;
-                if at == input.len() {
-                    break;
+        inflate_with(inflater, compressed, out)
+    })
+}
+
+/// Inflates one RFC 7692 message into `out` (cleared first), which never grows past
+/// [`MAX_FRAME`], with `inflater` as the earlier messages left it: the caller decides whether
+/// its window carries over. Errors are stable labels: `deflate`, `too_big`.
+///
+/// A final block (BFINAL) ends the server's deflate stream: the inflater is reset for the next
+/// message, whose references back into the old stream then fail as `deflate` rather than
+/// decode wrong (ratecast's server only ever sync-flushes, RFC 7692 §7.2.1).
+fn inflate_with(
+    inflater: &mut flate2::Decompress,
+    compressed: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+    out.clear();
+    for input in [compressed, &TAIL[..]] {
+        let start = inflater.total_in();
+        loop {
+            let at = (inflater.total_in() - start) as usize;
+            if at == input.len() {
+                break;
+            }
+            if out.len() == out.capacity() {
+                if out.len() >= MAX_FRAME {
+                    return Err("too_big".to_owned());
                 }
-                if out.len() == out.capacity() {
-                    if out.len() >= MAX_FRAME {
-                        return Err("too_big".to_owned());
-                    }
-                    out.reserve((out.len() * 2).clamp(READ_CHUNK, MAX_FRAME) - out.len());
-                }
-                let before = (inflater.total_in(), inflater.total_out());
-                let status = inflater
-                    .decompress_vec(&input[at..], out, flate2::FlushDecompress::Sync)
-                    .map_err(|_| "deflate".to_owned())?;
-                if status == flate2::Status::StreamEnd {
-                    return Ok(());
-                }
-                if (inflater.total_in(), inflater.total_out()) == before
-                    && out.len() < out.capacity()
-                {
-                    return Err("deflate".to_owned());
-                }
+                out.reserve((out.len() * 2).clamp(READ_CHUNK, MAX_FRAME) - out.len());
+            }
+            let before = (inflater.total_in(), inflater.total_out());
+            let status = inflater
+                .decompress_vec(&input[at..], out, flate2::FlushDecompress::Sync)
+                .map_err(|_| "deflate".to_owned())?;
+            if status == flate2::Status::StreamEnd {
+                inflater.reset(false);
+                return Ok(());
+            }
+            if (inflater.total_in(), inflater.total_out()) == before && out.len() < out.capacity() {
+                return Err("deflate".to_owned());
             }
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 pub(crate) async fn subscriber(
@@ -115,7 +188,7 @@ pub(crate) async fn subscriber(
     stop: CancellationToken,
 ) {
     let started = Instant::now();
-    let (stream, leftover, deflate) = tokio::select! {
+    let (stream, leftover, inflater) = tokio::select! {
         _ = stop.cancelled() => return shared.failed("cancelled".into()),
         res = tokio::time::timeout(target.connect_timeout, connect(&target, id, None)) => match res {
             Ok(Ok(connected)) => connected,
@@ -124,23 +197,7 @@ pub(crate) async fn subscriber(
         },
     };
     shared.connected(shard, started.elapsed());
-    let mut conn = Connection {
-        stream,
-        buf: leftover,
-        message: Vec::new(),
-        deflate,
-        message_compressed: false,
-        inflated: Vec::new(),
-        feed: Feed {
-            last_seq: None,
-            epoch: None,
-            table: None,
-            resumed: false,
-            shard,
-            target,
-            shared,
-        },
-    };
+    let mut conn = Connection::new(stream, leftover, inflater, shard, target, shared);
     let mut attempt = 0;
     loop {
         let ended = tokio::select! {
@@ -164,7 +221,7 @@ pub(crate) async fn subscriber(
         }
         // Back again with `since=` the last seq seen and its epoch: the server replays what was
         // missed, or (when it cannot) sends a snapshot, whose jump is counted as missed deltas.
-        let (stream, leftover, deflate) = loop {
+        let (stream, leftover, inflater) = loop {
             attempt += 1;
             let wait = backoff(RECONNECT_FIRST, RECONNECT_MAX, attempt, &mut rand::rng());
             let feed = &conn.feed;
@@ -188,7 +245,8 @@ pub(crate) async fn subscriber(
         attempt = 0;
         conn.feed.shared.reconnected();
         conn.feed.resumed = true;
-        (conn.stream, conn.buf, conn.deflate) = (stream, leftover, deflate);
+        // A new connection, a new deflate stream: its inflater starts afresh.
+        (conn.stream, conn.buf, conn.inflater) = (stream, leftover, inflater);
         conn.message.clear();
         conn.message_compressed = false;
     }
@@ -200,8 +258,8 @@ struct Connection {
     buf: Vec<u8>,
     /// A fragmented text message being reassembled.
     message: Vec<u8>,
-    /// permessage-deflate was negotiated on this connection.
-    deflate: bool,
+    /// How this connection inflates compressed messages, as its handshake agreed.
+    inflater: Inflater,
     /// The message being reassembled had RSV1 on its first frame.
     message_compressed: bool,
     /// Scratch for inflated messages (kept only while one is being handled).
@@ -227,6 +285,34 @@ struct Feed {
 }
 
 impl Connection {
+    /// A new subscriber's connection, with nothing read yet past the 101 but `buf`.
+    fn new(
+        stream: TcpStream,
+        buf: Vec<u8>,
+        inflater: Inflater,
+        shard: usize,
+        target: Arc<Target>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            stream,
+            buf,
+            message: Vec::new(),
+            inflater,
+            message_compressed: false,
+            inflated: Vec::new(),
+            feed: Feed {
+                last_seq: None,
+                epoch: None,
+                table: None,
+                resumed: false,
+                shard,
+                target,
+                shared,
+            },
+        }
+    }
+
     /// Reads until the connection ends; returns why.
     async fn read_loop(&mut self) -> String {
         let fd = self.stream.as_raw_fd();
@@ -263,14 +349,14 @@ impl Connection {
     /// Handles every complete frame in the buffer and keeps the incomplete rest.
     async fn parse_frames(&mut self, arrived_us: u64) -> Result<(), String> {
         let mut at = 0;
-        while let Some(frame) = parse_header_with(&self.buf[at..], self.deflate)? {
+        while let Some(frame) = parse_header_with(&self.buf[at..], self.inflater.negotiated())? {
             let payload = at + frame.header_len..at + frame.header_len + frame.len;
             at = payload.end;
             match frame.opcode {
                 // A compressed message in one frame.
                 0x1 if frame.compressed && frame.fin && self.message.is_empty() => {
                     let mut out = std::mem::take(&mut self.inflated);
-                    inflate(&self.buf[payload], &mut out)?;
+                    self.inflater.inflate(&self.buf[payload], &mut out)?;
                     self.feed.on_message(&out, arrived_us);
                     // Keep a frame's worth of room, not a one-off giant message.
                     out.clear();
@@ -290,7 +376,7 @@ impl Connection {
                         let message = std::mem::take(&mut self.message);
                         if std::mem::take(&mut self.message_compressed) {
                             let mut out = Vec::new();
-                            inflate(&message, &mut out)?;
+                            self.inflater.inflate(&message, &mut out)?;
                             self.feed.on_message(&out, arrived_us);
                         } else {
                             self.feed.on_message(&message, arrived_us);
@@ -723,24 +809,25 @@ fn enable_rx_timestamps(_stream: &TcpStream) -> io::Result<()> {
 }
 
 /// TCP connect (from the chosen source address) and the WebSocket upgrade, resuming after
-/// `since` when given; returns the stream and any frame bytes that arrived with the 101.
+/// `since` when given; returns the stream, any frame bytes that arrived with the 101 and how to
+/// inflate what follows.
 async fn connect(
     target: &Target,
     id: usize,
     since: Option<Resume>,
-) -> Result<(TcpStream, Vec<u8>, bool), String> {
+) -> Result<(TcpStream, Vec<u8>, Inflater), String> {
     connect_with(target, id, since, None, target.deflate).await
 }
 
 /// [`connect`] with a kernel receive buffer of `recv_buffer` bytes (a client that stops
-/// reading then stalls the server's writes soon).
+/// reading then stalls the server's writes soon), offering `offer` rather than `target.deflate`.
 pub(crate) async fn connect_with(
     target: &Target,
     id: usize,
     since: Option<Resume>,
     recv_buffer: Option<u32>,
-    offer_deflate: bool,
-) -> Result<(TcpStream, Vec<u8>, bool), String> {
+    offer: Offer,
+) -> Result<(TcpStream, Vec<u8>, Inflater), String> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -779,14 +866,13 @@ pub(crate) async fn connect_with(
         }
         None => target.path.clone(),
     };
-    let offer = if offer_deflate {
-        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
-    } else {
-        String::new()
-    };
+    let extensions = offer
+        .extensions()
+        .map(|value| format!("Sec-WebSocket-Extensions: {value}\r\n"))
+        .unwrap_or_default();
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ratecast-loadtest\r\n{offer}\r\n",
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ratecast-loadtest\r\n{extensions}\r\n",
         target.host
     );
     stream
@@ -830,16 +916,24 @@ pub(crate) async fn connect_with(
     if accept != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
         return Err("handshake".into());
     }
-    let deflate = agreed_deflate(response.headers, offer_deflate)?;
+    let inflater = agreed_deflate(response.headers, offer)?;
     buf.drain(..end);
-    Ok((stream, buf, deflate))
+    Ok((stream, buf, inflater))
 }
 
-/// Whether the 101 agreed to our permessage-deflate offer. An extension we did not offer, or a
-/// deflate without `server_no_context_takeover` (each message must inflate on its own), fails
-/// the handshake (RFC 6455 §4.1).
-fn agreed_deflate(headers: &[httparse::Header<'_>], offered: bool) -> Result<bool, String> {
-    let mut agreed = false;
+/// How to inflate what the server sends, from the 101's `Sec-WebSocket-Extensions` against our
+/// `offer` (RFC 7692 §5, §7.1). Accepted: no extension, or one permessage-deflate carrying only
+/// what an answer may carry, each at most once — `server_no_context_takeover` (required when we
+/// offered it), `client_no_context_takeover`, `server_max_window_bits=8..15` (a smaller window
+/// than ours, which decodes any). With `server_no_context_takeover` each message inflates on its
+/// own ([`Inflater::PerMessage`]); without it the server keeps its window
+/// ([`Inflater::Takeover`]). Anything else fails the handshake (RFC 6455 §4.1, RFC 7692 §5):
+/// an extension or parameter we did not offer (`client_max_window_bits`), an unknown or
+/// repeated one, an invalid value.
+fn agreed_deflate(headers: &[httparse::Header<'_>], offer: Offer) -> Result<Inflater, String> {
+    let refused = || "handshake_extension".to_owned();
+    // Some(whether the server answered server_no_context_takeover) once it agreed.
+    let mut agreed: Option<bool> = None;
     for header in headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
@@ -850,15 +944,44 @@ fn agreed_deflate(headers: &[httparse::Header<'_>], offered: bool) -> Result<boo
             let is_deflate = params
                 .next()
                 .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"));
-            let params: Vec<&str> = params.collect();
-            if !offered || agreed || !is_deflate || !params.contains(&"server_no_context_takeover")
-            {
-                return Err("handshake_extension".into());
+            if offer == Offer::Raw || agreed.is_some() || !is_deflate {
+                return Err(refused());
             }
-            agreed = true;
+            let mut seen = Vec::new();
+            for param in params {
+                let (name, value) = match param.split_once('=') {
+                    Some((name, value)) => {
+                        let value = value.trim();
+                        // RFC 6455 §9.1 allows a quoted-string value.
+                        let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+                        (name.trim_end(), Some(unquoted.unwrap_or(value)))
+                    }
+                    None => (param, None),
+                };
+                let known = match (name, value) {
+                    ("server_no_context_takeover" | "client_no_context_takeover", None) => true,
+                    ("server_max_window_bits", Some(bits)) => {
+                        matches!(bits, "8" | "9" | "10" | "11" | "12" | "13" | "14" | "15")
+                    }
+                    _ => false,
+                };
+                if !known || seen.contains(&name) {
+                    return Err(refused());
+                }
+                seen.push(name);
+            }
+            let no_takeover = seen.contains(&"server_no_context_takeover");
+            if offer == Offer::DeflateNoContextTakeover && !no_takeover {
+                return Err(refused());
+            }
+            agreed = Some(no_takeover);
         }
     }
-    Ok(agreed)
+    Ok(match agreed {
+        None => Inflater::Off,
+        Some(true) => Inflater::PerMessage,
+        Some(false) => Inflater::Takeover(Box::new(flate2::Decompress::new(false))),
+    })
 }
 
 /// The label of a refused upgrade: the status and, when the body that came with the head is the
@@ -982,21 +1105,244 @@ mod tests {
         assert_eq!(inflate(&[0xff, 0xff], &mut out).unwrap_err(), "deflate");
     }
 
-    #[test]
-    fn the_handshake_checks_what_the_server_agreed() {
-        let h = |v: &'static str| httparse::Header {
+    /// `Sec-WebSocket-Extensions: value`, as a 101 carries it.
+    fn extensions(value: &str) -> httparse::Header<'_> {
+        httparse::Header {
             name: "Sec-WebSocket-Extensions",
-            value: v.as_bytes(),
-        };
-        let ok = h("permessage-deflate; server_no_context_takeover; client_no_context_takeover");
-        assert_eq!(agreed_deflate(&[ok], true), Ok(true));
-        assert_eq!(agreed_deflate(&[], true), Ok(false));
-        assert!(agreed_deflate(&[ok], false).is_err(), "not offered");
-        assert!(
-            agreed_deflate(&[h("permessage-deflate")], true).is_err(),
-            "context takeover"
+            value: value.as_bytes(),
+        }
+    }
+
+    /// What a 101 with these extension headers makes of a connection that offered `offer`.
+    fn agreed(offer: Offer, answers: &[&str]) -> Result<&'static str, String> {
+        let headers: Vec<_> = answers.iter().map(|answer| extensions(answer)).collect();
+        agreed_deflate(&headers, offer).map(|inflater| match inflater {
+            Inflater::Off => "off",
+            Inflater::PerMessage => "per_message",
+            Inflater::Takeover(_) => "takeover",
+        })
+    }
+
+    #[test]
+    fn the_answer_picks_takeover_or_per_message_inflation() {
+        use Offer::*;
+        // Without server_no_context_takeover the server keeps its window, whatever else it says.
+        for answer in [
+            "permessage-deflate; client_no_context_takeover",
+            "permessage-deflate",
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=9",
+            "Permessage-Deflate ;client_no_context_takeover;server_max_window_bits = \"15\"",
+        ] {
+            assert_eq!(agreed(Deflate, &[answer]), Ok("takeover"), "{answer}");
+        }
+        for answer in [
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate;server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=8; server_no_context_takeover",
+        ] {
+            for offer in [Deflate, DeflateNoContextTakeover] {
+                assert_eq!(agreed(offer, &[answer]), Ok("per_message"), "{answer}");
+            }
+        }
+        for offer in [Raw, Deflate, DeflateNoContextTakeover] {
+            assert_eq!(agreed(offer, &[]), Ok("off"), "declined");
+        }
+        // Asked not to, the server may only accept with server_no_context_takeover (RFC 7692
+        // §7.1.1.1).
+        assert_eq!(
+            agreed(
+                DeflateNoContextTakeover,
+                &["permessage-deflate; client_no_context_takeover"]
+            ),
+            Err("handshake_extension".into())
         );
-        assert!(agreed_deflate(&[h("x-other")], true).is_err());
+    }
+
+    #[test]
+    fn the_handshake_refuses_what_the_server_may_not_answer() {
+        use Offer::*;
+        for (offer, answers) in [
+            (Raw, &["permessage-deflate; server_no_context_takeover"][..]),
+            (Deflate, &["x-other"]),
+            (Deflate, &["permessage-deflate, permessage-deflate"]),
+            (Deflate, &["permessage-deflate", "permessage-deflate"]),
+            (Deflate, &["permessage-deflate; client_max_window_bits=10"]),
+            (Deflate, &["permessage-deflate; server_max_window_bits=16"]),
+            (Deflate, &["permessage-deflate; server_max_window_bits=7"]),
+            (Deflate, &["permessage-deflate; server_max_window_bits=+9"]),
+            (Deflate, &["permessage-deflate; server_max_window_bits"]),
+            (
+                Deflate,
+                &["permessage-deflate; server_no_context_takeover=1"],
+            ),
+            (
+                Deflate,
+                &["permessage-deflate; client_no_context_takeover; client_no_context_takeover"],
+            ),
+            (Deflate, &["permessage-deflate; x_unknown"]),
+            (Deflate, &["permessage-deflate;"]),
+        ] {
+            assert_eq!(
+                agreed(offer, answers),
+                Err("handshake_extension".into()),
+                "{offer:?} {answers:?}"
+            );
+        }
+    }
+
+    /// Small delta frames that repeat one another, as a live feed's do.
+    fn deltas(n: u64) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|seq| {
+                format!(
+                    r#"{{"type":"delta","seq":{seq},"ts":1732550000123,"changed":{{"usd":{{"value":{}.25,"type":"fiat"}}}},"removed":[]}}"#,
+                    41_000 + seq * 7
+                )
+                .into_bytes()
+            })
+            .collect()
+    }
+
+    /// `messages` compressed as a server with context takeover does (RFC 7692 §7.2.1): one raw
+    /// deflate stream with a `window_bits` window, sync-flushed after each message, the flush's
+    /// trailing 00 00 ff ff cut off.
+    fn takeover_stream(window_bits: u8, messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut deflate = flate2::Compress::new_with_window_bits(
+            flate2::Compression::default(),
+            false,
+            window_bits,
+        );
+        messages
+            .iter()
+            .map(|message| {
+                let mut out = Vec::with_capacity(2 * message.len() + 64);
+                let before = deflate.total_in();
+                deflate
+                    .compress_vec(message, &mut out, flate2::FlushCompress::Sync)
+                    .unwrap();
+                assert_eq!(deflate.total_in() - before, message.len() as u64);
+                assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+                out.truncate(out.len() - 4);
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_takeover_inflater_keeps_the_window_across_messages() {
+        for bits in [9, 12, 15] {
+            let messages = deltas(20);
+            let stream = takeover_stream(bits, &messages);
+            let answer = format!(
+                "permessage-deflate; client_no_context_takeover; server_max_window_bits={bits}"
+            );
+            let mut inflater = agreed_deflate(&[extensions(&answer)], Offer::Deflate).unwrap();
+            assert!(matches!(inflater, Inflater::Takeover(_)), "{bits} bits");
+            let mut out = Vec::new();
+            for (compressed, message) in stream.iter().zip(&messages) {
+                inflater.inflate(compressed, &mut out).unwrap();
+                assert_eq!(out, *message, "{bits} bits");
+            }
+            // The same bytes through the per-message path (an inflater reset per message): the
+            // first message stands alone, every later one refers back into a window it lacks.
+            inflate(&stream[0], &mut out).unwrap();
+            assert_eq!(out, messages[0]);
+            for (n, compressed) in stream.iter().enumerate().skip(1) {
+                assert_eq!(
+                    inflate(compressed, &mut out),
+                    Err("deflate".into()),
+                    "{bits} bits, message {n}"
+                );
+            }
+        }
+    }
+
+    /// A server may end a message with a final block (RFC 7692 §7.2.3.4): its stream is over, so
+    /// the next message starts a new one, which must not read as empty.
+    #[test]
+    fn after_a_final_block_the_next_message_starts_a_new_stream() {
+        let messages = deltas(2);
+        let mut finished = Vec::with_capacity(256);
+        flate2::Compress::new(flate2::Compression::default(), false)
+            .compress_vec(&messages[0], &mut finished, flate2::FlushCompress::Finish)
+            .unwrap();
+        let alone = takeover_stream(15, &messages[1..]).remove(0);
+        let mut inflater = Inflater::Takeover(Box::new(flate2::Decompress::new(false)));
+        let mut out = Vec::new();
+        inflater.inflate(&finished, &mut out).unwrap();
+        assert_eq!(out, messages[0]);
+        inflater.inflate(&alone, &mut out).unwrap();
+        assert_eq!(out, messages[1]);
+    }
+
+    /// An unmasked server frame.
+    fn server_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![first];
+        match payload.len() {
+            n @ 0..=125 => frame.push(n as u8),
+            n => {
+                frame.push(126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// The read path of a connection whose server keeps its context: compressed messages, in
+    /// one frame or fragmented, inflate through the connection's inflater; a raw message
+    /// between them (RSV1 clear) bypasses it and is in no window.
+    #[tokio::test]
+    async fn a_takeover_connection_reads_compressed_raw_and_fragmented_messages() {
+        let messages = deltas(5);
+        let compressed = [&messages[0], &messages[2], &messages[3], &messages[4]].map(Vec::clone);
+        let stream = takeover_stream(15, &compressed);
+        let (head, tail) = stream[2].split_at(stream[2].len() / 2);
+        let wire = [
+            server_frame(0xC1, &stream[0]),
+            server_frame(0x81, &messages[1]),
+            server_frame(0xC1, &stream[1]),
+            server_frame(0x41, head),
+            server_frame(0x80, tail),
+            server_frame(0xC1, &stream[3]),
+        ]
+        .concat();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::new(1));
+        let answer = "permessage-deflate; client_no_context_takeover";
+        let mut conn = Connection::new(
+            TcpStream::connect(addr).await.unwrap(),
+            wire,
+            agreed_deflate(&[extensions(answer)], Offer::Deflate).unwrap(),
+            0,
+            Arc::new(Target {
+                host: String::new(),
+                path: String::new(),
+                addr,
+                sources: Vec::new(),
+                full_feed: true,
+                reconnect: false,
+                verify: false,
+                connect_timeout: Duration::from_secs(1),
+                deflate: Offer::Deflate,
+            }),
+            shared.clone(),
+        );
+        conn.parse_frames(0).await.unwrap();
+        assert!(conn.buf.is_empty());
+        let c = &shared.c;
+        assert_eq!((c.deltas.load(Relaxed), c.unparsable.load(Relaxed)), (5, 0));
+        assert_eq!(
+            c.bytes.load(Relaxed),
+            messages.iter().map(|m| m.len() as u64).sum::<u64>()
+        );
+        assert_eq!(
+            (c.gap_events.load(Relaxed), c.out_of_order.load(Relaxed)),
+            (0, 0)
+        );
+        assert_eq!(conn.feed.last_seq, Some(4));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
-use super::client::{Target, connect_with, io_reason, masked_frame, parse_header};
+use super::client::{Offer, Target, connect_with, io_reason, masked_frame, parse_header};
 
 /// What a client does once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -76,15 +76,16 @@ pub(crate) async fn run(
 ) -> Outcome {
     let recv_buffer = (behaviour == Behaviour::Slow).then_some(4096);
     // Misbehaving clients read raw frames: they never offer permessage-deflate.
-    let (mut stream, leftover, _) = match connect_with(target, id, None, recv_buffer, false).await {
-        Ok(connected) => connected,
-        Err(reason) => {
-            return Outcome {
-                ended: format!("connect_{reason}"),
-                ..Outcome::default()
-            };
-        }
-    };
+    let (mut stream, leftover, _) =
+        match connect_with(target, id, None, recv_buffer, Offer::Raw).await {
+            Ok(connected) => connected,
+            Err(reason) => {
+                return Outcome {
+                    ended: format!("connect_{reason}"),
+                    ..Outcome::default()
+                };
+            }
+        };
     let mut reader = Frames {
         buf: leftover,
         corrupt: false,

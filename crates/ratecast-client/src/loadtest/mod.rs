@@ -23,8 +23,8 @@ use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use client::Target;
 pub use client::masked_frame;
+use client::{Offer, Target};
 pub use stats::Percentiles;
 use stats::Shared;
 
@@ -96,10 +96,22 @@ pub struct LoadtestArgs {
     #[arg(long, env = "RATECAST_LOADTEST_FLOODERS", default_value_t = 0)]
     pub flooders: usize,
 
-    /// Do not offer permessage-deflate: read raw frames (by default the generator offers it
-    /// with no context takeover, as browsers do, and inflates compressed frames).
+    /// Do not offer permessage-deflate: read raw frames (by default the generator offers it as
+    /// browsers do, letting the server keep its compression context across messages, and
+    /// inflates compressed frames).
     #[arg(long, env = "RATECAST_LOADTEST_NO_DEFLATE")]
     pub no_deflate: bool,
+
+    /// Offer permessage-deflate with `server_no_context_takeover`, so that every compressed
+    /// message stands alone: a bench can then measure the server's CPU and wire bytes with and
+    /// without context takeover. It also spares the generator an inflater (and its 32 KiB
+    /// window) per connection: one per thread, reset per message, serves them all.
+    #[arg(
+        long,
+        env = "RATECAST_LOADTEST_DEFLATE_NO_CONTEXT_TAKEOVER",
+        conflicts_with = "no_deflate"
+    )]
+    pub deflate_no_context_takeover: bool,
 
     /// Soak mode: for --duration, --clients slots keep connecting, reading, misbehaving (slow,
     /// garbage, reset, flood, silent) and leaving; fails unless the server comes back to its
@@ -415,8 +427,18 @@ async fn resolve(args: &LoadtestArgs) -> anyhow::Result<Arc<Target>> {
         reconnect: args.reconnect,
         verify: !args.no_verify,
         connect_timeout: args.connect_timeout,
-        deflate: !args.no_deflate,
+        deflate: offer(args),
     }))
+}
+
+/// The permessage-deflate offer the flags ask for; `--no-deflate` wins where both are set (only
+/// code can set both: the command line refuses it).
+fn offer(args: &LoadtestArgs) -> Offer {
+    match (args.no_deflate, args.deflate_no_context_takeover) {
+        (true, _) => Offer::Raw,
+        (false, true) => Offer::DeflateNoContextTakeover,
+        (false, false) => Offer::Deflate,
+    }
 }
 
 /// One generator thread: a current-thread runtime that opens its share of the subscribers
@@ -749,4 +771,32 @@ fn table(s: &Summary) -> String {
         out.push_str(&format!("{:<18} {hint}\n", "hint"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadtestArgs,
+    }
+
+    /// Browsers' offer by default, the offer without server context takeover on request (so a
+    /// bench can measure both), none with `--no-deflate`; never both flags at once.
+    #[test]
+    fn the_flags_pick_the_deflate_offer() {
+        let offer_of = |flags: &[&str]| {
+            Cli::try_parse_from(["loadtest"].iter().chain(flags)).map(|cli| offer(&cli.args))
+        };
+        assert_eq!(offer_of(&[]).unwrap(), Offer::Deflate);
+        assert_eq!(
+            offer_of(&["--deflate-no-context-takeover"]).unwrap(),
+            Offer::DeflateNoContextTakeover
+        );
+        assert_eq!(offer_of(&["--no-deflate"]).unwrap(), Offer::Raw);
+        assert!(offer_of(&["--no-deflate", "--deflate-no-context-takeover"]).is_err());
+    }
 }

@@ -6,9 +6,10 @@
 //! `checksum` they carry: on a mismatch its table is wrong, so it reconnects *without* `since`
 //! for a fresh snapshot, and counts it (status line; on stderr with `--json`).
 //!
-//! It offers permessage-deflate (RFC 7692) as browsers do, unless `--no-deflate`: the stream is
-//! read with yawc, which negotiates it and inflates each message into a buffer bounded by
-//! [`MAX_MESSAGE`] (tungstenite rejects the RSV1 bit of compressed frames).
+//! It offers permessage-deflate (RFC 7692) as browsers do, unless `--no-deflate`, letting the
+//! server keep its compression context across messages: the stream is read with yawc, which
+//! negotiates it and inflates each message into a buffer bounded by [`MAX_MESSAGE`]
+//! (tungstenite rejects the RSV1 bit of compressed frames).
 
 mod board;
 
@@ -239,6 +240,12 @@ type Ws = yawc::TcpWebSocket;
 
 /// What watch offers in the handshake: permessage-deflate unless `no_deflate`. It never sends a
 /// data frame, so the compression level only matters to the offer.
+///
+/// The offer is yawc's default, a bare `permessage-deflate`: no `server_no_context_takeover`, so
+/// the server may keep its compression window across messages (smaller frames), as browsers let
+/// it. yawc follows the answer: without `server_no_context_takeover` it keeps one inflater
+/// for the connection, never reset between messages, with the `server_max_window_bits` answered
+/// (a new connection, a new inflater); with it, it resets after each message. Nothing to set.
 fn connect_options(no_deflate: bool) -> Options {
     let options = Options::default().with_limits(MAX_MESSAGE, MAX_MESSAGE);
     if no_deflate {
@@ -537,6 +544,83 @@ fn describe(e: &WebSocketError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+    /// watch, through yawc as [`connect_options`] sets it up, lets the server keep its context:
+    /// the offer does not ask for `server_no_context_takeover`, and messages that refer back
+    /// into earlier ones (one raw deflate stream, 10-bit window, sync-flushed per message, RFC
+    /// 7692 §7.2.1) read back whole.
+    #[tokio::test]
+    async fn watch_reads_a_server_that_keeps_its_compression_context() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("ws://{}/ws", listener.local_addr().unwrap())).unwrap();
+        let messages: Vec<Vec<u8>> = (0..10)
+            .map(|seq| {
+                format!(
+                    r#"{{"type":"delta","seq":{seq},"changed":{{"usd":{{"value":{}.5}}}},"removed":[]}}"#,
+                    41_000 + seq * 7
+                )
+                .into_bytes()
+            })
+            .collect();
+        let server = tokio::spawn({
+            let messages = messages.clone();
+            async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(socket.read_u8().await.unwrap());
+                }
+                let head = String::from_utf8(head).unwrap();
+                let header = |name: &str| {
+                    head.lines().find_map(|line| {
+                        let (key, value) = line.split_once(':')?;
+                        key.eq_ignore_ascii_case(name)
+                            .then(|| value.trim().to_owned())
+                    })
+                };
+                let accept = derive_accept_key(header("sec-websocket-key").unwrap().as_bytes());
+                let response = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\
+                     Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; \
+                     server_max_window_bits=10\r\n\r\n"
+                );
+                socket.write_all(response.as_bytes()).await.unwrap();
+                let mut deflate = flate2::Compress::new_with_window_bits(
+                    flate2::Compression::default(),
+                    false,
+                    10,
+                );
+                for message in &messages {
+                    let mut payload = Vec::with_capacity(2 * message.len() + 64);
+                    deflate
+                        .compress_vec(message, &mut payload, flate2::FlushCompress::Sync)
+                        .unwrap();
+                    assert!(payload.ends_with(&[0, 0, 0xff, 0xff]));
+                    payload.truncate(payload.len() - 4);
+                    let mut frame = vec![0xC1, u8::try_from(payload.len()).unwrap()];
+                    frame.extend_from_slice(&payload);
+                    socket.write_all(&frame).await.unwrap();
+                }
+                (header("sec-websocket-extensions"), socket)
+            }
+        });
+        let mut ws = yawc::WebSocket::connect(url)
+            .with_options(connect_options(false))
+            .await
+            .unwrap();
+        for message in &messages {
+            let frame = ws.next_frame().await.unwrap();
+            assert_eq!(frame.opcode(), OpCode::Text);
+            assert_eq!(frame.payload(), &message[..]);
+        }
+        let (offer, _socket) = server.await.unwrap();
+        let offer = offer.expect("an extension offer");
+        assert!(offer.starts_with("permessage-deflate"), "{offer}");
+        assert!(!offer.contains("server_no_context_takeover"), "{offer}");
+    }
 
     #[test]
     fn request_url_replaces_resume_and_filter() {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::deflate::{self, Deflater, Prepared, VARIANTS};
+use super::deflate::{self, Deflater, Prepared, Run, VARIANTS};
 use super::outbound::{Flushed, Flusher, Outbound, Sent, State};
 use super::{CloseReason, frame};
 use crate::metrics::Metrics;
@@ -58,6 +58,8 @@ pub struct Peer {
     pub replies: Arc<Semaphore>,
     /// The permessage-deflate window it negotiated (`None`: raw frames only).
     pub deflate: Option<u8>,
+    /// It negotiated server context takeover: its deltas may come in the shared context.
+    pub deflate_takeover: bool,
 }
 
 /// What a shard is asked to do. Its queue is unbounded but every sender is budgeted: per
@@ -96,6 +98,10 @@ struct Subscriber {
     last_seq: Option<u64>,
     /// Which form of a feed frame it gets: 0 raw, else compressed ([`deflate::variant`]).
     variant: usize,
+    /// With context takeover: where it stands in its window's shared stream (`None` for the
+    /// others, and until it has had a delta since its last snapshot or replay).
+    run: Option<Run>,
+    takeover: bool,
 }
 
 /// A monotonic millisecond clock shared by readers (`last_heard`) and shards.
@@ -188,7 +194,8 @@ struct Worker {
     snapshot_cache: Option<(Arc<View>, Arc<Prepared>)>,
     /// Compress-once, shared by every shard.
     deflater: Arc<Deflater>,
-    /// Subscribers per frame variant: only the variants in use are compressed.
+    /// Subscribers per frame variant without context takeover: only the variants in use are
+    /// compressed up front (takeover subscribers ask for the form they need as they go).
     variants_in_use: [usize; VARIANTS],
     /// The epoch of the last delta event: one of another epoch resyncs every subscriber, since
     /// their `seq`s say nothing of the new epoch's.
@@ -303,12 +310,17 @@ impl Worker {
                 self.follow_epoch();
                 let id = peer.id;
                 let variant = deflate::variant(peer.deflate);
-                self.variants_in_use[variant] += 1;
+                let takeover = peer.deflate_takeover && variant != 0;
+                if !takeover {
+                    self.variants_in_use[variant] += 1;
+                }
                 let sub = Subscriber {
                     out: Outbound::new(peer),
                     filter,
                     last_seq: None,
                     variant,
+                    run: None,
+                    takeover,
                 };
                 self.subscribers.insert(id, sub);
                 self.start_feed(id, since);
@@ -386,7 +398,9 @@ impl Worker {
     /// flusher let go of the peer).
     fn finish(&mut self, id: u64, ending: Ending) {
         if let Some(sub) = self.subscribers.remove(&id) {
-            self.variants_in_use[sub.variant] -= 1;
+            if !sub.takeover {
+                self.variants_in_use[sub.variant] -= 1;
+            }
             let how = match ending {
                 Ending::CloseSent => Shutdown::Write,
                 Ending::Dropped => Shutdown::Both,
@@ -429,6 +443,8 @@ impl Worker {
                     }
                 }
                 sub.last_seq = Some(view.seq);
+                // The replay goes out uncompressed: the client's window misses those deltas.
+                sub.run = None;
                 if !out.is_empty() {
                     let out = out.freeze();
                     let sent = sub.out.feed(&out, &self.flusher);
@@ -455,6 +471,8 @@ impl Worker {
         let Some(sub) = self.subscribers.get_mut(&id) else {
             return;
         };
+        // A snapshot (or status) is a compressed message of its own: the run starts again.
+        sub.run = None;
         let Some(view) = self.context.store.view() else {
             // No data yet: say why (the status frame carries the reason and the next attempt).
             let prepared = self.deflater.prepare(&self.context.store.current_status());
@@ -497,7 +515,7 @@ impl Worker {
         match event {
             Event::Delta(delta) => self.fan_out(&delta).await,
             Event::Status(json) => {
-                let framed = self.framed(&json, None);
+                let framed = self.framed(&self.deflater.prepare(&json), None);
                 self.broadcast(&framed).await;
             }
         }
@@ -507,14 +525,13 @@ impl Worker {
         self.drop_unresponsive();
         // The heartbeat and a ping in one write.
         let ping = frame::encode(frame::opcode::PING, b"");
-        let framed = self.framed(json, Some(&ping));
+        let framed = self.framed(&self.deflater.prepare(json), Some(&ping));
         self.broadcast(&framed).await;
     }
 
-    /// A feed payload as each variant in use receives it (compressed once, for all shards),
-    /// with `then` appended; variants nobody here uses hold the raw frame.
-    fn framed(&self, payload: &Bytes, then: Option<&[u8]>) -> [Bytes; VARIANTS] {
-        let prepared = self.deflater.prepare(payload);
+    /// A feed payload as each variant in use without context takeover receives it (compressed
+    /// once, for all shards), with `then` appended; variants nobody here uses hold the raw frame.
+    fn framed(&self, prepared: &Prepared, then: Option<&[u8]>) -> [Bytes; VARIANTS] {
         let form = |variant: usize| {
             let frame = prepared.get(variant, &self.deflater);
             match then {
@@ -560,7 +577,8 @@ impl Worker {
             self.follow_epoch();
             return;
         }
-        let shared = self.framed(&delta.frame, None);
+        let prepared = self.deflater.prepare(&delta.frame);
+        let shared = self.framed(&prepared, None);
         // The table after this delta, for filtered subscribers' checksums: the view, while it
         // is still this delta's (a shard that runs behind sends filtered frames without one).
         let after = self
@@ -568,7 +586,7 @@ impl Worker {
             .store
             .view()
             .filter(|v| v.seq == delta.seq && v.epoch == delta.epoch);
-        let (mut frames, mut bytes) = (0u64, 0u64);
+        let (mut frames, mut bytes, mut in_context) = (0u64, 0u64, 0u64);
         let mut dead = Vec::new();
         let mut behind = Vec::new();
         let mut since_yield = 0;
@@ -592,6 +610,12 @@ impl Worker {
             sub.last_seq = Some(delta.seq);
             let filtered;
             let frame = match sub.filter.as_deref() {
+                None if sub.takeover => {
+                    let (frame, shared) =
+                        prepared.for_takeover(sub.variant, &mut sub.run, &self.deflater);
+                    in_context += u64::from(shared);
+                    frame
+                }
                 None => &shared[sub.variant],
                 Some(filter) => {
                     match delta_frame(delta, Some(filter), after.as_ref().map(|v| &v.rates)) {
@@ -623,6 +647,11 @@ impl Worker {
         let metrics = &self.context.metrics;
         metrics.ws_frames_sent.increment(frames);
         metrics.ws_bytes_sent.increment(bytes);
+        if in_context > 0 {
+            metrics
+                .counter("ratecast_ws_deflate_shared_frames_total", &[])
+                .increment(in_context);
+        }
         // Publish to the last write of this shard: the worst delay any of its subscribers saw.
         if frames > 0 {
             let delay = unix_ms(SystemTime::now()).saturating_sub(delta.ts);
@@ -634,7 +663,8 @@ impl Worker {
         let mut dead = Vec::new();
         let (mut sent, mut bytes, mut since_yield) = (0u64, 0u64, 0);
         for (&id, sub) in &mut self.subscribers {
-            let frame = &framed[sub.variant];
+            // Outside the shared stream: uncompressed to takeover subscribers (see `deflate`).
+            let frame = &framed[if sub.takeover { 0 } else { sub.variant }];
             match sub.out.feed(frame, &self.flusher) {
                 Sent::Dead => dead.push(id),
                 Sent::Written | Sent::Pending => {

@@ -85,6 +85,10 @@ pub fn accept(request: &Request) -> Result<HeaderValue, HandshakeError> {
 pub struct DeflateAgreed {
     /// The server's LZ77 window in bits (9–15): the variant of each feed frame it receives.
     pub window_bits: u8,
+    /// The server keeps its compression context between messages (the client did not ask
+    /// `server_no_context_takeover`, and the server allows it): deltas may come in the shared
+    /// context (see [`super::deflate`]).
+    pub takeover: bool,
     /// The `Sec-WebSocket-Extensions` value of the 101.
     pub response: HeaderValue,
 }
@@ -92,27 +96,36 @@ pub struct DeflateAgreed {
 /// Picks the first permessage-deflate offer in the request's `Sec-WebSocket-Extensions` that
 /// can be honoured (RFC 7692 §5–7), or `None` (the connection then runs uncompressed).
 ///
-/// The response always carries `server_no_context_takeover` (frames are compressed once for
-/// everyone) and `client_no_context_takeover` (§7.1.1.2: a server may always ask it; then no
+/// The response carries `server_no_context_takeover` when the client asked it or `takeover` is
+/// off (every frame is then self-contained); otherwise the server keeps its context and deltas
+/// may back-reference earlier ones, in a context shared by every such subscriber. It always
+/// carries `client_no_context_takeover` (§7.1.1.2: a server may always ask it; then no
 /// inflater is kept between client messages). `server_max_window_bits=N` is honoured for N in
 /// 9–15 and echoed; an offer asking 8 is declined (zlib cannot produce a 256-byte raw-deflate
 /// window). `client_max_window_bits` (with or without a value) only limits the client, whose
 /// messages we inflate with a 15-bit window, so it is accepted and not answered. An offer with
 /// an unknown or repeated parameter, or an invalid value, is declined (§7).
-pub fn negotiate_deflate(headers: &HeaderMap) -> Option<DeflateAgreed> {
+pub fn negotiate_deflate(headers: &HeaderMap, takeover: bool) -> Option<DeflateAgreed> {
     let offers = headers
         .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','));
-    offers.filter_map(deflate_offer).next().map(|window_bits| {
-        let mut response =
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover".to_owned();
+    offers.filter_map(deflate_offer).next().map(|offer| {
+        let takeover = takeover && !offer.no_takeover;
+        let mut response = if takeover {
+            "permessage-deflate; client_no_context_takeover"
+        } else {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        }
+        .to_owned();
+        let window_bits = offer.window_bits;
         if window_bits < super::deflate::MAX_WINDOW_BITS {
             response.push_str(&format!("; server_max_window_bits={window_bits}"));
         }
         DeflateAgreed {
             window_bits,
+            takeover,
             // Built from ASCII literals and digits: always a valid header value.
             response: HeaderValue::from_str(&response)
                 .unwrap_or(HeaderValue::from_static("permessage-deflate")),
@@ -120,14 +133,22 @@ pub fn negotiate_deflate(headers: &HeaderMap) -> Option<DeflateAgreed> {
     })
 }
 
-/// The server window for one offer (`name; param[=value]; ...`), or `None` to decline it.
-fn deflate_offer(offer: &str) -> Option<u8> {
+/// What one acceptable offer asks of the server.
+struct Offer {
+    window_bits: u8,
+    /// `server_no_context_takeover`: every message must be self-contained.
+    no_takeover: bool,
+}
+
+/// The server's side of one offer (`name; param[=value]; ...`), or `None` to decline it.
+fn deflate_offer(offer: &str) -> Option<Offer> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
         return None;
     }
     let mut seen: Vec<String> = Vec::new();
     let mut window_bits = super::deflate::MAX_WINDOW_BITS;
+    let mut no_takeover = false;
     for param in parts {
         let (name, value) = match param.split_once('=') {
             Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
@@ -149,7 +170,8 @@ fn deflate_offer(offer: &str) -> Option<u8> {
                 .filter(|b| (8..=15).contains(b))
         };
         match (name.as_str(), value) {
-            ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
+            ("server_no_context_takeover", None) => no_takeover = true,
+            ("client_no_context_takeover", None) => {}
             ("client_max_window_bits", None) => {}
             ("client_max_window_bits", value) => {
                 bits(value)?;
@@ -164,7 +186,10 @@ fn deflate_offer(offer: &str) -> Option<u8> {
         }
         seen.push(name);
     }
-    Some(window_bits)
+    Some(Offer {
+        window_bits,
+        no_takeover,
+    })
 }
 
 #[cfg(test)]
@@ -172,7 +197,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
 
-    fn offer(values: &[&str]) -> Option<(u8, String)> {
+    fn offer_with(values: &[&str], takeover: bool) -> Option<(u8, String)> {
         let mut headers = HeaderMap::new();
         for v in values {
             headers.append(
@@ -180,30 +205,47 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        negotiate_deflate(&headers)
-            .map(|a| (a.window_bits, a.response.to_str().unwrap().to_owned()))
+        negotiate_deflate(&headers, takeover).map(|a| {
+            let response = a.response.to_str().unwrap().to_owned();
+            assert_eq!(a.takeover, !response.contains("server_no_context_takeover"));
+            (a.window_bits, response)
+        })
+    }
+
+    fn offer(values: &[&str]) -> Option<(u8, String)> {
+        offer_with(values, true)
     }
 
     #[test]
     fn permessage_deflate_offers() {
         const BOTH: &str =
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
-        // Chromium's and Firefox's offer.
+        const TAKEOVER: &str = "permessage-deflate; client_no_context_takeover";
+        // Chromium's and Firefox's offer: the server keeps its context (shared stream).
         assert_eq!(
             offer(&["permessage-deflate; client_max_window_bits"]),
+            Some((15, TAKEOVER.into()))
+        );
+        assert_eq!(offer(&["permessage-deflate"]), Some((15, TAKEOVER.into())));
+        // Unless the server's flag turns takeover off, or the client asks for none.
+        assert_eq!(
+            offer_with(&["permessage-deflate"], false),
             Some((15, BOTH.into()))
         );
-        assert_eq!(offer(&["permessage-deflate"]), Some((15, BOTH.into())));
+        assert_eq!(
+            offer(&["permessage-deflate; server_no_context_takeover"]),
+            Some((15, BOTH.into()))
+        );
         assert_eq!(
             offer(&["permessage-deflate; server_max_window_bits=10; client_no_context_takeover"]),
-            Some((10, format!("{BOTH}; server_max_window_bits=10")))
+            Some((10, format!("{TAKEOVER}; server_max_window_bits=10")))
         );
         assert_eq!(
             offer(&["permessage-deflate; server_max_window_bits=\"12\""]).map(|o| o.0),
             Some(12)
         );
         assert_eq!(
-            offer(&["permessage-deflate; server_max_window_bits=15"]),
+            offer(&["permessage-deflate; server_max_window_bits=15; server_no_context_takeover"]),
             Some((15, BOTH.into()))
         );
         // 8 cannot be honoured: that offer is declined, the next one taken.

@@ -277,7 +277,7 @@ async fn upgrade(
     let deflate = if config.no_permessage_deflate {
         None
     } else {
-        handshake::negotiate_deflate(headers)
+        handshake::negotiate_deflate(headers, !config.no_deflate_context_takeover)
     };
     let accept = match handshake::accept(&request) {
         Ok(accept) => accept,
@@ -321,6 +321,7 @@ async fn upgrade(
         }
     };
     let window_bits = deflate.as_ref().map(|d| d.window_bits);
+    let deflate_takeover = deflate.as_ref().is_some_and(|d| d.takeover);
     let on_upgrade = takeover.claim();
     state.metrics.ws_accepted.increment(1);
     // Debug level: an enabled span is kept, with its formatted fields, for the connection's
@@ -343,6 +344,7 @@ async fn upgrade(
                 closed: AtomicBool::new(false),
                 replies: Arc::new(Semaphore::new(outbound::REPLY_BUDGET)),
                 deflate: window_bits,
+                deflate_takeover,
             });
             let shard = hub.shard(slot.id).commands.clone();
             let added = Command::Add {
