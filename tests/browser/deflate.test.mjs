@@ -1,8 +1,9 @@
 // permessage-deflate (issue 23) in real headless browsers, Chromium and Firefox: the browser
-// offers it, the server agrees (compressing each frame once), and the page renders the same
-// table as a page whose server declines it (--no-permessage-deflate). Both sides are read: the
-// socket's negotiated `extensions`, from a WebSocket wrapper installed before the page's own
-// scripts, and the server's count of compressed frames.
+// offers it, the server agrees (compressing each frame once, deltas in its shared context), and
+// the page renders the same table as a page whose server declines it (--no-permessage-deflate).
+// Both sides are read: the socket's negotiated `extensions` and every message it inflated, from a
+// WebSocket wrapper installed before the page's own scripts, and the server's counts of
+// compressed frames and of deltas sent in the shared context.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -21,15 +22,25 @@ after(async () => {
 
 /**
  * Runs in the page before its own scripts: records every WebSocket it opens in
- * `window.sockets`, and gives `window.shownTable()`, every row's code and shown value in order.
+ * `window.sockets` and counts the messages that are not JSON in `window.unparsable` (the page
+ * itself skips those quietly), and gives `window.shownTable()`, every row's code and shown value
+ * in order.
  */
 function instrument() {
   window.sockets = [];
+  window.unparsable = 0;
   const Native = window.WebSocket;
   window.WebSocket = class extends Native {
     constructor(...args) {
       super(...args);
       window.sockets.push(this);
+      this.addEventListener('message', (event) => {
+        try {
+          JSON.parse(event.data);
+        } catch {
+          window.unparsable += 1;
+        }
+      });
     }
   };
   window.shownTable = () => [...document.querySelectorAll('tr[data-code]')].map(
@@ -79,24 +90,40 @@ for (const [name, engine] of Object.entries(ENGINES)) {
     assert.ok(!agreed.includes('server_no_context_takeover'), agreed);
     assert.equal(await extension(plain), '');
 
-    // Deltas: both pages follow the same moves. With context takeover each delta refers back
-    // to the ones before: the browser's inflater must keep its window across messages.
-    for (const factor of [1.01, 1.02, 1.03, 1.04, 1.05, 1.06]) {
-      for (const code of ['eth', 'eur', 'xau']) upstream.rates[code].value = FIXTURE[code].value * factor;
-      const shown = await deflated.evaluate(shownTable);
-      await deflated.waitFor((before) => JSON.stringify(window.shownTable()) !== JSON.stringify(before), shown);
+    // Deltas: both pages follow the same moves, each of every unit, so that a few deltas fill
+    // the 32 KiB window and the later ones come in the shared context, referring back to the
+    // ones before: the browser's inflater must keep its window across messages.
+    const initial = await plain.evaluate(shownTable);
+    // Moved from here at twice the poll rate, not waiting for the pages (a hidden page's
+    // polling is throttled): every move is a delta of its own.
+    for (let move = 1; move <= 12; move += 1) {
+      // Each unit by its own factor: the page shows prices against one quote, which moving
+      // every unit alike would leave as they were.
+      Object.keys(FIXTURE).forEach((code, i) => {
+        upstream.rates[code].value = FIXTURE[code].value * (1 + (move * ((i % 7) + 1)) / 1000);
+      });
+      await new Promise((done) => setTimeout(done, 400));
     }
-    // The other page settles on the same rates (the upstream is polled every 200 ms).
-    const final = await deflated.evaluate(shownTable);
-    await plain.waitFor((other) => JSON.stringify(window.shownTable()) === JSON.stringify(other), final);
+    // Both servers have polled the last move by now (every 200 ms): the pages show its rates.
+    await new Promise((done) => setTimeout(done, 1000));
+    const final = await plain.evaluate(shownTable);
+    assert.notDeepEqual(final, initial, 'the moves reached the page');
+    await deflated.waitFor((other) => JSON.stringify(window.shownTable()) === JSON.stringify(other), final);
     const [a, b] = [await deflated.evaluate(shownTable), await plain.evaluate(shownTable)];
     assert.ok(a.length > 10, `${a.length} rows`);
     assert.deepEqual(a, b);
+    // And got there on its first connection, every frame agreeing with the server's checksum: a
+    // delta that inflated wrong would have shown as a mismatch or a reconnect, even if the page
+    // then recovered to the right table.
+    assert.deepEqual(await deflated.evaluate(
+      () => [window.sockets.length, window.unparsable, document.body.dataset.checksumMismatches]),
+    [1, 0, '0']);
 
     // The server's side: it compressed frames for this page, and never for the other one; some
-    // deltas went in the shared context (the page is its only subscriber, there from the start).
+    // deltas went in the shared context.
     assert.ok(await compressions(compressed) > 0, 'no frame compressed');
-    assert.ok(await counter(compressed, 'ratecast_ws_deflate_shared_frames_total') > 0, 'no shared-context delta');
+    const shared = await counter(compressed, 'ratecast_ws_deflate_shared_frames_total');
+    assert.ok(shared >= 3, `${shared} deltas in the shared context`);
     assert.equal(await compressions(raw), 0);
     assert.deepEqual(problems, []);
   });
