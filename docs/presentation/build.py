@@ -244,7 +244,8 @@ PEERS = {"tokio-tungstenite": "tokio-tungstenite", "Node ws": "Node ws",
 
 def peer_figures():
     """bench/deflate.json (the fan-out bench's permessage-deflate runs, BENCHMARKS.md): the
-    quietest run that measured every peer in PEERS beside ratecast, at the subscriber count where
+    newest run that measured every peer in PEERS beside ratecast (the newest code: run 6 brought
+    context takeover, which changed ratecast's compressed bytes), at the subscriber count where
     all of them ran (Node ws compressed only up to 1,000: a zlib stream per connection). Kept out
     of data/, which the e2e stage clears."""
     path = BENCH / "deflate.json"
@@ -261,7 +262,7 @@ def peer_figures():
     if not complete:
         sys.exit(f"bench/deflate.json has no run with all of {sorted(PEERS)} at one subscriber count: "
                  "run `cargo bench --bench fanout` with the peers (BENCHMARKS.md, peers side by side)")
-    run, subs, peers = min(complete, key=lambda c: max(x for p in c[2].values() for x in p["load_average"]))
+    run, subs, peers = complete[-1]
     ours = next((r for r in run["ratecast"] if r["subscribers"] == subs), None)
     if ours is None:
         sys.exit(f"bench/deflate.json run {run['run']}: the peers ran at {subs:,} subscribers, ratecast did not")
@@ -515,6 +516,11 @@ def main():
         "peer_node_kib": f"{peers['Node ws']['rss_per_subscriber_kib']:.1f}",
         "peer_node_z_us": f"{peers['Node ws perMessageDeflate']['server_task_us_per_frame']:.0f}",
         "peer_node_z_kib": f"{peers['Node ws perMessageDeflate']['rss_per_subscriber_kib']:.0f}",
+        "peer_ours_raw_b": f"{ours['wire_bytes_per_frame']['raw']:,.0f}",
+        "peer_ours_z_b": f"{ours['wire_bytes_per_frame']['deflate']:,.0f}",
+        "peer_ours_z_pct": f"{100 * ours['wire_bytes_per_frame']['deflate'] / ours['wire_bytes_per_frame']['raw']:.0f}",
+        "peer_node_z_b": f"{peers['Node ws perMessageDeflate']['wire_bytes_per_frame']:,.0f}",
+        "peer_node_z_pct": f"{100 * peers['Node ws perMessageDeflate']['wire_bytes_per_frame'] / peers['Node ws']['wire_bytes_per_frame']:.0f}",
         "v_one_process": one_process[0], "v_p99": p99_target[0], "v_cpu": cpu_target[0],
         "v_memory": memory_target[0], "memory_target_kib": f"{memory_kib:g}", "idle_commit": IDLE_COMMIT,
         "image_mb": f"{image['bytes'] / 1e6:.1f}", "image_date": image["date"], "image_commit": image["commit"],

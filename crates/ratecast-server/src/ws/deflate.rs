@@ -30,6 +30,7 @@
 //! keeps no inflater between messages, and a decompression bomb stops at the message cap.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -136,11 +137,13 @@ pub struct Prepared {
     in_context: [OnceLock<Option<InContext>>; VARIANTS],
 }
 
-/// A delta compressed in a window's shared context: its frame, and where its uncompressed
-/// payload sits in that window's shared stream.
+/// A delta compressed in a window's shared context: its frame, where its uncompressed payload
+/// sits in that window's shared stream, and where the compressor's history began (its last
+/// restart): the frame refers to nothing before `history_from`, nor more than a window back.
 struct InContext {
     start: u64,
     end: u64,
+    history_from: u64,
     frame: Bytes,
 }
 
@@ -176,10 +179,11 @@ impl Prepared {
     }
 
     /// The frame of this delta for a context-takeover subscriber of `variant` that stands at
-    /// `run` (moved on past this delta): the shared-context frame once its run reaches a whole
-    /// window back (or to the stream's start, where the compressor had no history), else the
-    /// self-contained frame of the same bytes. Whatever is sent, the client's window ends with
-    /// exactly what the stream's does, or the run is ended (`None`). The flag says which form.
+    /// `run` (moved on past this delta): the shared-context frame once its run reaches back to
+    /// all the history the frame may refer to (a whole window, or the stream's last restart),
+    /// else the self-contained frame of the same bytes, and a request to restart the stream so
+    /// that it can join. Whatever is sent, the client's window ends with exactly what the
+    /// stream's does, or the run is ended (`None`). The flag says which form went.
     pub fn for_takeover(
         &self,
         variant: usize,
@@ -204,9 +208,11 @@ impl Prepared {
             from,
             to: shared.end,
         });
-        if from == 0 || shared.start - from >= 1 << (variant + 8) {
+        let window_back = shared.start.saturating_sub(1 << (variant + 8));
+        if from <= shared.history_from.max(window_back) {
             return (&shared.frame, true);
         }
+        deflater.joiners[variant].store(true, Ordering::Relaxed);
         let own = self.get(variant, deflater);
         if !is_compressed(own) {
             // Sent raw, it stays out of the client's window: the stream's copy would not.
@@ -217,12 +223,22 @@ impl Prepared {
 }
 
 /// One window's shared compression context: the compressor every delta goes through in turn,
-/// never reset, and how many uncompressed bytes it has taken (where the next delta starts).
+/// how many uncompressed bytes it has taken (where the next delta starts), where its history
+/// begins (its last restart) and how many deltas it has taken since.
 #[derive(Default)]
 struct SharedStream {
     compressor: Option<Compress>,
     end: u64,
+    history_from: u64,
+    since_restart: u32,
 }
+
+/// The fewest deltas between two restarts of a shared stream. A restart lets every subscriber
+/// waiting to join do so at once (a wall that reconnects does not wait a window's worth of
+/// deltas, ~16 of the full table at 15 bits: 8 minutes at a 30 s poll), and costs every joined
+/// one a delta with no history (~42 % of raw instead of ~14 %). At most one restart in this many
+/// deltas bounds that cost under constant churn to ~21 % of raw, and the wait to this many.
+const MIN_DELTAS_BETWEEN_RESTARTS: u32 = 4;
 
 /// Compress-once for every shard: the recent payloads' prepared frames, one reusable
 /// compressor per window for self-contained frames (reset per message), and one shared
@@ -231,6 +247,10 @@ pub struct Deflater {
     recent: Mutex<VecDeque<Arc<Prepared>>>,
     compressors: Mutex<[Option<Compress>; VARIANTS]>,
     shared: Mutex<[SharedStream; VARIANTS]>,
+    /// Per window: a takeover subscriber got a self-contained delta because its run was too
+    /// short; the stream restarts at its next delta if it may (see
+    /// [`MIN_DELTAS_BETWEEN_RESTARTS`]).
+    joiners: [AtomicBool; VARIANTS],
     /// `ratecast_ws_deflate_compressions_total`: shows compress-once from outside.
     compressions: Counter,
 }
@@ -247,6 +267,7 @@ impl Deflater {
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             compressors: Mutex::new(Default::default()),
             shared: Mutex::new(Default::default()),
+            joiners: Default::default(),
             compressions,
         }
     }
@@ -282,24 +303,39 @@ impl Deflater {
         compress(slot.get_or_insert_with(|| compressor(bits)), payload)
     }
 
-    /// `payload` as the next message of window `bits`'s shared stream. Shards ask in the order
-    /// they see deltas; whatever that order, [`Run`] only sends a frame to a subscriber that
-    /// received the stream's previous message. A compressor that fails is replaced: one with
-    /// no history needs none from its clients.
+    /// `payload` as the next message of window `bits`'s shared stream, restarted first (no
+    /// history) when subscribers wait to join and the last restart is far enough back. Shards
+    /// ask in the order they see deltas; whatever that order, [`Run`] only sends a frame to a
+    /// subscriber that received the stream's previous message. A compressor that fails is
+    /// replaced, which is a restart too.
     fn compress_shared(&self, payload: &[u8], bits: u8) -> Option<InContext> {
+        let variant = variant(Some(bits));
         let mut streams = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let stream = streams.get_mut(variant(Some(bits)))?;
+        let stream = streams.get_mut(variant)?;
         self.compressions.increment(1);
-        let compressor = stream.compressor.get_or_insert_with(|| compressor(bits));
+        let restart = stream.since_restart >= MIN_DELTAS_BETWEEN_RESTARTS
+            && self.joiners[variant].swap(false, Ordering::Relaxed);
+        let compressor = match &mut stream.compressor {
+            Some(compressor) if !restart => compressor,
+            slot => {
+                let compressor = slot.get_or_insert_with(|| compressor(bits));
+                compressor.reset();
+                stream.history_from = stream.end;
+                stream.since_restart = 0;
+                compressor
+            }
+        };
         let Some(deflated) = compress_next(compressor, payload) else {
             stream.compressor = None;
             return None;
         };
         let start = stream.end;
         stream.end += payload.len() as u64;
+        stream.since_restart = stream.since_restart.saturating_add(1);
         Some(InContext {
             start,
             end: stream.end,
+            history_from: stream.history_from,
             frame: frame::encode_compressed(frame::opcode::TEXT, &deflated),
         })
     }
@@ -494,6 +530,65 @@ mod tests {
             1 => Just(Step::Snapshot),
             1 => Just(Step::Heartbeat),
         ]
+    }
+
+    /// A subscriber that joins a running stream (a wall reconnecting) is in the shared context
+    /// within [`MIN_DELTAS_BETWEEN_RESTARTS`] + 1 deltas, not after a window's worth (~16 of
+    /// these), and the one already in it loses one delta's context to the restart, no more.
+    #[test]
+    fn a_late_joiner_is_in_the_shared_context_after_a_few_deltas() {
+        let deflater = Deflater::default();
+        let variant = variant(Some(15));
+        let receiver = || Receiver {
+            inflater: Decompress::new(false),
+            run: None,
+        };
+        let (mut early, mut late) = (receiver(), receiver());
+        let (mut early_shared, mut late_shared) = (Vec::new(), Vec::new());
+        for i in 0..40 {
+            let payload = Bytes::from(table(
+                &(0..30)
+                    .map(|u| (format!("unit{u}"), f64::from(i * 30 + u) * 1.001))
+                    .collect::<Vec<_>>(),
+            ));
+            let prepared = deflater.prepare(&payload);
+            let receivers = if i < 20 {
+                vec![(&mut early, &mut early_shared)]
+            } else {
+                vec![
+                    (&mut early, &mut early_shared),
+                    (&mut late, &mut late_shared),
+                ]
+            };
+            for (receiver, shared) in receivers {
+                let (frame, in_context) =
+                    prepared.for_takeover(variant, &mut receiver.run, &deflater);
+                assert_eq!(receiver.take(frame).unwrap(), payload);
+                shared.push(in_context);
+            }
+        }
+        assert!(payload_window_deltas() > 10);
+        let joined = late_shared.iter().position(|&s| s).expect("never joined");
+        assert!(
+            joined <= MIN_DELTAS_BETWEEN_RESTARTS as usize + 1,
+            "joined after {joined} deltas"
+        );
+        assert!(late_shared[joined..].iter().all(|&s| s));
+        assert_eq!(
+            early_shared.iter().filter(|&&s| !s).count(),
+            0,
+            "{early_shared:?}"
+        );
+    }
+
+    /// How many of the test's 30-unit tables a 15-bit window holds.
+    fn payload_window_deltas() -> usize {
+        let one = table(
+            &(0..30)
+                .map(|u| (format!("unit{u}"), f64::from(u) * 1.001))
+                .collect::<Vec<_>>(),
+        );
+        (1 << 15) / one.len()
     }
 
     proptest! {
