@@ -199,8 +199,8 @@ pub struct WsConfig {
     pub no_permessage_deflate: bool,
 
     /// Answer every permessage-deflate offer with `server_no_context_takeover`: each compressed
-    /// frame is then self-contained (~42 % of the raw bytes on the recorded payload, against
-    /// ~14 % for deltas in the shared context that takeover allows; docs/operations.md).
+    /// frame is then self-contained, several times the bytes of deltas compressed in the shared
+    /// context that takeover allows (docs/protocol.md, BENCHMARKS.md).
     #[arg(long, env = "RATECAST_NO_DEFLATE_CONTEXT_TAKEOVER")]
     pub no_deflate_context_takeover: bool,
 }
