@@ -341,6 +341,29 @@ async fn the_server_flag_turns_it_off() -> Result<()> {
     Ok(())
 }
 
+/// `--no-deflate-context-takeover`: a browser's offer is answered with no context takeover, and
+/// every compressed frame inflates on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_flag_turns_context_takeover_off() -> Result<()> {
+    let (_upstream, server) = server(&["--no-deflate-context-takeover"]).await;
+    let (mut tcp, agreed, early) = connect(server.addr, Some(CHROMIUM_OFFER)).await?;
+    assert_eq!(
+        agreed.as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    );
+    let deltas = |f: &[Got]| f.iter().filter(|f| json(f)["type"] == "delta").count() >= 5;
+    let got = read_frames(&mut tcp, early, &mut Inflate::Own(15), deltas).await?;
+    check_with_zlib(&got, 15)?;
+    assert_eq!(
+        server
+            .metric("ratecast_ws_deflate_shared_frames_total")
+            .await,
+        0.0
+    );
+    server.stop().await;
+    Ok(())
+}
+
 /// Sends `bytes` on a connection with (or without) deflate negotiated and returns the close
 /// code the server answers with.
 async fn close_code_after(

@@ -212,7 +212,11 @@ impl Prepared {
         if from <= shared.history_from.max(window_back) {
             return (&shared.frame, true);
         }
-        deflater.joiners[variant].store(true, Ordering::Relaxed);
+        // Read first: subscribers of both shards land here while joining, and a store each
+        // would bounce the flag's cache line between cores on every one of them.
+        if !deflater.joiners[variant].load(Ordering::Relaxed) {
+            deflater.joiners[variant].store(true, Ordering::Relaxed);
+        }
         let own = self.get(variant, deflater);
         if !is_compressed(own) {
             // Sent raw, it stays out of the client's window: the stream's copy would not.
@@ -253,22 +257,25 @@ pub struct Deflater {
     joiners: [AtomicBool; VARIANTS],
     /// `ratecast_ws_deflate_compressions_total`: shows compress-once from outside.
     compressions: Counter,
+    /// `ratecast_ws_deflate_shared_frames_total`: deltas sent in a shared context.
+    pub shared_frames: Counter,
 }
 
 impl Default for Deflater {
     fn default() -> Self {
-        Self::new(Counter::noop())
+        Self::new(Counter::noop(), Counter::noop())
     }
 }
 
 impl Deflater {
-    pub fn new(compressions: Counter) -> Self {
+    pub fn new(compressions: Counter, shared_frames: Counter) -> Self {
         Self {
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             compressors: Mutex::new(Default::default()),
             shared: Mutex::new(Default::default()),
             joiners: Default::default(),
             compressions,
+            shared_frames,
         }
     }
 

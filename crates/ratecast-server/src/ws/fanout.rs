@@ -156,10 +156,10 @@ pub fn start(
     count: usize,
     clock: Clock,
 ) -> Vec<Shard> {
+    let metrics = &context.metrics;
     let deflater = Arc::new(Deflater::new(
-        context
-            .metrics
-            .counter("ratecast_ws_deflate_compressions_total", &[]),
+        metrics.counter("ratecast_ws_deflate_compressions_total", &[]),
+        metrics.counter("ratecast_ws_deflate_shared_frames_total", &[]),
     ));
     (0..count.max(1))
         .map(|_| {
@@ -647,11 +647,7 @@ impl Worker {
         let metrics = &self.context.metrics;
         metrics.ws_frames_sent.increment(frames);
         metrics.ws_bytes_sent.increment(bytes);
-        if in_context > 0 {
-            metrics
-                .counter("ratecast_ws_deflate_shared_frames_total", &[])
-                .increment(in_context);
-        }
+        self.deflater.shared_frames.increment(in_context);
         // Publish to the last write of this shard: the worst delay any of its subscribers saw.
         if frames > 0 {
             let delay = unix_ms(SystemTime::now()).saturating_sub(delta.ts);
